@@ -1,0 +1,1 @@
+"""Datasets, transforms, batching and sampling."""

@@ -1,0 +1,56 @@
+"""A collated batch: one padded image tensor plus targets padded to the batch maximum.
+
+Padding targets to ``[B, M, ...]`` with a validity mask is what lets target assignment and
+sampling run on the whole batch at once instead of looping over images in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from detfn.data.sample import ImageMeta
+
+__all__ = ["Batch"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Attributes:
+    images (Tensor[B, 3, H, W]): float32, normalized, zero-padded at the bottom/right to a
+        multiple of ``size_divisor``.
+    boxes (Tensor[B, M, 4]): float32 xyxy targets; rows past ``box_mask`` are zeros.
+    labels (Tensor[B, M]): int64 labels; padded rows are -1.
+    box_mask (Tensor[B, M]): bool, True for real targets.
+    ignore_boxes (Tensor[B, G, 4]): float32 xyxy ignore regions, zero-padded.
+    ignore_mask (Tensor[B, G]): bool, True for real ignore regions.
+    metas: one :class:`ImageMeta` per image.
+    """
+
+    images: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    box_mask: torch.Tensor
+    ignore_boxes: torch.Tensor
+    ignore_mask: torch.Tensor
+    metas: tuple[ImageMeta, ...]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The same batch with every tensor on ``device``."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return replace(
+            self,
+            images=move(self.images),
+            boxes=move(self.boxes),
+            labels=move(self.labels),
+            box_mask=move(self.box_mask),
+            ignore_boxes=move(self.ignore_boxes),
+            ignore_mask=move(self.ignore_mask),
+        )

@@ -1,0 +1,51 @@
+"""The record one dataset item is, from loading through every transform.
+
+Pixel convention: boxes are ``xyxy`` in continuous pixel coordinates, ``0 <= x1 < x2 <= W``; a
+box covering pixel columns 0..9 is ``[0, 10)``. COCO's ``[x, y, w, h]`` maps to it without a -1
+shift, and so does VOC's 1-based inclusive ``xmin..xmax`` after subtracting 1 from ``xmin``/``ymin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ImageMeta", "Sample"]
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a model needs to map its output back to the original image.
+
+    Shapes are ``(height, width)``. ``scale_factor`` is ``(sx, sy, sx, sy)``: multiply an
+    original-image xyxy box by it to get the resized box (mmdetection's convention).
+    """
+
+    file_name: str
+    image_id: int
+    ori_shape: tuple[int, int]
+    img_shape: tuple[int, int]
+    pad_shape: tuple[int, int]
+    scale_factor: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    flip: bool = False
+    flip_direction: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its targets.
+
+    Attributes:
+        image (Tensor[3, H, W]): uint8 RGB after loading; float32 after ``Normalize``.
+        boxes (Tensor[N, 4]): float32 xyxy pixel boxes of the targets.
+        labels (Tensor[N]): int64 contiguous labels in ``0..K-1``.
+        ignore_boxes (Tensor[G, 4]): float32 xyxy regions to ignore (crowd, difficult).
+        meta: shapes, scale and flip state.
+    """
+
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    ignore_boxes: torch.Tensor
+    meta: ImageMeta
