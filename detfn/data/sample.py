@@ -1,8 +1,9 @@
 """The record one dataset item is, from loading through every transform.
 
 Pixel convention: boxes are ``xyxy`` in continuous pixel coordinates, ``0 <= x1 < x2 <= W``; a
-box covering pixel columns 0..9 is ``[0, 10)``. COCO's ``[x, y, w, h]`` maps to it without a -1
-shift, and so does VOC's 1-based inclusive ``xmin..xmax`` after subtracting 1 from ``xmin``/``ymin``.
+box covering pixel columns 0..9 is ``[0, 10)``. COCO's ``[x, y, w, h]`` maps to it as
+``[x, y, x + w, y + h]``; VOC's ``xmin ymin xmax ymax`` are taken as they are, with no -1 shift, as
+mmdetection 2.x does, so a VOC set and its COCO conversion give identical boxes.
 """
 
 from __future__ import annotations
