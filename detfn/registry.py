@@ -8,10 +8,10 @@ own message. detfn keys by the config *class* itself:
 
     backbone = build(ResNetConfig(depth=50))
 
-Contract of a builder: it takes the config as its first argument and any keyword ``context`` the
-caller passes to :func:`build` (``in_channels=...``, ``num_classes=...``); it returns the built object
-and has no other side effect. ``build`` walks the config's MRO, so a subclassed config reuses its
-parent's builder until it registers one of its own.
+Contract of a builder: it takes the config as its first argument and any keyword ``context``
+the caller passes to :func:`build` (``in_channels=...``, ``num_classes=...``); it returns the built
+object and has no other side effect. ``build`` walks the config's MRO, so a subclassed config
+reuses its parent's builder until it registers one of its own.
 
 The same table owns the JSON type tags that :mod:`detfn.config` writes for polymorphic fields, so
 a user type registered outside detfn round-trips through JSON with no edit of detfn.
@@ -68,9 +68,7 @@ def default_tag(cfg_type: type) -> str:
     return name[: -len("Config")] if name.endswith("Config") and name != "Config" else name
 
 
-def register(
-    cfg_type: type, *, tag: str | None = None, override: bool = False
-) -> Callable[[B], B]:
+def register(cfg_type: type, *, tag: str | None = None, override: bool = False) -> Callable[[B], B]:
     """Decorator: make ``builder`` the builder of configs of exactly ``cfg_type``.
 
     Args:

@@ -166,7 +166,8 @@ def _override(node: Any, parts: list[str], value: Any, done: str) -> Any:
     if isinstance(node, tuple):
         return _override_item(node, head, rest, value, here, done)
     if not dataclasses.is_dataclass(node) or isinstance(node, type):
-        raise ConfigError(f"override: {done or '<root>'} is {node!r}, which has no field {head!r}")
+        where = done or "<root>"
+        raise ConfigError(f"override: {here}: {where} is {node!r}, which has no field {head!r}")
     names = [f.name for f in dataclasses.fields(node)]
     if head not in names:
         close = difflib.get_close_matches(head, names, n=1)
@@ -178,8 +179,10 @@ def _override(node: Any, parts: list[str], value: Any, done: str) -> Any:
         new = decode(value, field_hints(type(node))[head], here)
     try:
         return dataclasses.replace(node, **{head: new})
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"override: {here}: {error}") from error
+    except TypeError as error:
+        raise ConfigTypeError(f"override: {here}: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"override: {here}: {error}") from error
 
 
 def _override_item(node: tuple, head: str, rest: list[str], value: Any, here: str, done: str):
@@ -202,7 +205,5 @@ def one_of(*classes: type) -> Any:
 
     from detfn.registry import tag_of
 
-    annotated = tuple(
-        typing.Annotated[c, tyro.conf.subcommand(tag_of(c).lower())] for c in classes
-    )
-    return typing.Union[annotated]  # noqa: UP007 - built at run time from a tuple
+    annotated = tuple(typing.Annotated[c, tyro.conf.subcommand(tag_of(c).lower())] for c in classes)
+    return typing.Union[annotated]

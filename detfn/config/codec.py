@@ -319,8 +319,10 @@ def _construct(cls: type, data: dict[str, Any], path: str) -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"{_where(path)}: {error}") from error
+    except TypeError as error:
+        raise ConfigTypeError(f"{_where(path)}: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"{_where(path)}: {error}") from error
 
 
 def _join(path: str, name: str) -> str:
