@@ -1,0 +1,81 @@
+"""Normalization layers of the backbones and the train-mode rules that go with them.
+
+Detection fine-tunes ImageNet backbones with batches of 1-2 large images per device, too few for
+reliable batch statistics. mmdetection therefore keeps BN statistics fixed (``norm_eval``) and
+freezes the first stages (``frozen_stages``). detfn offers three norms:
+
+* ``"BN"``: ``nn.BatchNorm2d``; affine parameters train, statistics stay fixed when ``norm_eval``.
+* ``"FrozenBN"``: ``torchvision.ops.FrozenBatchNorm2d``; scale, shift and statistics are buffers,
+  so nothing in it trains and a param/buffer split never sees it as a parameter.
+* ``"GN"``: ``nn.GroupNorm`` with 32 groups, independent of the batch size (for training from
+  scratch with small batches); it loads no BN statistics from an ImageNet file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+__all__ = [
+    "GN_GROUPS",
+    "NORM_KINDS",
+    "NormKind",
+    "freeze_",
+    "has_trainable_affine",
+    "make_norm",
+    "set_batch_norm_eval_",
+]
+
+NormKind = Literal["BN", "FrozenBN", "GN"]
+NORM_KINDS: tuple[str, ...] = get_args(NormKind)
+
+# Wu & He, "Group Normalization" (ECCV 2018) found 32 groups best on ImageNet; mmdet uses it too.
+GN_GROUPS = 32
+
+
+def make_norm(kind: NormKind, num_features: int) -> nn.Module:
+    """A 2-d normalization layer over ``num_features`` channels.
+
+    Raises:
+        ValueError: an unknown ``kind``, or GN with channels not divisible by 32.
+    """
+    if kind == "BN":
+        return nn.BatchNorm2d(num_features)
+    if kind == "FrozenBN":
+        return FrozenBatchNorm2d(num_features)
+    if kind == "GN":
+        if num_features % GN_GROUPS:
+            raise ValueError(
+                f"GN needs channels divisible by {GN_GROUPS} groups, got {num_features} channels"
+            )
+        return nn.GroupNorm(GN_GROUPS, num_features)
+    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+def has_trainable_affine(norm: nn.Module) -> bool:
+    """Whether ``norm`` has a scale parameter (BN, GN) rather than a frozen buffer (FrozenBN)."""
+    return isinstance(getattr(norm, "weight", None), nn.Parameter)
+
+
+def freeze_(module: nn.Module) -> None:
+    """In place: stop training ``module``: eval mode and ``requires_grad=False`` on its parameters.
+
+    The parameters stay parameters, so the module's state-dict names are unchanged; a training step
+    that splits params from buffers by ``requires_grad`` treats them as constants.
+    """
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+
+
+def set_batch_norm_eval_(module: nn.Module) -> None:
+    """In place: put every BatchNorm inside ``module`` in eval mode (mmdet's ``norm_eval``).
+
+    Eval-mode BN normalizes with its running statistics and does not update them; its affine
+    parameters still receive gradients.
+    """
+    for child in module.modules():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            child.eval()
