@@ -26,6 +26,8 @@ class Batch:
     ignore_boxes (Tensor[B, G, 4]): float32 xyxy ignore regions, zero-padded.
     ignore_mask (Tensor[B, G]): bool, True for real ignore regions.
     metas: one :class:`ImageMeta` per image.
+    skipped: files of the bad images left out of this batch (``skip_bad_images``); the loader
+        counts them and reports them at the end of the epoch.
     """
 
     images: torch.Tensor
@@ -35,9 +37,22 @@ class Batch:
     ignore_boxes: torch.Tensor
     ignore_mask: torch.Tensor
     metas: tuple[ImageMeta, ...]
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked memory (called by ``DataLoader(pin_memory=True)``)."""
+        return replace(
+            self,
+            images=self.images.pin_memory(),
+            boxes=self.boxes.pin_memory(),
+            labels=self.labels.pin_memory(),
+            box_mask=self.box_mask.pin_memory(),
+            ignore_boxes=self.ignore_boxes.pin_memory(),
+            ignore_mask=self.ignore_mask.pin_memory(),
+        )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """The same batch with every tensor on ``device``."""

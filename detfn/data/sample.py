@@ -19,8 +19,9 @@ __all__ = ["ImageMeta", "Sample"]
 class ImageMeta:
     """What a model needs to map its output back to the original image.
 
-    Shapes are ``(height, width)``. ``scale_factor`` is ``(sx, sy, sx, sy)``: multiply an
-    original-image xyxy box by it to get the resized box (mmdetection's convention).
+    ``file_name`` is the image's path as the dataset resolved it (prefix joined), which is what
+    ``LoadImage`` reads. Shapes are ``(height, width)``. ``scale_factor`` is ``(sx, sy, sx, sy)``:
+    multiply an original-image xyxy box by it to get the resized box (mmdetection's convention).
     """
 
     file_name: str
