@@ -31,7 +31,10 @@ class TrainState:
     iters_per_epoch: length of the train loader (needed by by-epoch schedules and warmup).
     base_lr: the configured lr of each parameter group (lr multipliers applied).
     lr, momentum: the current lr and momentum (beta1 for Adam) of each parameter group.
-    rng: the RNG states (torch CPU, CUDA, data generator) for exact resume.
+    rng: the global RNG states (torch CPU and CUDA, Python, NumPy; see
+        :mod:`detfn.engine.rng`), captured by the loop before ``after_train_iter`` and
+        ``after_train_epoch`` and restored when a run starts, for exact resume. The loader's
+        position is not stored here: the loop derives it from ``epoch`` and ``inner_iter``.
     hooks: per-hook state keyed by hook name (best score, kept checkpoints, EMA weights,
         grad-scaler state, timer...). Values must be checkpointable (tensors, numbers, str,
         lists/dicts of them).

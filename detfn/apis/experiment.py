@@ -1,0 +1,182 @@
+"""The experiment config: model + data + runner, and the two Faster R-CNN presets.
+
+``FASTER_RCNN_R50_FPN_1X_COCO`` is mmdetection 2.x's ``faster_rcnn_r50_fpn_1x_coco`` (model,
+``coco_detection``, ``schedule_1x``, ``default_runtime``): every default of the component configs
+is that recipe, so the preset only names the dataset paths. ``bccd_cpu_preset()`` derives from
+it, with ``dataclasses.replace`` and :func:`detfn.config.override`, a run sized for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from detfn.config import Config, check, override
+from detfn.data import (
+    BCCD_CLASSES,
+    CocoDatasetConfig,
+    DatasetConfig,
+    LoaderConfig,
+    bccd_dataset_config,
+)
+from detfn.data.transforms.presets import default_test_pipeline, default_train_pipeline
+from detfn.engine import RunnerConfig
+from detfn.engine.hooks.checkpoint import CheckpointHookConfig
+from detfn.engine.hooks.evaluation import EvaluationHookConfig
+from detfn.engine.hooks.logger import TextLoggerHookConfig
+from detfn.engine.hooks.wandb import WandbHookConfig
+from detfn.engine.schedules.lr_configs import StepLrConfig
+from detfn.models.detectors import FasterRCNNConfig
+
+__all__ = [
+    "FASTER_RCNN_R50_FPN_1X_COCO",
+    "DataConfig",
+    "ExperimentConfig",
+    "bccd_cpu_preset",
+    "coco_preset",
+]
+
+
+def _test_loader() -> LoaderConfig:
+    # mmdetection tests one image per GPU, in dataset order.
+    return LoaderConfig(batch_size=1, num_workers=2, shuffle=False, group_by_aspect=False)
+
+
+@dataclass(frozen=True)
+class DataConfig(Config):
+    """Datasets and loaders (mmdetection's ``data`` dict).
+
+    Attributes:
+        train / val / test: dataset configs; ``val`` is evaluated during training, ``test`` by
+            ``experiments.test`` unless a flag names another.
+        train_loader: batch size (images per GPU), workers, sampler.
+        test_loader: the loader of val and test.
+    """
+
+    train: DatasetConfig = field(default_factory=CocoDatasetConfig)
+    val: DatasetConfig | None = None
+    test: DatasetConfig | None = None
+    train_loader: LoaderConfig = field(default_factory=LoaderConfig)
+    test_loader: LoaderConfig = field(default_factory=_test_loader)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Config):
+    """One training run: what to train, on what, how, and where to write.
+
+    Attributes:
+        name: run name (work dir name and wandb run name).
+        model: the detector.
+        data: datasets and loaders.
+        runner: optimizer, schedule, hooks, resume / load_from.
+        work_dir: config.json, log, metrics.jsonl, checkpoints.
+        seed: seeds torch and the data pipeline.
+        device: "cpu", "cuda", "cuda:1" or "auto" (cuda when available).
+    """
+
+    name: str = "faster_rcnn_r50_fpn_1x_coco"
+    model: FasterRCNNConfig = field(default_factory=FasterRCNNConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    work_dir: str = "work_dirs/faster_rcnn_r50_fpn_1x_coco"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check(self, "name", bool(self.name), "must not be empty")
+        check(
+            self,
+            "device",
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            f"must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}",
+        )
+        classes = getattr(self.data.train, "classes", None)
+        if classes is not None and len(classes) != self.model.num_classes:
+            raise ValueError(
+                f"ExperimentConfig.model.roi_head.bbox_head.num_classes={self.model.num_classes} "
+                f"but data.train.classes has {len(classes)} names {classes}: set them to agree"
+            )
+
+
+def coco_preset(data_root: str = "data/coco") -> ExperimentConfig:
+    """mmdetection's ``faster_rcnn_r50_fpn_1x_coco`` on a COCO 2017 tree at ``data_root``."""
+    root = data_root.rstrip("/")
+
+    def coco_split(split: str, train: bool) -> CocoDatasetConfig:
+        return CocoDatasetConfig(
+            ann_file=f"{root}/annotations/instances_{split}2017.json",
+            img_prefix=f"{root}/{split}2017",
+            pipeline=default_train_pipeline() if train else default_test_pipeline(),
+            test_mode=not train,
+        )
+
+    return ExperimentConfig(
+        data=DataConfig(
+            train=coco_split("train", True),
+            val=coco_split("val", False),
+            test=coco_split("val", False),
+        ),
+        runner=RunnerConfig(
+            evaluation=EvaluationHookConfig(interval=1, save_best="auto"),
+            text_logger=TextLoggerHookConfig(interval=50),
+            wandb=WandbHookConfig(project="detfn", mode="auto"),
+        ),
+    )
+
+
+FASTER_RCNN_R50_FPN_1X_COCO = coco_preset()
+
+
+def bccd_cpu_preset() -> ExperimentConfig:
+    """Faster R-CNN R-18-FPN from scratch on the bundled BCCD, about 15 minutes on 2 CPU cores.
+
+    Departures from the 1x recipe, each for the CPU budget or for training without ImageNet
+    weights (none can be downloaded here):
+
+    * ResNet-18 with trainable BatchNorm (``norm_eval=False``, ``frozen_stages=-1``): frozen
+      statistics only make sense for pretrained weights;
+    * images at 1/2 size (320x240 of 640x480), no upscaling; anchors scale 4 so the smallest
+      anchor (16 px) still covers platelets;
+    * fewer proposals (train 1000 / 500, test 500 / 300) and 256 sampled RoIs;
+    * SGD lr 0.02 with a 100-iteration warmup, steps at epochs 8 and 11 of 12.
+    """
+    base = FASTER_RCNN_R50_FPN_1X_COCO
+    model = base.model
+    for path, value in (
+        ("backbone.depth", 18),
+        ("backbone.norm_eval", False),
+        ("backbone.frozen_stages", -1),
+        ("neck.in_channels", (64, 128, 256, 512)),
+        ("rpn_head.anchor_generator.scales", (4.0,)),
+        ("rpn_head.train_proposal.nms_pre", 1000),
+        ("rpn_head.train_proposal.max_per_img", 500),
+        ("rpn_head.test_proposal.nms_pre", 500),
+        ("rpn_head.test_proposal.max_per_img", 300),
+        ("roi_head.sampler.num", 256),
+        ("roi_head.bbox_head.num_classes", len(BCCD_CLASSES)),
+    ):
+        model = override(model, path, value)
+    scale = (320, 240)
+    data = DataConfig(
+        train=bccd_dataset_config("train", pipeline=default_train_pipeline(scale=scale)),
+        val=bccd_dataset_config("val", pipeline=default_test_pipeline(scale=scale)),
+        test=bccd_dataset_config("test", pipeline=default_test_pipeline(scale=scale)),
+        train_loader=LoaderConfig(batch_size=2, num_workers=2),
+        test_loader=dataclasses.replace(_test_loader(), batch_size=2),
+    )
+    runner = dataclasses.replace(
+        base.runner,
+        max_epochs=12,
+        lr=StepLrConfig(step=(8, 11), warmup="linear", warmup_iters=100, warmup_ratio=0.001),
+        checkpoint=CheckpointHookConfig(interval=1, max_keep_ckpts=2),
+        evaluation=EvaluationHookConfig(interval=4, save_best="auto"),
+        text_logger=TextLoggerHookConfig(interval=10),
+        wandb=WandbHookConfig(project="detfn", mode="auto"),
+    )
+    return ExperimentConfig(
+        name="faster_rcnn_r18_fpn_bccd_cpu",
+        model=model,
+        data=data,
+        runner=runner,
+        work_dir="work_dirs/faster_rcnn_r18_fpn_bccd_cpu",
+    )

@@ -1,0 +1,104 @@
+"""Train a detector from an :class:`ExperimentConfig`: the one function behind every experiment."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from detfn.apis.evaluate import evaluate_dataset
+from detfn.apis.experiment import ExperimentConfig
+from detfn.data import build_loader
+from detfn.engine import Hook, TrainState, train
+from detfn.engine.optim import norm_param_names
+from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
+from detfn.registry import build
+
+__all__ = ["Built", "build_experiment", "resolve_device", "seed_everything", "train_detector"]
+
+# Metrics that are not numbers (tables, copy-paste strings) stay out of logs and best tracking.
+_SCALAR = (int, float)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; a named cuda device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"ExperimentConfig.device={device!r} but CUDA is not available here")
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch (CPU and CUDA); the data pipeline is seeded by its config."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Built:
+    """Everything an experiment config builds, before training starts."""
+
+    model: torch.nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    train_set: Any
+    val_set: Any
+    device: torch.device
+
+
+def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built:
+    """Seed, build the model on its device and the datasets."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build(cfg.model).to(device)
+    params, buffers = split(model)
+    train_set = build(cfg.data.train, seed=cfg.seed) if with_train else None
+    val_set = build(cfg.data.val, seed=cfg.seed) if cfg.data.val is not None else None
+    return Built(model, params, buffers, train_set, val_set, device)
+
+
+def train_detector(
+    cfg: ExperimentConfig,
+    *,
+    hooks: Sequence[Hook] = (),
+    hook_context: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TrainState:
+    """Train ``cfg.model`` on ``cfg.data.train``, evaluating on ``cfg.data.val`` when the runner's
+    evaluation hook is set; returns the final train state."""
+    built = build_experiment(cfg)
+    device = built.device
+    loss = detector_loss_fn(built.model)
+
+    def loss_fn(params, buffers, batch):
+        return loss(params, buffers, batch.to(device, non_blocking=True))
+
+    evaluate = None
+    if built.val_set is not None and cfg.runner.evaluation is not None:
+        predict = detector_predict_fn(built.model)
+        val_loader = build_loader(built.val_set, cfg.data.test_loader)
+
+        def evaluate(state: TrainState) -> dict[str, float]:
+            metrics = evaluate_dataset(
+                predict, state.params, state.buffers, built.val_set, val_loader, device=device
+            )
+            return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
+
+    return train(
+        cfg.runner,
+        params=built.params,
+        buffers=built.buffers,
+        loss_fn=loss_fn,
+        train_loader=build_loader(built.train_set, cfg.data.train_loader),
+        evaluate=evaluate,
+        work_dir=cfg.work_dir,
+        experiment_cfg=cfg,
+        norm_names=norm_param_names(built.model),
+        hooks=hooks,
+        hook_context=hook_context,
+        device=device,
+    )

@@ -1,0 +1,449 @@
+"""Atomic checkpoint files of a whole :class:`TrainState`, and safe loading.
+
+A checkpoint is a ``torch.save``d dict of plain values only (tensors, numbers, str, bytes, None,
+dicts, lists and tuples), so it loads with ``torch.load(weights_only=True)``, which never runs code
+from the file. Dataclass and NamedTuple values in the state (an optimizer state, say) are written
+as dicts and rebuilt on resume from the structure of a fresh state (``like``)::
+
+    {"format": "detfn-checkpoint", "format_version": 1,
+     "meta": {"detfn_version", "time", "config" (JSON text or None), "config_type",
+              "loader" (the train loader's state_dict or None), "epoch", "iter", ...},
+     "state": {"params", "buffers", "opt_state" (None without the optimizer), "epoch", "iter",
+               "inner_iter", "max_epochs", "max_iters", "iters_per_epoch", "base_lr", "lr",
+               "momentum", "rng", "hooks", "stop_reason"}}
+
+Writes are atomic: the bytes go to a temporary file in the target's directory, are fsynced, and
+the file is renamed over the target (``os.replace``), so a crash mid-write leaves the previous
+file and the ``latest.json`` pointer untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import numbers
+import os
+import pathlib
+import pickle
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import torch
+
+from detfn.engine.events import Stage
+from detfn.engine.state import TrainState
+
+__all__ = [
+    "FORMAT",
+    "LATEST_FILE",
+    "LATEST_LINK",
+    "CheckpointError",
+    "advance_counters",
+    "atomic_write",
+    "find_latest",
+    "load_checkpoint",
+    "load_weights",
+    "merge_weights",
+    "save_checkpoint",
+    "state_from_checkpoint",
+    "to_plain",
+    "write_latest",
+]
+
+FORMAT = "detfn-checkpoint"
+FORMAT_VERSION = 1
+LATEST_FILE = "latest.json"
+LATEST_LINK = "latest.pth"  # mmcv's name; a convenience symlink next to the JSON pointer
+
+_LEAVES = (torch.Tensor, int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.Size)
+# Counters and schedule values restored from the checkpoint on resume; the run's length
+# (max_epochs, max_iters, iters_per_epoch, base_lr) comes from the new run's config instead.
+_RESUMED_FIELDS = ("epoch", "iter", "inner_iter", "lr", "momentum")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# plain values
+
+
+def to_plain(value: Any, where: str = "state") -> Any:
+    """``value`` as plain data: dataclasses, NamedTuples and Mappings become dicts, enums their
+    values, subclasses of bool/int/float/str (numpy scalars) the builtin type.
+
+    Raises:
+        CheckpointError: a leaf that a weights-only checkpoint cannot hold (an object, a
+            generator, a function), naming its path, e.g. ``state.hooks.ema.fn``.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value, where)
+    # exact builtins: a numpy scalar or a str enum would be refused by the weights-only loader
+    for abstract, kind in (
+        (bool, bool),
+        (numbers.Integral, int),
+        (numbers.Real, float),
+        (str, str),
+    ):
+        if isinstance(value, abstract):
+            return kind(value)
+    if isinstance(value, _LEAVES):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_plain(getattr(value, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {k: to_plain(v, f"{where}.{k}") for k, v in zip(value._fields, value)}
+    if isinstance(value, Mapping):
+        return {_plain_key(k, where): to_plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    raise CheckpointError(
+        f"{where} holds a {type(value).__qualname__}, which a weights-only checkpoint cannot "
+        "store; keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
+    )
+
+
+def _plain_key(key: Any, where: str) -> Any:
+    if isinstance(key, (str, int)):
+        return key
+    raise CheckpointError(f"{where} has a key {key!r} of type {type(key).__name__}; use str or int")
+
+
+def _like(template: Any, value: Any, device: torch.device | None) -> Any:
+    """Rebuild ``value`` (plain) with the types and tensor devices of ``template``."""
+    if isinstance(value, torch.Tensor):
+        if isinstance(template, torch.Tensor):
+            return value.to(template.device)
+        return value if device is None else value.to(device)
+    if dataclasses.is_dataclass(template) and isinstance(value, Mapping):
+        fields = {f.name: f for f in dataclasses.fields(template)}
+        new = {k: _like(getattr(template, k), v, device) for k, v in value.items() if k in fields}
+        return dataclasses.replace(template, **{k: v for k, v in new.items() if fields[k].init})
+    if isinstance(template, tuple) and hasattr(template, "_fields") and isinstance(value, Mapping):
+        return type(template)(
+            **{
+                k: _like(getattr(template, k), value[k], device)
+                for k in template._fields
+                if k in value
+            }
+        )
+    if isinstance(value, Mapping):
+        sub = template if isinstance(template, Mapping) else {}
+        return {k: _like(sub.get(k), v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        subs = list(template) if isinstance(template, (list, tuple)) else []
+        items = [_like(subs[i] if i < len(subs) else None, v, device) for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> pathlib.Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    """Make the rename durable; not every platform can open a directory, which is harmless."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state: TrainState,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    save_optimizer: bool = True,
+) -> pathlib.Path:
+    """Write ``state`` (and ``meta``) to ``path`` atomically; returns the path.
+
+    ``meta`` is the caller's extra information (config JSON text, loader position); the detfn
+    version, the time and the state's counters are added. With ``save_optimizer=False`` the
+    optimizer state is stored as None (a smaller file that can still be resumed: the optimizer
+    then restarts from the fresh state's ``opt_state``).
+    """
+    import detfn
+
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if not save_optimizer:
+        fields["opt_state"] = None
+    plain_state = {k: to_plain(v, f"state.{k}") for k, v in fields.items()}
+    info = {
+        "detfn_version": getattr(detfn, "__version__", "unknown"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "epoch": state.epoch,
+        "iter": state.iter,
+        **to_plain(dict(meta or {}), "meta"),
+    }
+    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
+    return atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def write_latest(directory: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
+    """Point ``<directory>/latest.json`` (and the ``latest.pth`` symlink) at ``checkpoint``.
+
+    The JSON file is the authoritative pointer and is written atomically; the symlink is
+    replaced atomically too where the file system supports symlinks, and skipped otherwise.
+    """
+    directory = pathlib.Path(directory)
+    name = os.path.relpath(checkpoint, directory)
+    text = json.dumps({"checkpoint": name}) + "\n"
+    atomic_write(directory / LATEST_FILE, lambda f: f.write(text.encode()))
+    link = directory / LATEST_LINK
+    tmp = directory / f".{LATEST_LINK}.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(name, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def find_latest(directory: str | os.PathLike[str]) -> pathlib.Path | None:
+    """The checkpoint ``latest.json`` in ``directory`` points at, or None if there is none."""
+    directory = pathlib.Path(directory)
+    pointer = directory / LATEST_FILE
+    if pointer.is_file():
+        try:
+            name = json.loads(pointer.read_text())["checkpoint"]
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{pointer}: not a valid latest-checkpoint pointer") from None
+        target = directory / name
+        if not target.is_file():
+            raise CheckpointError(f"{pointer}: points at {target}, which does not exist")
+        return target
+    link = directory / LATEST_LINK
+    return link.resolve() if link.is_file() else None
+
+
+def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
+    """The state's counters as the loop will have them once the event of ``stage`` is done.
+
+    A checkpoint written during ``after_train_iter`` must resume *after* that iteration, one
+    written during ``after_train_epoch`` at the start of the next epoch (mmcv stores
+    ``iter + 1`` / ``epoch + 1`` in its checkpoint meta for the same reason).
+    """
+    stage = Stage(stage)
+    if stage is Stage.AFTER_TRAIN_ITER:
+        return dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
+    if stage is Stage.AFTER_TRAIN_EPOCH:
+        return dataclasses.replace(state, epoch=state.epoch + 1, inner_iter=0)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+_UNSAFE = re.compile(r"GLOBAL (\S+)|Unsupported class (\S+)")
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Returns the stored dict; a detfn checkpoint also gets ``"path"`` (str) added. Any ``.pth``
+    holding only plain values (an mmcv checkpoint, a torchvision state_dict) loads too.
+
+    Raises:
+        CheckpointError: one line naming the file when it is missing, corrupt or truncated, or
+            when it carries pickled code (it is then not a weights-only checkpoint).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = _UNSAFE.search(str(error))
+        if found:
+            culprit = found.group(1) or found.group(2)
+            raise CheckpointError(
+                f"{path}: not a weights-only checkpoint (it carries pickled code: {culprit}); "
+                "refusing to load it"
+            ) from None
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint (its pickle data is unreadable)"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as error:  # zip, EOF, OS and parse errors all mean an unreadable file
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint "
+            f"({_first_line(error) or type(error).__name__})"
+        ) from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        ckpt["path"] = str(path)
+    return ckpt
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainState:
+    """The state to resume from: ``like`` (a fresh state of the new run) with the stored values.
+
+    Restored: params, buffers, opt_state (unless the checkpoint was saved without it), the
+    counters, lr, momentum, rng and hook states. Kept from ``like``: the run's length
+    (max_epochs, max_iters, iters_per_epoch), base_lr and stop_reason, so a resumed run follows
+    its own config. Tensors go to the devices of ``like``'s tensors (rng states stay on the CPU).
+
+    Raises:
+        CheckpointError: not a detfn checkpoint, or parameter names/shapes that differ.
+    """
+    where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{where}: not a detfn training checkpoint, cannot resume from it; "
+            "use load_weights (load_from) for weights only"
+        )
+    stored = ckpt["state"]
+    device = _first_device(like.params)
+    params = _fit(like.params, stored["params"], where, "params")
+    buffers = _fit(like.buffers, stored["buffers"], where, "buffers")
+    opt_state = like.opt_state
+    if stored.get("opt_state") is not None:
+        opt_state = _like(like.opt_state, stored["opt_state"], device)
+    return dataclasses.replace(
+        like,
+        params=params,
+        buffers=buffers,
+        opt_state=opt_state,
+        rng=_like(None, stored.get("rng", {}), None),
+        hooks=_like(like.hooks, stored.get("hooks", {}), device),
+        **{k: _like(getattr(like, k), stored[k], None) for k in _RESUMED_FIELDS if k in stored},
+    )
+
+
+def _first_device(tensors: Mapping[str, torch.Tensor]) -> torch.device | None:
+    return next((t.device for t in tensors.values()), None)
+
+
+def _fit(
+    like: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor], where: str, what: str
+) -> dict[str, torch.Tensor]:
+    """Stored tensors with exactly the names and shapes of ``like``, on ``like``'s devices."""
+    missing = sorted(set(like) - set(stored))
+    unexpected = sorted(set(stored) - set(like))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: {what} do not match the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, tensor in like.items():
+        if tuple(stored[name].shape) != tuple(tensor.shape):
+            shape = tuple(stored[name].shape)
+            raise CheckpointError(
+                f"{where}: {what}[{name!r}] has shape {shape}, the model has {tuple(tensor.shape)}"
+            )
+    return {name: stored[name].to(tensor.device) for name, tensor in like.items()}
+
+
+def load_weights(
+    src: str | os.PathLike[str] | Mapping[str, Any], *, like: TrainState | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(params, buffers)`` from a checkpoint, for ``load_from`` (weights only, no resume).
+
+    ``src`` is a path or an already loaded dict: a detfn checkpoint, an mmcv-style
+    ``{"state_dict": ...}`` or a plain state_dict (a DataParallel ``module.`` prefix is removed).
+    A plain state_dict does not say which tensors are buffers: with ``like`` its names are split
+    by ``like.params`` / ``like.buffers``; without it everything is returned as params.
+    """
+    ckpt = load_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
+    where = str(src) if isinstance(src, (str, os.PathLike)) else "<state_dict>"
+    if isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT:
+        state = ckpt["state"]
+        return dict(state["params"]), dict(state["buffers"])
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping):
+        ckpt = ckpt["state_dict"]
+    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f"{where}: neither a detfn checkpoint nor a state_dict of tensors")
+    weights = _strip_prefix(dict(ckpt), "module.")
+    if like is None:
+        return weights, {}
+    buffer_names = set(like.buffers)
+    params = {k: v for k, v in weights.items() if k not in buffer_names}
+    return params, {k: v for k, v in weights.items() if k in buffer_names}
+
+
+def _strip_prefix(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if weights and all(k.startswith(prefix) for k in weights):
+        return {k[len(prefix) :]: v for k, v in weights.items()}
+    return weights
+
+
+def merge_weights(
+    state: TrainState,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = False,
+) -> tuple[TrainState, list[str]]:
+    """``state`` with the given weights copied in by name (``load_from``); returns the new state
+    and the names of the state's tensors that got no weight.
+
+    A name in the weights that the state does not have is ignored unless ``strict``; a shape
+    mismatch always raises, since silently skipping it would train a different model.
+    """
+    loaded = {**params, **buffers}
+    unexpected = sorted(set(loaded) - set(state.params) - set(state.buffers))
+    if strict and unexpected:
+        raise CheckpointError(f"load_from: weights not in the model: {unexpected[:5]}")
+    missing: list[str] = []
+    new: list[dict[str, torch.Tensor]] = []
+    for current in (state.params, state.buffers):
+        merged = dict(current)
+        for name, tensor in current.items():
+            if name not in loaded:
+                missing.append(name)
+                continue
+            if tuple(loaded[name].shape) != tuple(tensor.shape):
+                raise CheckpointError(
+                    f"load_from: {name!r} has shape {tuple(loaded[name].shape)}, "
+                    f"the model has {tuple(tensor.shape)}"
+                )
+            merged[name] = loaded[name].to(device=tensor.device, dtype=tensor.dtype)
+        new.append(merged)
+    if strict and missing:
+        raise CheckpointError(f"load_from: model tensors without weights: {missing[:5]}")
+    return dataclasses.replace(state, params=new[0], buffers=new[1]), missing

@@ -1,0 +1,261 @@
+"""Evaluation hook: evaluate during training, keep the best checkpoint.
+
+mmcv 1.x ``EvalHook`` semantics:
+
+* by epoch (``after_train_epoch``) or by iteration (``after_train_iter``); with ``start = None``
+  every ``interval``-th epoch/iteration (1-based), else the 1-based count c is evaluated when
+  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights
+  before the first train epoch/iteration;
+* ``save_best``: ``"auto"`` tracks the first metric key of the first result, a name tracks that
+  key; ``rule`` ``"greater"``/``"less"``, or ``"auto"`` inferred from the key as mmcv does (a key
+  equal to, then containing, one of ``greater_keys`` -> greater, of ``less_keys`` -> less);
+* one ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
+
+The evaluation function comes from the run context: ``event.run.evaluate(state) -> dict[str,
+float]``. When an EMA hook keeps averaged weights in ``state.hooks["ema"]["params"]`` (and
+optionally ``["buffers"]``), those are evaluated instead (``use_ema``). The metrics are put in
+the event's outputs (``outputs["metrics"]``) for the loggers, which run later (VERY_LOW).
+
+The best score, its key and rule and the best file name live in ``state.hooks["evaluation"]``,
+so they survive a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from detfn.config import Config, check, fail
+from detfn.engine.checkpoint_io import advance_counters, save_checkpoint
+from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.hooks.checkpoint import resolve_out_dir, run_meta
+from detfn.engine.priority import Priority, get_priority
+from detfn.engine.state import TrainState
+from detfn.registry import register
+
+__all__ = [
+    "EVALUATION",
+    "GREATER_KEYS",
+    "LESS_KEYS",
+    "EvaluationHookConfig",
+    "build_evaluation_hook",
+    "evaluation_fn",
+    "infer_rule",
+    "is_better",
+    "should_evaluate",
+    "weights_to_evaluate",
+]
+
+EVALUATION = "evaluation"
+# mmcv's default key lists for inferring the rule of a key.
+GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc")
+LESS_KEYS = ("loss",)
+# LOW, registered after the timer (mmdet's train.py): after the checkpoint hook (NORMAL), so a
+# failing evaluation leaves the epoch's checkpoint; before the loggers, which print the metrics.
+DEFAULT_PRIORITY = Priority.LOW.name
+
+
+@dataclass(frozen=True)
+class EvaluationHookConfig(Config):
+    """Periodic evaluation with best-checkpoint tracking (mmcv ``EvalHook``)."""
+
+    start: int | None = None
+    """First epoch/iteration (1-based) to evaluate; 0 also evaluates before training."""
+    interval: int = 1
+    by_epoch: bool = True
+    save_best: str | None = None
+    """None: no best checkpoint; "auto": the first metric key; else a metric key."""
+    rule: Literal["auto", "greater", "less"] = "auto"
+    greater_keys: tuple[str, ...] = GREATER_KEYS
+    less_keys: tuple[str, ...] = LESS_KEYS
+    out_dir: str | None = None
+    """Directory of the best checkpoint; None uses the run's work_dir."""
+    use_ema: bool = True
+    """Evaluate the EMA weights of ``state.hooks[ema_key]`` when an EMA hook provides them."""
+    ema_key: str = "ema"
+    save_optimizer: bool = True
+    priority: int | str = DEFAULT_PRIORITY
+
+    def __post_init__(self) -> None:
+        check(
+            self,
+            "start",
+            self.start is None or self.start >= 0,
+            f"must be None or >= 0, got {self.start}",
+        )
+        check(self, "interval", self.interval > 0, f"must be > 0, got {self.interval}")
+        check(
+            self,
+            "save_best",
+            self.save_best is None or bool(self.save_best.strip()),
+            "must be None, 'auto' or a metric key, got an empty string",
+        )
+        if self.save_best not in (None, "auto"):
+            try:
+                infer_rule(self.save_best, self.rule, self.greater_keys, self.less_keys)
+            except ValueError as error:
+                fail(self, "rule", str(error))
+        try:
+            get_priority(self.priority)
+        except (ValueError, TypeError) as error:
+            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
+
+
+def infer_rule(
+    key: str,
+    rule: str,
+    greater_keys: tuple[str, ...] = GREATER_KEYS,
+    less_keys: tuple[str, ...] = LESS_KEYS,
+) -> str:
+    """``rule`` unless it is "auto"; then mmcv's inference from the key name.
+
+    An exact (case-insensitive) match of a greater/less key wins over a substring match.
+    """
+    if rule != "auto":
+        return rule
+    lowered = key.lower()
+    greater = [k.lower() for k in greater_keys]
+    less = [k.lower() for k in less_keys]
+    if lowered in greater:
+        return "greater"
+    if lowered in less:
+        return "less"
+    if any(k in lowered for k in greater):
+        return "greater"
+    if any(k in lowered for k in less):
+        return "less"
+    raise ValueError(
+        f"cannot infer whether a greater or a smaller {key!r} is better; "
+        "set rule='greater' or rule='less'"
+    )
+
+
+def is_better(score: float, best: float | None, rule: str) -> bool:
+    """Strictly better (mmcv compares with > / <); anything beats no best yet; NaN never wins."""
+    if math.isnan(score):
+        return False
+    if best is None:
+        return True
+    return score > best if rule == "greater" else score < best
+
+
+def should_evaluate(cfg: EvaluationHookConfig, stage: Stage, state: TrainState) -> bool:
+    """Whether this event evaluates (mmcv's ``_should_evaluate`` plus the initial evaluation)."""
+    before = Stage.BEFORE_TRAIN_EPOCH if cfg.by_epoch else Stage.BEFORE_TRAIN_ITER
+    if stage is before:
+        # mmcv evaluates once before training when start <= the first epoch/iter of the run;
+        # for a fresh run (iter 0) that is start == 0
+        return cfg.start == 0 and state.iter == 0
+    if cfg.by_epoch and stage is Stage.AFTER_TRAIN_EPOCH:
+        count = state.epoch + 1
+    elif not cfg.by_epoch and stage is Stage.AFTER_TRAIN_ITER:
+        count = state.iter + 1
+    else:
+        return False
+    if cfg.start is None:
+        return count % cfg.interval == 0
+    return count >= cfg.start and (count - cfg.start) % cfg.interval == 0
+
+
+def weights_to_evaluate(state: TrainState, use_ema: bool, ema_key: str) -> TrainState:
+    """``state`` with the EMA hook's averaged params/buffers in place, when there are any."""
+    ema = state.hooks.get(ema_key) if use_ema else None
+    if not isinstance(ema, Mapping) or not ema.get("params"):
+        return state
+    return dataclasses.replace(
+        state,
+        params={**state.params, **ema["params"]},
+        buffers={**state.buffers, **(ema.get("buffers") or {})},
+    )
+
+
+def _progress_name(stage: Stage, state: TrainState, by_epoch: bool) -> str:
+    """``epoch_N`` / ``iter_N``: N the epochs/iterations done when the weights were evaluated."""
+    if by_epoch:
+        return f"epoch_{state.epoch + 1 if stage is Stage.AFTER_TRAIN_EPOCH else state.epoch}"
+    return f"iter_{state.iter + 1 if stage is Stage.AFTER_TRAIN_ITER else state.iter}"
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
+    return {
+        k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
+    }
+
+
+def evaluation_fn(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
+    """Evaluate when due; put the metrics in the outputs; update the best checkpoint."""
+    state = event.state
+    if event.stage is Stage.BEFORE_RUN:
+        if not callable(getattr(event.run, "evaluate", None)):
+            raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
+        if cfg.save_best is not None:
+            resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook").mkdir(
+                parents=True, exist_ok=True
+            )
+        if EVALUATION in state.hooks:
+            return None
+        return _put(state, {"best_score": None, "best_ckpt": None, "key": None, "rule": None})
+    if not should_evaluate(cfg, event.stage, state):
+        return None
+    metrics = _numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
+    if isinstance(event.outputs, dict):
+        event.outputs["metrics"] = metrics
+    if cfg.save_best is None:
+        return None
+    return _track_best(event, cfg, metrics)
+
+
+def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]) -> TrainState:
+    state = event.state
+    mine = dict(state.hooks.get(EVALUATION) or {})
+    if cfg.save_best == "auto":
+        key = mine.get("key") or next(iter(metrics), None)
+    else:
+        key = cfg.save_best
+    if key not in metrics or not isinstance(metrics[key], float):
+        raise ValueError(
+            f"EvaluationHook: save_best key {key!r} is not a number in the metrics "
+            f"{sorted(metrics)}"
+        )
+    rule = infer_rule(key, cfg.rule, cfg.greater_keys, cfg.less_keys)
+    if (mine.get("key"), mine.get("rule")) != (key, rule):
+        mine["best_score"] = None  # a resumed run with another criterion starts a new best
+    mine.update(key=key, rule=rule)
+    score = metrics[key]
+    if not is_better(score, mine.get("best_score"), rule):
+        return _put(state, mine)
+    out_dir = resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook")
+    name = f"best_{key.replace('/', '_')}_{_progress_name(event.stage, state, cfg.by_epoch)}.pth"
+    old = mine.get("best_ckpt")
+    mine.update(best_score=score, best_ckpt=name)
+    new_state = _put(state, mine)
+    save_checkpoint(
+        out_dir / name,
+        advance_counters(new_state, event.stage),
+        meta=run_meta(event.run, event.stage),
+        save_optimizer=cfg.save_optimizer,
+    )
+    if old and old != name:
+        (out_dir / old).unlink(missing_ok=True)
+    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+    logger.info(f"best {key} is {score:.4f}; saved {pathlib.Path(out_dir) / name}")
+    return new_state
+
+
+def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
+    return dataclasses.replace(state, hooks={**state.hooks, EVALUATION: mine})
+
+
+@register(EvaluationHookConfig)
+def build_evaluation_hook(cfg: EvaluationHookConfig, **context: Any) -> Hook:
+    """The evaluation hook (default priority LOW; register it after the timer)."""
+    del context
+    return Hook(EVALUATION, lambda event: evaluation_fn(event, cfg), get_priority(cfg.priority))

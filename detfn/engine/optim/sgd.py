@@ -1,0 +1,105 @@
+"""SGD with momentum, Nesterov momentum and L2 weight decay, as ``torch.optim.SGD`` computes it.
+
+Per parameter, with ``wd`` the group's weight decay and ``m`` its momentum::
+
+    g = grad + wd * p
+    buf = m * buf + g                    (buf starts at zero, so the first step stores g)
+    d = g + m * buf  if nesterov else buf
+    p = p - lr * d
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from detfn.config import Config, check, check_non_negative, check_positive
+from detfn.engine.optim.base import (
+    Grads,
+    Optimizer,
+    OptState,
+    Params,
+    check_hyperparams,
+    group_tensors,
+)
+from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, make_param_groups
+from detfn.registry import register
+
+__all__ = ["SGDConfig", "build_sgd", "sgd"]
+
+
+@dataclass(frozen=True)
+class SGDConfig(Config):
+    """mmdetection's default optimizer: ``SGD(lr=0.02, momentum=0.9, weight_decay=1e-4)``.
+
+    ``fused=True`` uses ``torch._fused_sgd_`` (one kernel; it may overwrite the grads it gets).
+    """
+
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 0.0001
+    nesterov: bool = False
+    fused: bool = False
+    param_groups: ParamGroupsConfig = field(default_factory=ParamGroupsConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lr")
+        check_non_negative(self, "momentum", "weight_decay")
+        check(self, "nesterov", not self.nesterov or self.momentum > 0, "needs momentum > 0")
+
+
+def _update_group(group: ParamGroup, grads, params, bufs, lr, momentum, nesterov, fused) -> None:
+    """One group's in-place step."""
+    names, ps, gs, (bs,) = group_tensors(group, grads, params, bufs)
+    if not names:
+        return
+    wd = group.weight_decay
+    if fused:
+        torch._fused_sgd_(
+            ps, gs, bs, weight_decay=wd, momentum=momentum, lr=lr, dampening=0.0,
+            nesterov=nesterov, maximize=False, is_first_step=False,
+        )  # fmt: skip
+        return
+    if wd != 0:
+        gs = torch._foreach_add(gs, ps, alpha=wd)
+    if momentum != 0:
+        torch._foreach_mul_(bs, momentum)
+        torch._foreach_add_(bs, gs)
+        gs = torch._foreach_add(gs, bs, alpha=momentum) if nesterov else bs
+    torch._foreach_add_(ps, gs, alpha=-lr)
+
+
+def sgd(groups: Sequence[ParamGroup], *, nesterov: bool = False, fused: bool = False) -> Optimizer:
+    """SGD over ``groups``; lr and momentum come per call from the train state."""
+    groups = tuple(groups)
+
+    def init(params: Params) -> OptState:
+        return {"momentum_buffer": {n: torch.zeros_like(p) for n, p in params.items()}}
+
+    def update(grads: Grads, state: OptState, params: Params, lr, momentum):
+        check_hyperparams(groups, lr, momentum)
+        for group, group_lr, group_m in zip(groups, lr, momentum):
+            _update_group(
+                group, grads, params, state["momentum_buffer"], group_lr, group_m, nesterov, fused
+            )
+        return params, state
+
+    return Optimizer(groups, init, update)
+
+
+@register(SGDConfig)
+def build_sgd(
+    cfg: SGDConfig, *, params: Mapping[str, torch.Tensor], norm_names: Iterable[str] = ()
+) -> Optimizer:
+    """Group ``params`` by ``cfg.param_groups`` and build the SGD pair."""
+    groups = make_param_groups(
+        params,
+        cfg.param_groups,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        norm_names=norm_names,
+    )
+    return sgd(groups, nesterov=cfg.nesterov, fused=cfg.fused)

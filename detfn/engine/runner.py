@@ -1,0 +1,257 @@
+"""``train(...)``: build the optimizer, the state and the default hooks from a config, then run.
+
+The hook list follows mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the
+default hooks are registered first, in slot order, then the custom ones, so a custom hook with
+the same priority as a default hook runs after it.
+
+Resume versus ``load_from`` (a common confusion in mmdetection, see mmdet-facts §5.8):
+
+* ``resume_from`` restores the whole run: weights, optimizer state, counters, lr and momentum,
+  RNG states, hook states; the loop then positions the loader mid-epoch. The run's length and
+  base lr come from the new config.
+* ``load_from`` copies weights only (by name) into a fresh run that starts at iteration 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from detfn.config import Config, check, fail
+from detfn.engine import checkpoint_io
+from detfn.engine.events import Hook
+from detfn.engine.hooks.checkpoint import CheckpointHookConfig
+from detfn.engine.hooks.ema import EMAConfig
+from detfn.engine.hooks.evaluation import EvaluationHookConfig
+from detfn.engine.hooks.guards import NanGuardConfig
+from detfn.engine.hooks.logger import TextLoggerHookConfig
+from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
+from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
+from detfn.engine.hooks.timer import TimerHookConfig
+from detfn.engine.hooks.wandb import WandbHookConfig
+from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
+from detfn.engine.loop import RunContext, check_workflow, drive, train_loop
+from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
+from detfn.engine.optim.base import Optimizer
+from detfn.engine.schedules.lr_configs import LrConfig, StepLrConfig
+from detfn.engine.schedules.momentum_configs import MomentumConfig
+from detfn.engine.state import TrainState
+from detfn.engine.step import LossFn, make_train_step
+from detfn.registry import build
+
+__all__ = ["DEFAULT_MAX_EPOCHS", "RunnerConfig", "build_hooks", "initial_state", "train"]
+
+DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
+
+
+@dataclass(frozen=True)
+class RunnerConfig(Config):
+    """Everything about a training run except the model and the data (mmdet's schedule and
+    runtime files). The defaults are mmdetection's 1x schedule and default runtime.
+
+    Attributes:
+        max_epochs / max_iters: set one; epoch-based when ``max_epochs`` is. With neither,
+            ``max_epochs`` is 12 (mmdetection's 1x schedule).
+        workflow: mmcv's phases, e.g. ``(("train", 1), ("val", 1))``.
+        grad_backend: "autograd" (default, fastest) or "func" (torch.func.grad_and_value).
+        lr / momentum: schedules (ENGINE-B's policy configs); None leaves lr at base_lr.
+        checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
+        ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
+        resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
+            work dir's latest checkpoint when there is one.
+        load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
+    """
+
+    max_epochs: int | None = None
+    max_iters: int | None = None
+    workflow: tuple[tuple[str, int], ...] = (("train", 1),)
+    optimizer: OptimizerConfig = field(default_factory=SGDConfig)
+    optimizer_hook: OptimizerHookConfig = field(default_factory=OptimizerHookConfig)
+    grad_backend: Literal["autograd", "func"] = "autograd"
+    lr: LrConfig | None = field(
+        default_factory=lambda: StepLrConfig(
+            step=(8, 11), warmup="linear", warmup_iters=500, warmup_ratio=0.001
+        )
+    )
+    momentum: MomentumConfig | None = None
+    checkpoint: CheckpointHookConfig | None = field(default_factory=CheckpointHookConfig)
+    timer: TimerHookConfig | None = field(default_factory=TimerHookConfig)
+    evaluation: EvaluationHookConfig | None = None
+    text_logger: TextLoggerHookConfig | None = field(default_factory=TextLoggerHookConfig)
+    wandb: WandbHookConfig | None = None
+    ema: EMAConfig | None = None
+    nan_guard: NanGuardConfig | None = field(default_factory=NanGuardConfig)
+    sampler_seed: SamplerSeedConfig | None = field(default_factory=SamplerSeedConfig)
+    resume_from: str | None = None
+    auto_resume: bool = False
+    load_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_epochs is None and self.max_iters is None:
+            object.__setattr__(self, "max_epochs", DEFAULT_MAX_EPOCHS)
+        if self.max_epochs is not None and self.max_iters is not None:
+            fail(
+                self,
+                "max_epochs",
+                f"and max_iters: set only one, got {self.max_epochs} and {self.max_iters}",
+            )
+        for name in ("max_epochs", "max_iters"):
+            value = getattr(self, name)
+            check(self, name, value is None or value >= 1, f"must be >= 1, got {value}")
+        try:
+            check_workflow(self.workflow)
+        except ValueError as error:
+            fail(self, "workflow", str(error))
+        check(
+            self,
+            "load_from",
+            not (self.load_from and self.resume_from),
+            "and resume_from are exclusive: resume restores the weights too",
+        )
+
+
+def initial_state(
+    cfg: RunnerConfig, optimizer: Optimizer, params: Mapping[str, torch.Tensor], buffers
+) -> TrainState:
+    """A fresh state at iteration 0: lr = base_lr = the groups' configured lr."""
+    return TrainState(
+        params=dict(params),
+        buffers=dict(buffers),
+        opt_state=optimizer.init(params),
+        max_epochs=cfg.max_epochs,
+        max_iters=cfg.max_iters if cfg.max_epochs is None else None,
+        **initial_hyperparams(optimizer.groups),
+    )
+
+
+def build_hooks(
+    cfg: RunnerConfig,
+    optimizer: Optimizer,
+    custom: Sequence[Hook] = (),
+    *,
+    context: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Hook]:
+    """The default hooks in slot order, then detfn's extras, then ``custom`` (registration
+    order matters only between equal priorities; :func:`drive` sorts by priority).
+
+    ``context`` passes builder keywords per hook config field, e.g.
+    ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``.
+    """
+    context = context or {}
+    slots: list[tuple[str, Any]] = [
+        ("lr", cfg.lr),
+        ("momentum", cfg.momentum),
+        ("optimizer_hook", cfg.optimizer_hook),
+        ("checkpoint", cfg.checkpoint),
+        ("timer", cfg.timer),
+        ("evaluation", cfg.evaluation),
+        ("text_logger", cfg.text_logger),
+        ("wandb", cfg.wandb),
+        ("work_dir", WorkDirHookConfig(dump_config=False)),
+        ("nan_guard", cfg.nan_guard),
+        ("ema", cfg.ema),
+        ("sampler_seed", cfg.sampler_seed),
+    ]
+    hooks = []
+    for key, hook_cfg in slots:
+        if hook_cfg is None:
+            continue
+        extra = dict(context.get(key, {}))
+        if key == "optimizer_hook":
+            extra["optimizer"] = optimizer
+        hooks.append(build(hook_cfg, **extra))
+    return [*hooks, *custom]
+
+
+def _resume_path(cfg: RunnerConfig, work_dir: Path | None) -> Path | None:
+    if cfg.resume_from:
+        return Path(cfg.resume_from)
+    if cfg.auto_resume:
+        if work_dir is None:
+            raise ValueError("RunnerConfig.auto_resume needs a work_dir to look for checkpoints")
+        return checkpoint_io.find_latest(work_dir)
+    return None
+
+
+def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger) -> TrainState:
+    """Apply ``resume_from`` / ``auto_resume`` or ``load_from`` to a fresh state."""
+    path = _resume_path(cfg, work_dir)
+    if path is not None:
+        state = checkpoint_io.state_from_checkpoint(checkpoint_io.load_checkpoint(path), state)
+        logger.info("resumed from %s at epoch %d, iter %d", path, state.epoch, state.iter)
+    elif cfg.load_from:
+        params, buffers = checkpoint_io.load_weights(cfg.load_from, like=state)
+        state, missing = checkpoint_io.merge_weights(state, params, buffers)
+        logger.info(
+            "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)
+        )
+    return state
+
+
+def train(
+    cfg: RunnerConfig,
+    *,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    loss_fn: LossFn,
+    train_loader: Any,
+    val_loader: Any = None,
+    val_step: Callable[[TrainState, Any], Mapping[str, Any]] | None = None,
+    evaluate: Callable[[TrainState], Mapping[str, float]] | None = None,
+    work_dir: str | Path | None = None,
+    experiment_cfg: Any = None,
+    norm_names: Iterable[str] = (),
+    hooks: Sequence[Hook] = (),
+    hook_context: Mapping[str, Mapping[str, Any]] | None = None,
+    device: torch.device | str = "cpu",
+    logger: logging.Logger | None = None,
+) -> TrainState:
+    """Train and return the final state.
+
+    Args:
+        cfg: the engine config.
+        params, buffers: the model's trainable parameters and everything else (BN statistics,
+            frozen weights), by name, e.g. from ``dict(model.named_parameters())``.
+        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``.
+        train_loader / val_loader / val_step / evaluate: see :class:`RunContext`.
+        work_dir: config.json, the log file, metrics.jsonl and checkpoints go here.
+        experiment_cfg: the full experiment config to dump (default: ``cfg``).
+        norm_names: names of norm-layer parameters, for ``norm_decay_mult``
+            (:func:`detfn.engine.optim.norm_param_names`).
+        hooks: custom hooks (priority NORMAL unless they say otherwise).
+        hook_context: extra builder keywords per hook field (see :func:`build_hooks`).
+    """
+    work_dir = Path(work_dir) if work_dir is not None else None
+    run_cfg = experiment_cfg if experiment_cfg is not None else cfg
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(run_cfg, work_dir)
+    logger = logger or make_logger("detfn", work_dir)
+    optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
+    state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
+    step = make_train_step(
+        loss_fn,
+        backend=cfg.grad_backend,
+        autocast_dtype=cfg.optimizer_hook.autocast_dtype,
+        device_type=torch.device(device).type,
+        loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
+    )
+    run = RunContext(
+        cfg=run_cfg,
+        work_dir=work_dir,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        loss_fn=loss_fn,
+        train_step=step,
+        val_step=val_step,
+        evaluate=evaluate,
+        device=device,
+        logger=logger,
+    )
+    all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
+    return drive(train_loop(state, run, cfg.workflow), all_hooks)

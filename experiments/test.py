@@ -1,0 +1,117 @@
+"""Evaluate a checkpoint: ``python -m experiments.test --config <work_dir>/config.json --checkpoint <file>``.
+
+Evaluates on the dataset the config names (``data.test``, else ``data.val``), or on a COCO-format
+set given by ``--ann-file`` / ``--img-prefix``; prints pycocotools' table, writes the results json
+(original category ids) with ``--out``, and draws predictions as PNGs with ``--show-dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from detfn.apis import evaluate_dataset, load_detector
+from detfn.data import Batch, CocoDatasetConfig, build_loader
+from detfn.data.transforms.loading import LoadImageConfig, read_rgb
+from detfn.models.functional import detector_predict_fn
+from detfn.models.postprocess import ImageDetections
+from detfn.registry import build
+from detfn.visualization import draw_detections, save_png
+
+
+@dataclass(frozen=True)
+class TestArgs:
+    config: str
+    """the run's config.json"""
+    checkpoint: str
+    """a checkpoint file (epoch_N.pth, latest.pth, best_*.pth)"""
+    split: Literal["test", "val"] = "test"
+    """which dataset of the config to evaluate (test falls back to val)"""
+    ann_file: str | None = None
+    """evaluate on this COCO json instead (with --img-prefix)"""
+    img_prefix: str | None = None
+    """image folder of --ann-file"""
+    out: str | None = None
+    """write the COCO results json here"""
+    show_dir: str | None = None
+    """draw predictions of every image as PNGs into this folder"""
+    show_score_thr: float = 0.3
+    """score threshold for drawn boxes"""
+    classwise: bool = True
+    """print the per-class AP table"""
+    device: str = "auto"
+    batch_size: int = 1
+    num_workers: int = 2
+
+
+def dataset_config(args: TestArgs, detector) -> CocoDatasetConfig:
+    """The config of the set to evaluate, with the training run's test pipeline."""
+    data = detector.cfg.data
+    base = (data.test or data.val) if args.split == "test" else (data.val or data.test)
+    if args.ann_file is None:
+        if base is None:
+            raise SystemExit(
+                f"{args.config}: the config names no test or val dataset; give --ann-file"
+            )
+        return base
+    if args.img_prefix is None:
+        raise SystemExit("--ann-file needs --img-prefix (the folder of its images)")
+    pipeline = (LoadImageConfig(), *detector.pipeline)
+    classes = getattr(base, "classes", None) if base is not None else None
+    return CocoDatasetConfig(
+        ann_file=args.ann_file,
+        img_prefix=args.img_prefix,
+        classes=classes,
+        pipeline=pipeline,
+        test_mode=True,
+    )
+
+
+def drawer(show_dir: Path, class_names, score_thr: float):
+    """A callback that writes one PNG per image with its predictions in original pixels."""
+
+    def draw(batch: Batch, dets: list[ImageDetections]) -> None:
+        for meta, det in zip(batch.metas, dets):
+            image = read_rgb(meta.file_name)
+            drawn = draw_detections(
+                image, det.boxes, det.labels, det.scores, class_names, score_thr
+            )
+            save_png(drawn, show_dir / f"{Path(meta.file_name).stem}.png")
+
+    return draw
+
+
+def main(args: TestArgs) -> dict:
+    detector = load_detector(args.config, args.checkpoint, args.device)
+    cfg = dataset_config(args, detector)
+    dataset = build(cfg, seed=detector.cfg.seed)
+    loader_cfg = dataclasses.replace(
+        detector.cfg.data.test_loader, batch_size=args.batch_size, num_workers=args.num_workers
+    )
+    on_batch = None
+    if args.show_dir is not None:
+        on_batch = drawer(Path(args.show_dir), dataset.class_names, args.show_score_thr)
+    metrics = evaluate_dataset(
+        detector_predict_fn(detector.model),
+        detector.params,
+        detector.buffers,
+        dataset,
+        build_loader(dataset, loader_cfg),
+        device=detector.device,
+        classwise=args.classwise,
+        results_json=args.out,
+        on_batch=on_batch,
+    )
+    print(metrics["bbox_summary"])
+    if args.classwise:
+        print(metrics.get("bbox_classwise", ""))
+    print("bbox_mAP_copypaste:", metrics["bbox_mAP_copypaste"])
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(TestArgs))

@@ -1,0 +1,93 @@
+"""Hook-function combinators: stage filters, every-n gates, epoch end, compose, make_hook."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from detfn.engine.combinators import (
+    at_epoch_end,
+    compose,
+    every_n_epochs,
+    every_n_inner_iters,
+    every_n_iters,
+    make_hook,
+    only_at,
+)
+from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.loop import RunContext, drive, train_loop
+from detfn.engine.priority import Priority
+from detfn.engine.state import TrainState
+
+
+def fake_step(state, batch):
+    return {"loss": torch.tensor(0.0), "losses": {}, "grads": {}, "batch_size": 1}
+
+
+def run(fn, max_epochs=2, loader_len=5):
+    state = TrainState(params={}, buffers={}, opt_state=None, max_epochs=max_epochs)
+    ctx = RunContext(train_loader=list(range(loader_len)), train_step=fake_step)
+    return drive(train_loop(state, ctx), [make_hook("h", fn)])
+
+
+def calls_of(wrap):
+    calls = []
+    run(wrap(lambda e: calls.append((e.stage.value, e.state.epoch, e.state.iter))))
+    return calls
+
+
+def test_only_at_and_every_n_iters_follow_mmcv_counting():
+    calls = calls_of(lambda f: only_at("after_train_iter", every_n_iters(3, f)))
+    assert [c[2] for c in calls] == [2, 5, 8]  # (iter + 1) % 3 == 0 over 10 iterations
+    calls = calls_of(lambda f: only_at(Stage.AFTER_TRAIN_ITER, every_n_inner_iters(2, f)))
+    assert [c[2] for c in calls] == [1, 3, 6, 8]  # inner 1, 3 of each 5-iteration epoch
+
+
+def test_every_n_epochs_and_at_epoch_end():
+    calls = calls_of(lambda f: only_at([Stage.AFTER_TRAIN_EPOCH], every_n_epochs(2, f)))
+    assert calls == [("after_train_epoch", 1, 10)]
+    calls = calls_of(lambda f: only_at("after_train_iter", at_epoch_end(f)))
+    assert [c[2] for c in calls] == [4, 9]
+
+
+def test_compose_threads_the_state_and_keeps_a_stop():
+    def add(key):
+        def fn(event):
+            return replace(event.state, hooks={**event.state.hooks, key: len(event.state.hooks)})
+
+        return fn
+
+    def stop(event):
+        return replace(event.state, stop_reason="enough")
+
+    def clear(event):
+        return replace(event.state, stop_reason=None)
+
+    state = TrainState(params={}, buffers={}, opt_state=None)
+    out = compose(add("a"), lambda e: None, add("b"), stop, clear)(Event(Stage.BEFORE_RUN, state))
+    assert out.hooks == {"a": 0, "b": 1} and out.stop_reason == "enough"
+    assert compose(lambda e: None)(Event(Stage.BEFORE_RUN, state)) is None
+
+
+def test_bad_combinator_inputs_raise_value_errors():
+    with pytest.raises(ValueError, match="every_n_iters: n must be an int >= 1, got 0"):
+        every_n_iters(0, print)
+    with pytest.raises(ValueError, match="every_n_epochs: n must be an int >= 1, got 1.5"):
+        every_n_epochs(1.5, print)
+    with pytest.raises(ValueError, match="unknown stage 'after_iter'"):
+        only_at("after_iter", print)
+    with pytest.raises(ValueError, match="expected a hook function"):
+        at_epoch_end(None)
+    with pytest.raises(ValueError, match="compose: give at least one"):
+        compose()
+    with pytest.raises(ValueError, match="argument 1 is a Hook; pass its function"):
+        compose(print, Hook("x", print))
+    with pytest.raises(ValueError, match="name must be a non-empty str"):
+        make_hook("", print)
+    assert make_hook("x", print, "very_low").priority == Priority.VERY_LOW == 90
+    with pytest.raises(ValueError, match="unknown priority 'urgent'"):
+        make_hook("x", print, "urgent")
+    with pytest.raises(TypeError, match="priority must be an integer"):
+        make_hook("x", print, [10])
