@@ -50,6 +50,9 @@ class BenchArgs:
     """bf16 autocast of the forward (both models), CUDA only"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)"""
+    sampling_ratio: int = 0
+    """detfn's RoIAlign samples per bin side: 0 is mmdetection's adaptive count (the 1x recipe),
+    2 is what torchvision's FasterRCNN uses"""
 
 
 def synthetic_batch(args: BenchArgs, device: torch.device) -> Batch:
@@ -101,7 +104,13 @@ def detfn_times(args: BenchArgs, batch: Batch, device: torch.device) -> tuple[fl
     cfg = override(FASTER_RCNN_R50_FPN_1X_COCO.model, "backbone.depth", args.depth)
     if args.depth in _RESNET_CHANNELS:
         cfg = override(cfg, "neck.in_channels", _RESNET_CHANNELS[args.depth])
-    cfg = override(cfg, "roi_head.bbox_head.num_classes", args.num_classes)
+    cfg = override(
+        cfg,
+        {
+            "roi_head.bbox_head.num_classes": args.num_classes,
+            "roi_head.bbox_roi_extractor.sampling_ratio": args.sampling_ratio,
+        },
+    )
     model = build(cfg).to(device)
     params, buffers = split(model)
     runner = RunnerConfig(optimizer=SGDConfig(lr=0.02, momentum=0.9, weight_decay=1e-4))
@@ -192,7 +201,8 @@ def main(args: BenchArgs) -> None:
     )
     print(
         f"Faster R-CNN R-{args.depth}-FPN, batch {args.batch_size} x {args.height}x{args.width}, "
-        f"{device} ({name}), amp={args.amp}, torch {torch.__version__}"
+        f"{device} ({name}), amp={args.amp}, detfn RoIAlign sampling_ratio={args.sampling_ratio}, "
+        f"torch {torch.__version__}"
     )
     print(f"{'model':<24}{'train step (ms)':>18}{'inference (ms)':>18}")
     print(f"{'detfn':<24}{ours[0]:>18.1f}{ours[1]:>18.1f}")

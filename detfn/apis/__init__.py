@@ -8,7 +8,7 @@ from detfn.apis.experiment import (
     bccd_cpu_preset,
     coco_preset,
 )
-from detfn.apis.inference import Detector, inference, load_detector, save_drawing
+from detfn.apis.inference import Detector, inference_detector, load_detector, save_drawing
 from detfn.apis.train import build_experiment, resolve_device, train_detector
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "coco_preset",
     "collect_detections",
     "evaluate_dataset",
-    "inference",
+    "inference_detector",
     "load_detector",
     "resolve_device",
     "save_drawing",

@@ -1,7 +1,7 @@
 """Inference as plain functions: load a detector, run it on images of any sizes, draw results.
 
 detector = load_detector("work_dirs/run/config.json", "work_dirs/run/latest.pth")
-[dets] = inference(detector, ["blood.jpg"])        # boxes in original pixels
+[dets] = inference_detector(detector, ["blood.jpg"])        # boxes in original pixels
 save_drawing(detector, "blood.jpg", dets, "blood_pred.png")
 """
 
@@ -27,7 +27,7 @@ from detfn.models.postprocess import ImageDetections
 from detfn.registry import build
 from detfn.visualization import draw_detections, save_png
 
-__all__ = ["Detector", "inference", "load_detector", "save_drawing", "test_pipeline_of"]
+__all__ = ["Detector", "inference_detector", "load_detector", "save_drawing", "test_pipeline_of"]
 
 ImageInput = str | os.PathLike[str] | torch.Tensor
 
@@ -94,7 +94,7 @@ def _as_sample(image: ImageInput, index: int) -> Sample:
     return Sample(pixels, empty, torch.zeros(0, dtype=torch.int64), empty, meta)
 
 
-def inference(
+def inference_detector(
     detector: Detector, images: Sequence[ImageInput], batch_size: int = 2
 ) -> list[ImageDetections]:
     """Detections per image (boxes xyxy in original pixels, scores, labels), in input order."""
@@ -110,8 +110,8 @@ def inference(
                 sample = transform(sample, generator)
             samples.append(sample)
         batch = collate(samples)
-        images = batch.images.to(detector.device)
-        dets = predict(detector.params, detector.buffers, images, batch.metas)
+        pixels = batch.images.to(detector.device)
+        dets = predict(detector.params, detector.buffers, pixels, batch.metas)
         results.extend(ImageDetections(*(t.cpu() for t in d)) for d in dets)
     return results
 

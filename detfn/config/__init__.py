@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -144,27 +145,76 @@ def load(path: str | os.PathLike[str], cls: type[T]) -> T:
         raise type(error)(f"{path}: {error}") from None
 
 
-def override(cfg: T, path: str, value: Any) -> T:
+_UNSET = object()
+
+
+def override(cfg: T, path: str | Mapping[str, Any], value: Any = _UNSET) -> T:
     """A copy of ``cfg`` with the field at dotted ``path`` set to ``value``.
 
     ``override(cfg, "model.roi_head.bbox_head.num_classes", 3)`` replaces along the path with
     :func:`dataclasses.replace`; an integer segment indexes a tuple field
     (``"data.train.pipeline.2.scale"``). The value is type-checked against the field's hint.
 
+    ``override(cfg, {"model.neck.out_channels": 128, "model.rpn_head.in_channels": 128})`` sets
+    several fields at once: each config on the way is rebuilt once with all its changes, so
+    fields that must agree (checked in ``__post_init__``) can change together.
+
     Raises:
-        ConfigError: a segment that is not a field (with the closest valid name), or a value of
-            the wrong type.
+        ConfigError: a segment that is not a field (with the closest valid name), a value of the
+            wrong type, or a value the config's own validation rejects.
     """
-    if not path:
-        raise ConfigError("override: empty path")
-    return _override(cfg, path.split("."), value, "")
+    updates = dict(path) if isinstance(path, Mapping) else {path: value}
+    if isinstance(path, Mapping) and value is not _UNSET:
+        raise TypeError("override(cfg, mapping) takes no separate value")
+    if not isinstance(path, Mapping) and value is _UNSET:
+        raise TypeError("override(cfg, path, value) needs the value")
+    tree: dict[str, Any] = {}
+    for dotted, new in updates.items():
+        if not dotted or any(not part for part in dotted.split(".")):
+            raise ConfigError(f"override: bad path {dotted!r}")
+        _insert(tree, dotted.split("."), new, dotted)
+    return _apply(cfg, tree, "")
 
 
-def _override(node: Any, parts: list[str], value: Any, done: str) -> Any:
+def _insert(tree: dict[str, Any], parts: list[str], value: Any, dotted: str) -> None:
+    """Add one update to the nested ``{segment: subtree | _Leaf}`` tree of updates."""
     head, rest = parts[0], parts[1:]
-    here = f"{done}.{head}" if done else head
+    if not rest:
+        if head in tree:
+            raise ConfigError(f"override: {dotted} is given twice or inside another update")
+        tree[head] = _Leaf(value)
+        return
+    child = tree.setdefault(head, {})
+    if isinstance(child, _Leaf):
+        raise ConfigError(f"override: {dotted} is inside a field that is also replaced whole")
+    _insert(child, rest, value, dotted)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    value: Any
+
+
+def _apply(node: Any, tree: dict[str, Any], done: str) -> Any:
     if isinstance(node, tuple):
-        return _override_item(node, head, rest, value, here, done)
+        return _apply_items(node, tree, done)
+    changes = {}
+    for head, sub in tree.items():
+        here = f"{done}.{head}" if done else head
+        _check_field(node, head, here, done)
+        if isinstance(sub, _Leaf):
+            changes[head] = decode(sub.value, field_hints(type(node))[head], here)
+        else:
+            changes[head] = _apply(getattr(node, head), sub, here)
+    try:
+        return dataclasses.replace(node, **changes)
+    except TypeError as error:
+        raise ConfigTypeError(f"override: {done or '<root>'}: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"override: {done or '<root>'}: {error}") from error
+
+
+def _check_field(node: Any, head: str, here: str, done: str) -> None:
     if not dataclasses.is_dataclass(node) or isinstance(node, type):
         where = done or "<root>"
         raise ConfigError(f"override: {here}: {where} is {node!r}, which has no field {head!r}")
@@ -173,24 +223,19 @@ def _override(node: Any, parts: list[str], value: Any, done: str) -> Any:
         close = difflib.get_close_matches(head, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; fields: {names}"
         raise ConfigError(f"override: {here}: {type(node).__name__} has no field {head!r}{hint}")
-    if rest:
-        new = _override(getattr(node, head), rest, value, here)
-    else:
-        new = decode(value, field_hints(type(node))[head], here)
-    try:
-        return dataclasses.replace(node, **{head: new})
-    except TypeError as error:
-        raise ConfigTypeError(f"override: {here}: {error}") from error
-    except ValueError as error:
-        raise ConfigError(f"override: {here}: {error}") from error
 
 
-def _override_item(node: tuple, head: str, rest: list[str], value: Any, here: str, done: str):
-    if not head.lstrip("-").isdigit() or not -len(node) <= int(head) < len(node):
-        raise ConfigError(f"override: {here}: {done} is a tuple of {len(node)}; bad index {head!r}")
-    i = int(head) % len(node)
-    new = _override(node[i], rest, value, here) if rest else value
-    return (*node[:i], new, *node[i + 1 :])
+def _apply_items(node: tuple, tree: dict[str, Any], done: str) -> tuple:
+    items = list(node)
+    for head, sub in tree.items():
+        here = f"{done}.{head}"
+        if not head.lstrip("-").isdigit() or not -len(node) <= int(head) < len(node):
+            raise ConfigError(
+                f"override: {here}: {done} is a tuple of {len(node)}; bad index {head!r}"
+            )
+        i = int(head) % len(node)
+        items[i] = sub.value if isinstance(sub, _Leaf) else _apply(items[i], sub, here)
+    return tuple(items)
 
 
 def one_of(*classes: type) -> Any:
