@@ -47,7 +47,15 @@ from detfn.config.checks import (
     check_unit_interval,
     fail,
 )
-from detfn.config.codec import TAG_KEY, ConfigError, ConfigTypeError, decode, encode, field_hints
+from detfn.config.codec import (
+    TAG_KEY,
+    ConfigError,
+    ConfigTypeError,
+    decode,
+    encode,
+    field_hints,
+    located_message,
+)
 
 __all__ = [
     "TAG_KEY",
@@ -209,9 +217,9 @@ def _apply(node: Any, tree: dict[str, Any], done: str) -> Any:
     try:
         return dataclasses.replace(node, **changes)
     except TypeError as error:
-        raise ConfigTypeError(f"override: {done or '<root>'}: {error}") from error
+        raise ConfigTypeError(f"override: {located_message(error, type(node), done)}") from error
     except ValueError as error:
-        raise ConfigError(f"override: {done or '<root>'}: {error}") from error
+        raise ConfigError(f"override: {located_message(error, type(node), done)}") from error
 
 
 def _check_field(node: Any, head: str, here: str, done: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 
 from detfn import registry
 
-__all__ = ["TAG_KEY", "ConfigError", "ConfigTypeError", "decode", "encode"]
+__all__ = ["TAG_KEY", "ConfigError", "ConfigTypeError", "decode", "encode", "located_message"]
 
 TAG_KEY = "type"
 _NONE_TYPE = type(None)
@@ -320,9 +320,23 @@ def _construct(cls: type, data: dict[str, Any], path: str) -> Any:
     except ConfigError:
         raise
     except TypeError as error:
-        raise ConfigTypeError(f"{_where(path)}: {error}") from error
+        raise ConfigTypeError(located_message(error, cls, path)) from error
     except ValueError as error:
-        raise ConfigError(f"{_where(path)}: {error}") from error
+        raise ConfigError(located_message(error, cls, path)) from error
+
+
+def located_message(error: Exception, cls: type, path: str) -> str:
+    """A validation message with its dotted path.
+
+    ``OptimConfig.lr must be > 0`` raised while building ``runner.optimizer`` becomes
+    ``runner.optimizer.lr: must be > 0 (OptimConfig)``; other messages get the path as a prefix.
+    """
+    message = str(error)
+    prefix = f"{cls.__name__}."
+    if message.startswith(prefix):
+        field, _, rest = message[len(prefix) :].partition(" ")
+        return f"{_join(path, field)}: {rest} ({cls.__name__})"
+    return f"{_where(path)}: {message}"
 
 
 def _join(path: str, name: str) -> str:
