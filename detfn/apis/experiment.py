@@ -133,8 +133,8 @@ def bccd_cpu_preset() -> ExperimentConfig:
     Departures from the 1x recipe, each for the CPU budget or for training without ImageNet
     weights (none can be downloaded here):
 
-    * ResNet-18-FPN with 128 channels (not 256) after the backbone, and trainable BatchNorm (``norm_eval=False``, ``frozen_stages=-1``): frozen
-      statistics only make sense for pretrained weights;
+    * ResNet-18-FPN with 128 channels (not 256) after the backbone, and trainable BatchNorm
+      (``norm_eval=False``, ``frozen_stages=-1``): frozen statistics only suit pretrained weights;
     * images at 1/2 size (320x240 of 640x480), no upscaling; anchors scale 4 so the smallest
       anchor (16 px) still covers platelets;
     * fewer proposals (train 1000 / 500, test 500 / 300), 256 sampled RoIs, and RoIAlign with 2x2

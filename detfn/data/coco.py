@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import torch
-
 from detfn.config import check
 from detfn.data.bundled import resolve_path
-from detfn.data.dataset import DatasetConfig, DetectionDataset, check_pipeline, coco_from_dict
+from detfn.data.dataset import (
+    DatasetConfig,
+    DetectionDataset,
+    check_pipeline,
+    coco_from_dict,
+    filter_records,
+)
 from detfn.data.errors import AnnotationError
-from detfn.data.records import ImageRecord, clean_boxes
+from detfn.data.records import AnnotatedBox, ImageRecord, record_from_objects
 from detfn.data.transforms.base import TransformConfig, build_pipeline
 from detfn.registry import register
 
@@ -67,14 +71,7 @@ class CocoDataset(DetectionDataset):
         records, has_ann, names, cat_ids = parse_coco(
             data, str(ann_file), str(resolve_path(cfg.img_prefix)), cfg.classes
         )
-        if not cfg.test_mode:
-            records = [
-                r
-                for r, annotated in zip(records, has_ann)
-                if (annotated or not cfg.filter_empty_gt) and min(r.height, r.width) >= cfg.min_size
-            ]
-        if not records:
-            raise AnnotationError(f"{ann_file}: no images left (filter_empty_gt, min_size)")
+        records = filter_records(records, has_ann, cfg, str(ann_file))
         super().__init__(
             records,
             names,
@@ -172,7 +169,7 @@ def parse_coco(
         for key in ("file_name", "height", "width"):
             _require(img, key, f"images[{i}] (id {img_id})", path)
         images[img_id] = img
-    per_image: dict[int, list[tuple[list[float], int, bool]]] = {i: [] for i in images}
+    per_image: dict[int, list[AnnotatedBox]] = {i: [] for i in images}
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else None})"
         img_id = _require(ann, "image_id", where, path)
@@ -189,25 +186,14 @@ def parse_coco(
     return records, has_ann, names, cat_ids
 
 
-def _record(
-    img: dict[str, Any], anns: list[tuple[list[float], int, bool]], prefix: str, path: str
-) -> ImageRecord:
-    height, width = int(img["height"]), int(img["width"])
-    where = f"{path}: image {img['file_name']} (id {img['id']})"
-    boxes = torch.tensor([a[0] for a in anns], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.tensor([a[1] for a in anns], dtype=torch.int64)
-    crowd = torch.tensor([a[2] for a in anns], dtype=torch.bool)
-    boxes, keep = clean_boxes(boxes, height, width, where)
-    labels, crowd = labels[keep], crowd[keep]
-    return ImageRecord(
-        path=os.path.join(prefix, img["file_name"]),
-        image_id=int(img["id"]),
-        height=height,
-        width=width,
-        boxes=boxes[~crowd],
-        labels=labels[~crowd],
-        ignore_boxes=boxes[crowd],
-        ignore_labels=labels[crowd],
+def _record(img: dict[str, Any], anns: list[AnnotatedBox], prefix: str, path: str) -> ImageRecord:
+    return record_from_objects(
+        anns,
+        os.path.join(prefix, img["file_name"]),
+        int(img["id"]),
+        int(img["height"]),
+        int(img["width"]),
+        f"{path}: image {img['file_name']} (id {img['id']})",
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detfn.config import Config, check
-from detfn.data.errors import BadImageError, Skipped
+from detfn.data.errors import AnnotationError, BadImageError, Skipped
 from detfn.data.records import ImageRecord, initial_sample
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
@@ -35,6 +35,7 @@ __all__ = [
     "SeededItems",
     "check_pipeline",
     "coco_from_dict",
+    "filter_records",
     "records_to_coco_dict",
 ]
 
@@ -55,6 +56,28 @@ def check_pipeline(cfg: Any, pipeline: Sequence[TransformConfig]) -> None:
             isinstance(pipeline[0], LoadImageConfig),
             f"must start with LoadImageConfig(), got {type(pipeline[0]).__name__}",
         )
+
+
+def filter_records(
+    records: Sequence[ImageRecord], has_ann: Sequence[bool], cfg: Any, source: str
+) -> list[ImageRecord]:
+    """The records a COCO or VOC dataset keeps: all of them in ``cfg.test_mode``; else those with
+    an object of a kept class (unless ``not cfg.filter_empty_gt``) and a short side of at least
+    ``cfg.min_size`` (mmdetection's training filter).
+
+    Raises:
+        AnnotationError: nothing is left; ``source`` names the annotation file or split.
+    """
+    kept = list(records)
+    if not cfg.test_mode:
+        kept = [
+            r
+            for r, annotated in zip(records, has_ann)
+            if (annotated or not cfg.filter_empty_gt) and min(r.height, r.width) >= cfg.min_size
+        ]
+    if not kept:
+        raise AnnotationError(f"{source}: no images left (filter_empty_gt, min_size)")
+    return kept
 
 
 class SeededItems(Dataset):

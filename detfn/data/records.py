@@ -14,7 +14,10 @@ import torch
 from detfn.data.errors import DataWarning
 from detfn.data.sample import ImageMeta, Sample
 
-__all__ = ["ImageRecord", "clean_boxes", "initial_sample"]
+__all__ = ["AnnotatedBox", "ImageRecord", "clean_boxes", "initial_sample", "record_from_objects"]
+
+# One parsed object: (xyxy box as annotated, contiguous label, ignore flag: crowd / difficult).
+AnnotatedBox = tuple[list[float], int, bool]
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,31 @@ def clean_boxes(
             stacklevel=2,
         )
     return clipped[keep], keep
+
+
+def record_from_objects(
+    objects: list[AnnotatedBox], path: str, image_id: int, height: int, width: int, where: str
+) -> ImageRecord:
+    """The record of one image from its parsed objects, the tail both parsers share.
+
+    Boxes go through :func:`clean_boxes` (``where`` names the image in its warning); objects
+    flagged ignore (COCO ``iscrowd``, VOC ``difficult``) become ignore regions.
+    """
+    boxes = torch.tensor([o[0] for o in objects], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([o[1] for o in objects], dtype=torch.int64)
+    ignore = torch.tensor([o[2] for o in objects], dtype=torch.bool)
+    boxes, keep = clean_boxes(boxes, height, width, where)
+    labels, ignore = labels[keep], ignore[keep]
+    return ImageRecord(
+        path=path,
+        image_id=image_id,
+        height=height,
+        width=width,
+        boxes=boxes[~ignore],
+        labels=labels[~ignore],
+        ignore_boxes=boxes[ignore],
+        ignore_labels=labels[ignore],
+    )
 
 
 def initial_sample(record: ImageRecord) -> Sample:

@@ -17,13 +17,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from detfn.config import check
 from detfn.data.bundled import resolve_path
-from detfn.data.dataset import DatasetConfig, DetectionDataset, check_pipeline
+from detfn.data.dataset import DatasetConfig, DetectionDataset, check_pipeline, filter_records
 from detfn.data.errors import AnnotationError, DataWarning
-from detfn.data.records import ImageRecord, clean_boxes
+from detfn.data.records import AnnotatedBox, ImageRecord, record_from_objects
 from detfn.data.transforms.base import TransformConfig, build_pipeline
 from detfn.data.transforms.loading import read_rgb
 from detfn.registry import register
@@ -95,14 +93,7 @@ class VOCDataset(DetectionDataset):
                 DataWarning,
                 stacklevel=2,
             )
-        if not cfg.test_mode:
-            records = [
-                r
-                for r, annotated in zip(records, has_ann)
-                if (annotated or not cfg.filter_empty_gt) and min(r.height, r.width) >= cfg.min_size
-            ]
-        if not records:
-            raise AnnotationError(f"{split_file}: no images left (filter_empty_gt, min_size)")
+        records = filter_records(records, has_ann, cfg, str(split_file))
         super().__init__(
             records,
             names,
@@ -176,7 +167,7 @@ def parse_voc_xml(
     except ET.ParseError as error:
         raise AnnotationError(f"{xml}: malformed XML: {error}") from None
     height, width = _size(root, xml, image)
-    objects: list[tuple[list[float], int, bool]] = []
+    objects: list[AnnotatedBox] = []
     for i, obj in enumerate(root.findall("object")):
         where = f"<object> #{i}"
         name = _text(obj, "name", where, xml)
@@ -192,32 +183,8 @@ def parse_voc_xml(
         difficult = obj.find("difficult")
         hard = difficult is not None and (difficult.text or "0").strip() not in ("0", "")
         objects.append((box, classes.index(name), hard))
-    return _record(objects, image, image_id, height, width, xml), bool(objects)
-
-
-def _record(
-    objects: list[tuple[list[float], int, bool]],
-    image: str,
-    image_id: int,
-    height: int,
-    width: int,
-    xml: str,
-) -> ImageRecord:
-    boxes = torch.tensor([o[0] for o in objects], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.tensor([o[1] for o in objects], dtype=torch.int64)
-    hard = torch.tensor([o[2] for o in objects], dtype=torch.bool)
-    boxes, keep = clean_boxes(boxes, height, width, f"{xml} ({os.path.basename(image)})")
-    labels, hard = labels[keep], hard[keep]
-    return ImageRecord(
-        path=image,
-        image_id=image_id,
-        height=height,
-        width=width,
-        boxes=boxes[~hard],
-        labels=labels[~hard],
-        ignore_boxes=boxes[hard],
-        ignore_labels=labels[hard],
-    )
+    named = f"{xml} ({os.path.basename(image)})"
+    return record_from_objects(objects, image, image_id, height, width, named), bool(objects)
 
 
 @register(VOCDatasetConfig)

@@ -15,15 +15,33 @@ def test_defaults_are_the_bccd_preset():
 
 
 def test_flat_aliases_reach_the_nested_fields():
-    cfg = parse(["--lr", "0.01", "--batch-size", "4", "--epochs", "3", "--seed", "7",
-                 "--work-dir", "/tmp/x", "--device", "cpu", "--wandb-project", "cells"])
+    cfg = parse(
+        [
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "3",
+            "--seed",
+            "7",
+            "--work-dir",
+            "/tmp/x",
+            "--device",
+            "cpu",
+            "--wandb-project",
+            "cells",
+        ]
+    )
     assert cfg.runner.optimizer.lr == 0.01 and cfg.data.train_loader.batch_size == 4
     assert cfg.runner.max_epochs == 3 and cfg.seed == 7 and cfg.work_dir == "/tmp/x"
     assert cfg.device == "cpu" and cfg.runner.wandb.project == "cells"
 
 
 def test_dotted_flags_and_iteration_based_runs():
-    cfg = parse(["--runner.optimizer.momentum", "0.95", "--model.backbone.depth", "34", "--iters", "50"])
+    cfg = parse(
+        ["--runner.optimizer.momentum", "0.95", "--model.backbone.depth", "34", "--iters", "50"]
+    )
     assert cfg.runner.optimizer.momentum == 0.95 and cfg.model.backbone.depth == 34
     assert cfg.runner.max_iters == 50 and cfg.runner.max_epochs is None
 

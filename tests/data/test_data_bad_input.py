@@ -95,8 +95,14 @@ def test_skip_bad_images_counts_and_reports(bccd, caplog):
     ds = build(coco_cfg(bccd, skip_bad_images=True))
     assert isinstance(ds[ds.image_ids.index(3)], Skipped)
     loader = build_loader(ds, LoaderConfig(batch_size=2, num_workers=0))
-    with caplog.at_level(logging.WARNING, logger="detfn.data"):
-        images = sum(len(batch) for batch in loader)
+    # attach to the logger itself: a training run's logger setup may stop "detfn" propagating
+    data_logger = logging.getLogger("detfn.data")
+    data_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="detfn.data"):
+            images = sum(len(batch) for batch in loader)
+    finally:
+        data_logger.removeHandler(caplog.handler)
     assert images == sum(len(b) for b in loader.plan(0)) - 2
     assert sorted(pathlib.Path(p).name for p in loader.skipped()) == [
         "BloodImage_00003.jpg",

@@ -38,25 +38,31 @@ def expect(logged, expected):
 # mmcv test_cosine_runner_hook / test_linear_runner_hook
 
 
-@pytest.mark.parametrize("two_groups", [False, True])
-def test_cosine_annealing_lr_and_momentum(two_groups):
-    # warmup_iters / warmup_ratio without a warmup type do nothing (as in mmcv)
+def annealing_run(momentum_cls, lr_cls, two_groups):
+    """The shared setup of mmcv's cosine and linear runner tests: momentum toward 0.99, lr to 0.
+
+    ``warmup_iters`` / ``warmup_ratio`` without a warmup type do nothing (as in mmcv).
+    """
     hooks = [
         build(
-            sch.CosineAnnealingMomentumConfig(
+            momentum_cls(
                 min_momentum_ratio=0.99 / 0.95,
                 by_epoch=False,
                 warmup_iters=2,
                 warmup_ratio=0.9 / 0.95,
             )
         ),
-        build(
-            sch.CosineAnnealingLrConfig(
-                by_epoch=False, min_lr_ratio=0.0, warmup_iters=2, warmup_ratio=0.9
-            )
-        ),
+        build(lr_cls(by_epoch=False, min_lr_ratio=0.0, warmup_iters=2, warmup_ratio=0.9)),
     ]
     logged, _ = preview_schedule(hooks, fresh_state(TWO_GROUPS if two_groups else ONE_GROUP))
+    return logged
+
+
+@pytest.mark.parametrize("two_groups", [False, True])
+def test_cosine_annealing_lr_and_momentum(two_groups):
+    logged = annealing_run(
+        sch.CosineAnnealingMomentumConfig, sch.CosineAnnealingLrConfig, two_groups
+    )
     if two_groups:
         expect(
             logged,
@@ -82,22 +88,9 @@ def test_cosine_annealing_lr_and_momentum(two_groups):
 
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_linear_annealing_lr_and_momentum(two_groups):
-    hooks = [
-        build(
-            sch.LinearAnnealingMomentumConfig(
-                min_momentum_ratio=0.99 / 0.95,
-                by_epoch=False,
-                warmup_iters=2,
-                warmup_ratio=0.9 / 0.95,
-            )
-        ),
-        build(
-            sch.LinearAnnealingLrConfig(
-                by_epoch=False, min_lr_ratio=0.0, warmup_iters=2, warmup_ratio=0.9
-            )
-        ),
-    ]
-    logged, _ = preview_schedule(hooks, fresh_state(TWO_GROUPS if two_groups else ONE_GROUP))
+    logged = annealing_run(
+        sch.LinearAnnealingMomentumConfig, sch.LinearAnnealingLrConfig, two_groups
+    )
     if two_groups:
         expect(
             logged,

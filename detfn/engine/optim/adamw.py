@@ -17,14 +17,13 @@ import torch
 
 from detfn.config import Config, check, check_non_negative, check_positive
 from detfn.engine.optim.base import (
-    Grads,
     Optimizer,
     OptState,
     Params,
-    check_hyperparams,
     group_tensors,
+    per_group_optimizer,
 )
-from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, make_param_groups
+from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, config_param_groups
 from detfn.registry import register
 
 __all__ = ["AdamWConfig", "adamw", "build_adamw"]
@@ -80,7 +79,6 @@ def adamw(
     groups: Sequence[ParamGroup], *, beta2: float = 0.999, eps: float = 1e-8, fused: bool = False
 ) -> Optimizer:
     """AdamW over ``groups``; lr and beta1 (``momentum``) come per call from the train state."""
-    groups = tuple(groups)
 
     def init(params: Params) -> OptState:
         # Step counts are 0-d float tensors (as torch keeps them) so the fused kernel can read them.
@@ -92,13 +90,10 @@ def adamw(
             "exp_avg_sq": {n: torch.zeros_like(p) for n, p in params.items()},
         }
 
-    def update(grads: Grads, state: OptState, params: Params, lr, momentum):
-        check_hyperparams(groups, lr, momentum)
-        for group, group_lr, beta1 in zip(groups, lr, momentum):
-            _update_group(group, grads, params, state, group_lr, beta1, beta2, eps, fused)
-        return params, state
+    def step_group(group, grads, params, state, lr, beta1) -> None:
+        _update_group(group, grads, params, state, lr, beta1, beta2, eps, fused)
 
-    return Optimizer(groups, init, update)
+    return per_group_optimizer(groups, init, step_group)
 
 
 @register(AdamWConfig)
@@ -106,12 +101,5 @@ def build_adamw(
     cfg: AdamWConfig, *, params: Mapping[str, torch.Tensor], norm_names: Iterable[str] = ()
 ) -> Optimizer:
     """Group ``params`` by ``cfg.param_groups`` and build the AdamW pair."""
-    groups = make_param_groups(
-        params,
-        cfg.param_groups,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.betas[0],
-        norm_names=norm_names,
-    )
+    groups = config_param_groups(cfg, params, norm_names, momentum=cfg.betas[0])
     return adamw(groups, beta2=cfg.betas[1], eps=cfg.eps, fused=cfg.fused)

@@ -20,7 +20,15 @@ import torch
 
 from detfn.engine.optim.groups import ParamGroup
 
-__all__ = ["Grads", "OptState", "Optimizer", "Params", "group_tensors", "initial_hyperparams"]
+__all__ = [
+    "Grads",
+    "OptState",
+    "Optimizer",
+    "Params",
+    "group_tensors",
+    "initial_hyperparams",
+    "per_group_optimizer",
+]
 
 Params = Mapping[str, torch.Tensor]
 Grads = Mapping[str, torch.Tensor]
@@ -28,6 +36,8 @@ OptState = dict[str, Any]
 UpdateFn = Callable[
     [Grads, OptState, Params, Sequence[float], Sequence[float]], tuple[Params, OptState]
 ]
+# step_group(group, grads, params, opt_state, lr, momentum): one group's in-place step.
+GroupStepFn = Callable[[ParamGroup, Grads, Params, OptState, float, float], None]
 
 
 class Optimizer(NamedTuple):
@@ -73,3 +83,19 @@ def group_tensors(
         [grads[n] for n in names],
         [[slot[n] for n in names] for slot in slots],
     )
+
+
+def per_group_optimizer(
+    groups: Sequence[ParamGroup], init: Callable[[Params], OptState], step_group: GroupStepFn
+) -> Optimizer:
+    """The :class:`Optimizer` whose ``update`` checks the per-group lr / momentum tuples and runs
+    ``step_group`` on each group in order with its own values (what SGD and AdamW share)."""
+    groups = tuple(groups)
+
+    def update(grads: Grads, state: OptState, params: Params, lr, momentum):
+        check_hyperparams(groups, lr, momentum)
+        for group, group_lr, group_momentum in zip(groups, lr, momentum):
+            step_group(group, grads, params, state, group_lr, group_momentum)
+        return params, state
+
+    return Optimizer(groups, init, update)

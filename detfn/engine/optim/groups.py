@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from detfn.config import Config, check, check_non_negative
 
 __all__ = [
     "CustomKeyConfig",
+    "config_param_groups",
     "ParamGroup",
     "ParamGroupsConfig",
     "make_param_groups",
@@ -131,4 +132,23 @@ def make_param_groups(
     return tuple(
         ParamGroup(tuple(members), lr * lr_mult, weight_decay * decay_mult, momentum)
         for (lr_mult, decay_mult), members in by_mult.items()
+    )
+
+
+def config_param_groups(
+    cfg: Any,
+    params: Mapping[str, torch.Tensor] | Iterable[str],
+    norm_names: Iterable[str],
+    *,
+    momentum: float,
+) -> tuple[ParamGroup, ...]:
+    """:func:`make_param_groups` with an optimizer config's ``lr``, ``weight_decay`` and
+    ``param_groups``; ``momentum`` is SGD's momentum or Adam's beta1."""
+    return make_param_groups(
+        params,
+        cfg.param_groups,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=momentum,
+        norm_names=norm_names,
     )

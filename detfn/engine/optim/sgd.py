@@ -17,14 +17,13 @@ import torch
 
 from detfn.config import Config, check, check_non_negative, check_positive
 from detfn.engine.optim.base import (
-    Grads,
     Optimizer,
     OptState,
     Params,
-    check_hyperparams,
     group_tensors,
+    per_group_optimizer,
 )
-from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, make_param_groups
+from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, config_param_groups
 from detfn.registry import register
 
 __all__ = ["SGDConfig", "build_sgd", "sgd"]
@@ -73,20 +72,15 @@ def _update_group(group: ParamGroup, grads, params, bufs, lr, momentum, nesterov
 
 def sgd(groups: Sequence[ParamGroup], *, nesterov: bool = False, fused: bool = False) -> Optimizer:
     """SGD over ``groups``; lr and momentum come per call from the train state."""
-    groups = tuple(groups)
 
     def init(params: Params) -> OptState:
         return {"momentum_buffer": {n: torch.zeros_like(p) for n, p in params.items()}}
 
-    def update(grads: Grads, state: OptState, params: Params, lr, momentum):
-        check_hyperparams(groups, lr, momentum)
-        for group, group_lr, group_m in zip(groups, lr, momentum):
-            _update_group(
-                group, grads, params, state["momentum_buffer"], group_lr, group_m, nesterov, fused
-            )
-        return params, state
+    def step_group(group, grads, params, state, lr, momentum) -> None:
+        bufs = state["momentum_buffer"]
+        _update_group(group, grads, params, bufs, lr, momentum, nesterov, fused)
 
-    return Optimizer(groups, init, update)
+    return per_group_optimizer(groups, init, step_group)
 
 
 @register(SGDConfig)
@@ -94,12 +88,5 @@ def build_sgd(
     cfg: SGDConfig, *, params: Mapping[str, torch.Tensor], norm_names: Iterable[str] = ()
 ) -> Optimizer:
     """Group ``params`` by ``cfg.param_groups`` and build the SGD pair."""
-    groups = make_param_groups(
-        params,
-        cfg.param_groups,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        norm_names=norm_names,
-    )
+    groups = config_param_groups(cfg, params, norm_names, momentum=cfg.momentum)
     return sgd(groups, nesterov=cfg.nesterov, fused=cfg.fused)

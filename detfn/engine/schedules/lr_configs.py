@@ -16,16 +16,18 @@ import typing
 from dataclasses import dataclass
 from typing import Union
 
-from detfn.config import Config, check, check_positive, fail
+from detfn.config import Config, check, check_positive
 from detfn.engine.schedules.annealing import AnnealStrategy
-from detfn.engine.schedules.steps import check_step
 from detfn.engine.schedules.validation import (
-    check_anneal_strategy,
+    check_cyclic_fields,
+    check_fractions,
     check_min_pair,
-    check_only_by_iter,
+    check_one_cycle_fields,
+    check_schedule_base,
+    check_step_fields,
     normalize_tuples,
 )
-from detfn.engine.schedules.warmup import WarmupType, check_warmup_fields
+from detfn.engine.schedules.warmup import WarmupType
 
 __all__ = [
     "LR_CONFIGS",
@@ -66,10 +68,7 @@ class LrScheduleConfig(Config):
     warmup_by_epoch: bool = False
 
     def __post_init__(self) -> None:
-        if type(self) is LrScheduleConfig:
-            names = ", ".join(c.__name__ for c in LR_CONFIGS)
-            raise ValueError(f"LrScheduleConfig is the base of the lr policies; use one of {names}")
-        check_warmup_fields(self)
+        check_schedule_base(self, LrScheduleConfig, "lr", LR_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,7 @@ class StepLrConfig(LrScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "step")
         super().__post_init__()
-        problem = check_step(self.step)
-        if problem is not None:
-            fail(self, "step", problem)
-        check_positive(self, "gamma")
+        check_step_fields(self)
 
 
 @dataclass(frozen=True)
@@ -166,12 +162,7 @@ class FlatCosineAnnealingLrConfig(LrScheduleConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(
-            self,
-            "start_percent",
-            isinstance(self.start_percent, float) and 0 <= self.start_percent <= 1,
-            f"must be a float in [0, 1], got {self.start_percent!r}",
-        )
+        check_fractions(self, "start_percent")
         check_min_pair(self, "min_lr", "min_lr_ratio")
 
 
@@ -235,22 +226,7 @@ class CyclicLrConfig(LrScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "target_ratio")
         super().__post_init__()
-        check_only_by_iter(self)
-        check(
-            self,
-            "target_ratio",
-            len(self.target_ratio) in (1, 2),
-            f"must hold 1 or 2 numbers, got {self.target_ratio!r}",
-        )
-        check_positive(self, "cyclic_times")
-        check(
-            self,
-            "step_ratio_up",
-            0 <= self.step_ratio_up < 1,
-            f"must be in [0, 1), got {self.step_ratio_up!r}",
-        )
-        check_anneal_strategy(self)
-        check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
+        check_cyclic_fields(self)
 
 
 @dataclass(frozen=True)
@@ -286,9 +262,7 @@ class OneCycleLrConfig(LrScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "max_lr")
         super().__post_init__()
-        check_only_by_iter(self)
-        if isinstance(self.max_lr, tuple):
-            check(self, "max_lr", len(self.max_lr) > 0, "must not be an empty tuple")
+        check_one_cycle_fields(self, "max_lr")
         if self.total_steps is not None:
             check(
                 self,
@@ -296,13 +270,6 @@ class OneCycleLrConfig(LrScheduleConfig):
                 isinstance(self.total_steps, int) and self.total_steps > 0,
                 f"must be a positive int or None, got {self.total_steps!r}",
             )
-        check(
-            self,
-            "pct_start",
-            isinstance(self.pct_start, float) and 0 <= self.pct_start <= 1,
-            f"must be a float in [0, 1], got {self.pct_start!r}",
-        )
-        check_anneal_strategy(self)
         check_positive(self, "div_factor", "final_div_factor")
 
 

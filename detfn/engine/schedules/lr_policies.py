@@ -19,7 +19,7 @@ from itertools import accumulate
 from typing import Any
 
 from detfn.engine.schedules.annealing import annealing_cos, annealing_linear
-from detfn.engine.schedules.cycles import cyclic_value, one_cycle_ends, one_cycle_value
+from detfn.engine.schedules.cycles import one_cycle_ends, one_cycle_value
 from detfn.engine.schedules.lr_configs import (
     CosineAnnealingLrConfig,
     CosineRestartLrConfig,
@@ -32,6 +32,13 @@ from detfn.engine.schedules.lr_configs import (
     OneCycleLrConfig,
     PolyLrConfig,
     StepLrConfig,
+)
+from detfn.engine.schedules.policy_common import (
+    annealed_value,
+    annealing_target,
+    check_run_end,
+    cyclic_policy_value,
+    required_max,
 )
 from detfn.engine.schedules.steps import step_decay
 
@@ -46,24 +53,6 @@ def regular_lr(
     raise TypeError(
         f"no lr policy for {type(cfg).__name__}; register one with @regular_lr.register"
     )
-
-
-def required_max(cfg: Any, max_progress: int | None) -> int:
-    """``max_progress``, or a clear error for a policy that needs the run's length."""
-    if max_progress is None:
-        unit = "max_epochs" if cfg.by_epoch else "max_iters"
-        raise ValueError(
-            f"{type(cfg).__name__}(by_epoch={cfg.by_epoch}) needs the run's {unit}, "
-            "which is not set for this run"
-        )
-    return max_progress
-
-
-def annealing_target(base: float, min_value: float | None, min_ratio: float | None) -> float:
-    """``base * min_ratio`` or ``min_value``; neither set means 0."""
-    if min_ratio is not None:
-        return base * min_ratio
-    return 0.0 if min_value is None else min_value
 
 
 def restart_position(progress: int, cumulative_periods: tuple[int, ...]) -> int:
@@ -114,8 +103,9 @@ def _inv(cfg, base_lr, progress, max_progress, group=0):
 
 @regular_lr.register(CosineAnnealingLrConfig)
 def _cosine(cfg, base_lr, progress, max_progress, group=0):
-    target = annealing_target(base_lr, cfg.min_lr, cfg.min_lr_ratio)
-    return annealing_cos(base_lr, target, progress / required_max(cfg, max_progress))
+    return annealed_value(
+        annealing_cos, cfg, base_lr, progress, max_progress, cfg.min_lr, cfg.min_lr_ratio
+    )
 
 
 @regular_lr.register(FlatCosineAnnealingLrConfig)
@@ -141,16 +131,7 @@ def _cosine_restart(cfg, base_lr, progress, max_progress, group=0):
 
 @regular_lr.register(CyclicLrConfig)
 def _cyclic(cfg, base_lr, progress, max_progress, group=0):
-    return cyclic_value(
-        base_lr,
-        progress,
-        required_max(cfg, max_progress),
-        cfg.cyclic_times,
-        cfg.step_ratio_up,
-        cfg.target_ratio,
-        cfg.gamma,
-        cfg.anneal_strategy,
-    )
+    return cyclic_policy_value(cfg, base_lr, progress, max_progress)
 
 
 @regular_lr.register(OneCycleLrConfig)
@@ -169,8 +150,9 @@ def _one_cycle(cfg, base_lr, progress, max_progress, group=0):
 
 @regular_lr.register(LinearAnnealingLrConfig)
 def _linear(cfg, base_lr, progress, max_progress, group=0):
-    target = annealing_target(base_lr, cfg.min_lr, cfg.min_lr_ratio)
-    return annealing_linear(base_lr, target, progress / required_max(cfg, max_progress))
+    return annealed_value(
+        annealing_linear, cfg, base_lr, progress, max_progress, cfg.min_lr, cfg.min_lr_ratio
+    )
 
 
 def check_lr_schedule(
@@ -198,6 +180,4 @@ def check_lr_schedule(
             raise ValueError(
                 f"{name}.total_steps={steps} must be >= the run's max_iters={max_iters}"
             )
-    last = max(max_progress - 1, 0) if max_progress is not None else 0
-    for group, base_lr in enumerate(base_lrs):
-        regular_lr(cfg, base_lr, last, max_progress, group)
+    check_run_end(regular_lr, cfg, base_lrs, max_progress)

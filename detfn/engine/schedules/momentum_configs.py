@@ -14,16 +14,17 @@ import typing
 from dataclasses import dataclass
 from typing import Union
 
-from detfn.config import Config, check, check_positive, fail
+from detfn.config import Config
 from detfn.engine.schedules.annealing import AnnealStrategy
-from detfn.engine.schedules.steps import check_step
 from detfn.engine.schedules.validation import (
-    check_anneal_strategy,
+    check_cyclic_fields,
     check_min_pair,
-    check_only_by_iter,
+    check_one_cycle_fields,
+    check_schedule_base,
+    check_step_fields,
     normalize_tuples,
 )
-from detfn.engine.schedules.warmup import WarmupType, check_warmup_fields
+from detfn.engine.schedules.warmup import WarmupType
 
 __all__ = [
     "MOMENTUM_CONFIGS",
@@ -58,12 +59,7 @@ class MomentumScheduleConfig(Config):
     warmup_by_epoch: bool = False
 
     def __post_init__(self) -> None:
-        if type(self) is MomentumScheduleConfig:
-            names = ", ".join(c.__name__ for c in MOMENTUM_CONFIGS)
-            raise ValueError(
-                f"MomentumScheduleConfig is the base of the momentum policies; use one of {names}"
-            )
-        check_warmup_fields(self)
+        check_schedule_base(self, MomentumScheduleConfig, "momentum", MOMENTUM_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -84,10 +80,7 @@ class StepMomentumConfig(MomentumScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "step")
         super().__post_init__()
-        problem = check_step(self.step)
-        if problem is not None:
-            fail(self, "step", problem)
-        check_positive(self, "gamma")
+        check_step_fields(self)
 
 
 @dataclass(frozen=True)
@@ -136,22 +129,7 @@ class CyclicMomentumConfig(MomentumScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "target_ratio")
         super().__post_init__()
-        check_only_by_iter(self)
-        check(
-            self,
-            "target_ratio",
-            len(self.target_ratio) in (1, 2),
-            f"must hold 1 or 2 numbers, got {self.target_ratio!r}",
-        )
-        check_positive(self, "cyclic_times")
-        check(
-            self,
-            "step_ratio_up",
-            0 <= self.step_ratio_up < 1,
-            f"must be in [0, 1), got {self.step_ratio_up!r}",
-        )
-        check_anneal_strategy(self)
-        check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
+        check_cyclic_fields(self)
 
 
 @dataclass(frozen=True)
@@ -179,18 +157,7 @@ class OneCycleMomentumConfig(MomentumScheduleConfig):
     def __post_init__(self) -> None:
         normalize_tuples(self, "base_momentum", "max_momentum")
         super().__post_init__()
-        check_only_by_iter(self)
-        for name in ("base_momentum", "max_momentum"):
-            value = getattr(self, name)
-            if isinstance(value, tuple):
-                check(self, name, len(value) > 0, "must not be an empty tuple")
-        check(
-            self,
-            "pct_start",
-            isinstance(self.pct_start, float) and 0 <= self.pct_start <= 1,
-            f"must be a float in [0, 1], got {self.pct_start!r}",
-        )
-        check_anneal_strategy(self)
+        check_one_cycle_fields(self, "base_momentum", "max_momentum")
 
 
 MomentumConfig = Union[

@@ -13,14 +13,19 @@ import functools
 from typing import Any
 
 from detfn.engine.schedules.annealing import annealing_cos, annealing_linear
-from detfn.engine.schedules.cycles import cyclic_value, one_cycle_ends, one_cycle_value
-from detfn.engine.schedules.lr_policies import annealing_target, required_max
+from detfn.engine.schedules.cycles import one_cycle_ends, one_cycle_value
 from detfn.engine.schedules.momentum_configs import (
     CosineAnnealingMomentumConfig,
     CyclicMomentumConfig,
     LinearAnnealingMomentumConfig,
     OneCycleMomentumConfig,
     StepMomentumConfig,
+)
+from detfn.engine.schedules.policy_common import (
+    annealed_value,
+    check_run_end,
+    cyclic_policy_value,
+    required_max,
 )
 from detfn.engine.schedules.steps import step_decay
 
@@ -53,28 +58,19 @@ def _step(cfg, base_momentum, progress, max_progress, group=0):
 
 @regular_momentum.register(CosineAnnealingMomentumConfig)
 def _cosine(cfg, base_momentum, progress, max_progress, group=0):
-    target = annealing_target(base_momentum, cfg.min_momentum, cfg.min_momentum_ratio)
-    return annealing_cos(base_momentum, target, progress / required_max(cfg, max_progress))
+    low = (cfg.min_momentum, cfg.min_momentum_ratio)
+    return annealed_value(annealing_cos, cfg, base_momentum, progress, max_progress, *low)
 
 
 @regular_momentum.register(LinearAnnealingMomentumConfig)
 def _linear(cfg, base_momentum, progress, max_progress, group=0):
-    target = annealing_target(base_momentum, cfg.min_momentum, cfg.min_momentum_ratio)
-    return annealing_linear(base_momentum, target, progress / required_max(cfg, max_progress))
+    low = (cfg.min_momentum, cfg.min_momentum_ratio)
+    return annealed_value(annealing_linear, cfg, base_momentum, progress, max_progress, *low)
 
 
 @regular_momentum.register(CyclicMomentumConfig)
 def _cyclic(cfg, base_momentum, progress, max_progress, group=0):
-    return cyclic_value(
-        base_momentum,
-        progress,
-        required_max(cfg, max_progress),
-        cfg.cyclic_times,
-        cfg.step_ratio_up,
-        cfg.target_ratio,
-        cfg.gamma,
-        cfg.anneal_strategy,
-    )
+    return cyclic_policy_value(cfg, base_momentum, progress, max_progress)
 
 
 @regular_momentum.register(OneCycleMomentumConfig)
@@ -110,6 +106,4 @@ def check_momentum_schedule(
                     f"{name}.{field} has {len(value)} values for {len(base_momenta)} "
                     "parameter groups"
                 )
-    last = max(max_progress - 1, 0) if max_progress is not None else 0
-    for group, base in enumerate(base_momenta):
-        regular_momentum(cfg, base, last, max_progress, group)
+    check_run_end(regular_momentum, cfg, base_momenta, max_progress)

@@ -11,15 +11,17 @@ model's parameter or buffer dicts and works unchanged under ``torch.func.functio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-from detfn.models.losses.reduction import Reduction, check_reduction
+from detfn.config import check, check_non_negative
+from detfn.models.losses.reduction import REDUCTIONS, Reduction, check_reduction
 
-__all__ = ["Loss", "LossFunction"]
+__all__ = ["Loss", "LossFunction", "bind_loss", "check_loss_fields"]
 
 # fn(pred, target, weight, *, reduction, avg_factor) -> Tensor, options already bound.
 LossFunction = Callable[..., Tensor]
@@ -54,3 +56,23 @@ class Loss:
         check_reduction(reduction)
         value = self.fn(pred, target, weight, reduction=reduction, avg_factor=avg_factor)
         return self.loss_weight * value
+
+
+def check_loss_fields(cfg: Any) -> None:
+    """Check the two fields every loss config has: ``loss_weight >= 0`` and a known ``reduction``.
+
+    Called from the ``__post_init__`` of every loss config.
+    """
+    check_non_negative(cfg, "loss_weight")
+    check(
+        cfg,
+        "reduction",
+        cfg.reduction in REDUCTIONS,
+        f"must be one of {REDUCTIONS}, got {cfg.reduction!r}",
+    )
+
+
+def bind_loss(fn: LossFunction, cfg: Any, **options: Any) -> Loss:
+    """The :class:`Loss` of ``cfg``: ``fn`` with ``options`` bound (``fn`` itself when none)."""
+    bound = functools.partial(fn, **options) if options else fn
+    return Loss(bound, cfg.loss_weight, cfg.reduction, cfg)

@@ -6,16 +6,15 @@ Semantics follow mmdet 2.x ``CrossEntropyLoss``: the element-wise loss is weight
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detfn.config import Config, check, check_non_negative
-from detfn.models.losses.base import Loss
-from detfn.models.losses.reduction import REDUCTIONS, Reduction, weight_reduce_loss
+from detfn.config import Config, check
+from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
+from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
 __all__ = [
@@ -140,13 +139,7 @@ class CrossEntropyLossConfig(Config):
     ignore_index: int = -100
 
     def __post_init__(self) -> None:
-        check_non_negative(self, "loss_weight")
-        check(
-            self,
-            "reduction",
-            self.reduction in REDUCTIONS,
-            f"must be one of {REDUCTIONS}, got {self.reduction!r}",
-        )
+        check_loss_fields(self)
         if self.class_weight is not None:
             check(
                 self,
@@ -161,5 +154,4 @@ def build_cross_entropy_loss(cfg: CrossEntropyLossConfig, **context: object) -> 
     """``Loss`` calling :func:`binary_cross_entropy` or :func:`cross_entropy`."""
     del context
     fn = binary_cross_entropy if cfg.use_sigmoid else cross_entropy
-    bound = functools.partial(fn, class_weight=cfg.class_weight, ignore_index=cfg.ignore_index)
-    return Loss(bound, cfg.loss_weight, cfg.reduction, cfg)
+    return bind_loss(fn, cfg, class_weight=cfg.class_weight, ignore_index=cfg.ignore_index)

@@ -6,16 +6,15 @@ References:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from detfn.config import Config, check, check_non_negative, check_unit_interval
-from detfn.models.losses.base import Loss
+from detfn.config import Config, check_non_negative, check_unit_interval
+from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
 from detfn.models.losses.cross_entropy import labels_to_one_hot
-from detfn.models.losses.reduction import REDUCTIONS, Reduction, weight_reduce_loss
+from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
 __all__ = ["FocalLossConfig", "build_focal_loss", "sigmoid_focal_loss"]
@@ -70,19 +69,13 @@ class FocalLossConfig(Config):
     reduction: Reduction = "mean"
 
     def __post_init__(self) -> None:
-        check_non_negative(self, "gamma", "loss_weight")
+        check_non_negative(self, "gamma")
         check_unit_interval(self, "alpha")
-        check(
-            self,
-            "reduction",
-            self.reduction in REDUCTIONS,
-            f"must be one of {REDUCTIONS}, got {self.reduction!r}",
-        )
+        check_loss_fields(self)
 
 
 @register(FocalLossConfig)
 def build_focal_loss(cfg: FocalLossConfig, **context: object) -> Loss:
     """``Loss`` calling :func:`sigmoid_focal_loss` with the config's gamma and alpha."""
     del context
-    bound = functools.partial(sigmoid_focal_loss, gamma=cfg.gamma, alpha=cfg.alpha)
-    return Loss(bound, cfg.loss_weight, cfg.reduction, cfg)
+    return bind_loss(sigmoid_focal_loss, cfg, gamma=cfg.gamma, alpha=cfg.alpha)

@@ -7,15 +7,14 @@ References:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from detfn.config import Config, check, check_non_negative, check_positive
-from detfn.models.losses.base import Loss
-from detfn.models.losses.reduction import REDUCTIONS, Reduction, weight_reduce_loss
+from detfn.config import Config, check_positive
+from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
+from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
 __all__ = ["GIoULossConfig", "aligned_giou", "build_giou_loss", "giou_loss"]
@@ -90,17 +89,11 @@ class GIoULossConfig(Config):
 
     def __post_init__(self) -> None:
         check_positive(self, "eps")
-        check_non_negative(self, "loss_weight")
-        check(
-            self,
-            "reduction",
-            self.reduction in REDUCTIONS,
-            f"must be one of {REDUCTIONS}, got {self.reduction!r}",
-        )
+        check_loss_fields(self)
 
 
 @register(GIoULossConfig)
 def build_giou_loss(cfg: GIoULossConfig, **context: object) -> Loss:
     """``Loss`` calling :func:`giou_loss` with the config's eps."""
     del context
-    return Loss(functools.partial(giou_loss, eps=cfg.eps), cfg.loss_weight, cfg.reduction, cfg)
+    return bind_loss(giou_loss, cfg, eps=cfg.eps)

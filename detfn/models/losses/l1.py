@@ -6,15 +6,14 @@ weight ``[N]`` is broadcast over the four coordinates.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from detfn.config import Config, check, check_non_negative, check_positive
-from detfn.models.losses.base import Loss
-from detfn.models.losses.reduction import REDUCTIONS, Reduction, weight_reduce_loss
+from detfn.config import Config, check_positive
+from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
+from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
 __all__ = [
@@ -85,13 +84,7 @@ class L1LossConfig(Config):
     reduction: Reduction = "mean"
 
     def __post_init__(self) -> None:
-        check_non_negative(self, "loss_weight")
-        check(
-            self,
-            "reduction",
-            self.reduction in REDUCTIONS,
-            f"must be one of {REDUCTIONS}, got {self.reduction!r}",
-        )
+        check_loss_fields(self)
 
 
 @dataclass(frozen=True)
@@ -104,25 +97,18 @@ class SmoothL1LossConfig(Config):
 
     def __post_init__(self) -> None:
         check_positive(self, "beta")
-        check_non_negative(self, "loss_weight")
-        check(
-            self,
-            "reduction",
-            self.reduction in REDUCTIONS,
-            f"must be one of {REDUCTIONS}, got {self.reduction!r}",
-        )
+        check_loss_fields(self)
 
 
 @register(L1LossConfig)
 def build_l1_loss(cfg: L1LossConfig, **context: object) -> Loss:
     """``Loss`` calling :func:`l1_loss`."""
     del context
-    return Loss(l1_loss, cfg.loss_weight, cfg.reduction, cfg)
+    return bind_loss(l1_loss, cfg)
 
 
 @register(SmoothL1LossConfig)
 def build_smooth_l1_loss(cfg: SmoothL1LossConfig, **context: object) -> Loss:
     """``Loss`` calling :func:`smooth_l1_loss` with the config's beta."""
     del context
-    bound = functools.partial(smooth_l1_loss, beta=cfg.beta)
-    return Loss(bound, cfg.loss_weight, cfg.reduction, cfg)
+    return bind_loss(smooth_l1_loss, cfg, beta=cfg.beta)
