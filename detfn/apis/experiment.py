@@ -27,6 +27,7 @@ from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.schedules.lr_configs import StepLrConfig
 from detfn.models.detectors import FasterRCNNConfig
+from detfn.models.losses import SmoothL1LossConfig
 
 __all__ = [
     "FASTER_RCNN_R50_FPN_1X_COCO",
@@ -134,8 +135,12 @@ def bccd_cpu_preset() -> ExperimentConfig:
     weights (none can be downloaded here):
 
     * ResNet-18-FPN with 128 channels (not 256) after the backbone, and trainable BatchNorm
-      (``norm_eval=False``, ``frozen_stages=-1``): frozen statistics only suit pretrained weights;
-    * images at 1/2 size (320x240 of 640x480), no upscaling; anchors scale 4 so the smallest
+      (``norm_eval=False``, ``frozen_stages=-1``): frozen statistics only suit pretrained weights.
+      Residual blocks still start as the identity (``zero_init_residual``): without it one run
+      scored +0.010 bbox mAP but a 4-iteration warmup to lr 0.02 diverged;
+    * Smooth L1 (beta 1/9) box losses in both heads, as detectron2 and torchvision use
+      (+0.018 bbox mAP on BCCD val against mmdetection 2.x's L1, one run each);
+    * images at 1/2 size (320x240 of 640x480); anchors of scale 4 so that the smallest
       anchor (16 px) still covers platelets;
     * fewer proposals (train 1000 / 500, test 500 / 300), 256 sampled RoIs, and RoIAlign with 2x2
       samples per bin (torchvision's choice) instead of the adaptive count: the adaptive count
@@ -164,6 +169,8 @@ def bccd_cpu_preset() -> ExperimentConfig:
             "roi_head.bbox_head.in_channels": 128,
             "roi_head.bbox_head.num_classes": len(BCCD_CLASSES),
             "roi_head.sampler.num": 256,
+            "rpn_head.loss_bbox": SmoothL1LossConfig(beta=1 / 9),
+            "roi_head.bbox_head.loss_bbox": SmoothL1LossConfig(beta=1 / 9),
         },
     )
     scale = (320, 240)

@@ -153,7 +153,10 @@ def coco_evaluate(
     img_ids = list(gt.getImgIds()) if img_ids is None else [int(i) for i in img_ids]
     if len(results) == 0:
         warnings.warn("coco_evaluate: no detections at all; every metric is 0", stacklevel=2)
-        return _metrics_dict(iou_type, np.zeros(len(METRIC_NAMES)), "", None)
+        no_precision = np.zeros((1, 1, len(gt.getCatIds()), 1, 1))
+        table = format_classwise_table(gt, no_precision) if classwise else None
+        summary = "no detections: every metric is 0\n"
+        return _metrics_dict(iou_type, np.zeros(len(METRIC_NAMES)), summary, table)
     _check_results(gt, results)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "Loading results..."
         dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets

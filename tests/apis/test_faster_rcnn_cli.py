@@ -66,3 +66,12 @@ def test_help_lists_aliases_with_defaults(capsys):
         parse(["--help"])
     out = capsys.readouterr().out
     assert "--lr FLOAT" in out and "(default: 0.02)" in out and "--runner.optimizer.lr" in out
+
+
+def test_fields_of_a_union_member_with_its_subcommand():
+    # a negated bool flag of the default backbone needs its subcommand named first
+    cfg = parse(
+        ["model.backbone:res-net-config", "--model.backbone.no-zero-init-residual", "--lr", "0.01"]
+    )
+    assert cfg.model.backbone.zero_init_residual is False and cfg.model.backbone.depth == 18
+    assert cfg.runner.optimizer.lr == 0.01

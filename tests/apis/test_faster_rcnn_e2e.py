@@ -35,12 +35,17 @@ def tiny_config(work_dir: Path) -> ExperimentConfig:
         "work_dir": str(work_dir),
         "device": "cpu",
         "runner.max_epochs": 3,
+        # half the preset's lr: 4 warmup iterations to 0.02 make 12 iterations too noisy to test
+        "runner.optimizer.lr": 0.01,
         "runner.lr": override(cfg.runner.lr, "warmup_iters", 4),
         "runner.evaluation": EvaluationHookConfig(interval=3, save_best="auto"),
         "runner.wandb": None,
         "runner.text_logger.interval": 1,
         "data.train_loader.num_workers": 0,
         "data.test_loader.num_workers": 0,
+        # a 12-iteration model is not confident yet: keep every detection so that the whole
+        # prediction path (NMS, rescaling, COCO results) has boxes to work on
+        "model.roi_head.score_thr": 0.0,
     }
     for split in ("train", "val", "test"):
         updates[f"data.{split}.ann_file"] = str(TINY / "instances.json")
@@ -86,7 +91,7 @@ def test_run_writes_config_checkpoints_and_metrics(trained):
     train = [r for r in lines if r["mode"] == "train"]
     assert len(train) == 12
     # linear warmup of mmcv: lr = 0.02 * (1 - (1 - i / 4) * (1 - 0.001)) for i = 0..3
-    expected = [0.02 * (1 - (1 - i / 4) * 0.999) for i in range(4)] + [0.02] * 8
+    expected = [0.01 * (1 - (1 - i / 4) * 0.999) for i in range(4)] + [0.01] * 8
     assert [r["lr"] for r in train] == pytest.approx(expected)
     assert all(r["momentum"] == 0.9 for r in train)
     assert any(r["mode"] == "val" and "bbox_mAP" in r for r in lines)
@@ -112,7 +117,7 @@ def test_reloaded_checkpoint_predicts_in_original_coordinates(trained, tmp_path)
         assert det.boxes.shape[0] <= 100
         if len(det.boxes):
             assert float(det.boxes[:, 2].max()) <= w and float(det.boxes[:, 3].max()) <= h
-            assert float(det.scores.min()) > 0.05 and int(det.labels.max()) < 3
+            assert float(det.scores.min()) > 0.0 and int(det.labels.max()) < 3
     # the same weights through the pure predict function give the same detections
     predict = detector_predict_fn(detector.model)
     dataset = build(detector.cfg.data.test, seed=0)

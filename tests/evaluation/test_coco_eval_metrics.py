@@ -165,6 +165,9 @@ def test_empty_results_warn_and_give_zero():
     with pytest.warns(UserWarning, match="no detections"):
         metrics = coco_evaluate(_synthetic_gt(), [])
     assert metrics["bbox_mAP"] == 0.0 and metrics["bbox_mAP_l"] == 0.0
+    with pytest.warns(UserWarning, match="no detections"):
+        table = coco_evaluate(_synthetic_gt(), [], classwise=True)["bbox_classwise"]
+    assert table.count("0.000") == len(_synthetic_gt()["categories"])
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):

@@ -273,3 +273,21 @@ def test_config_json_round_trip_keeps_the_loss_variant():
     )
     back = from_json(to_json(cfg), StandardRoIHeadConfig)
     assert back == cfg and isinstance(back.bbox_head.loss_bbox, SmoothL1LossConfig)
+
+
+def test_predict_with_no_valid_proposals_gives_no_detections():
+    # an untrained RPN can leave an image (or a whole batch) without proposals
+    import detfn  # noqa: F401 - registers the configs
+    from detfn.config import override
+    from detfn.models.roi_heads import StandardRoIHeadConfig
+    from detfn.registry import build
+
+    head = build(override(StandardRoIHeadConfig(), "bbox_head.num_classes", 3))
+    feats = tuple(torch.randn(2, 256, 64 // 2**i, 64 // 2**i) for i in range(5))
+    shapes = torch.tensor([[256.0, 256.0]] * 2)
+    for proposals, mask in (
+        (torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)),
+        (torch.tensor([0.0, 0.0, 10.0, 10.0]).expand(2, 5, 4), torch.zeros(2, 5, dtype=torch.bool)),
+    ):
+        dets = head.predict(feats, proposals, mask, shapes)
+        assert not dets.mask.any() and (dets.labels == -1).all()

@@ -199,7 +199,8 @@ class Shared2FCBBoxHead(nn.Module):
         """
         scores = F.softmax(cls_score, dim=-1)
         num_rois = rois.shape[0]
-        deltas = bbox_pred.view(num_rois, -1, 4)  # [K, C or 1, 4]
+        per_class = 1 if self.cfg.reg_class_agnostic else self.num_classes
+        deltas = bbox_pred.view(num_rois, per_class, 4)  # [K, C or 1, 4]; K may be 0
         deltas = deltas.expand(num_rois, self.num_classes, 4)  # [K, C, 4]
         proposals = rois[:, None, 1:].expand(num_rois, self.num_classes, 4)  # [K, C, 4]
         boxes = self.coder.decode(proposals, deltas, max_shape=img_shapes)
