@@ -11,6 +11,7 @@ SGD 0.02 / 0.9 / 1e-4 with mmcv's linear warmup and step schedule, and pycocotoo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class CompareArgs:
     """must match the detfn run being compared"""
     log_interval: int = 20
     seed: int = 0
+    """seeds the data order and the initialization, as ``--seed`` of experiments.faster_rcnn"""
 
 
 def torchvision_model(num_classes: int) -> nn.Module:
@@ -120,7 +122,7 @@ def evaluate(model: nn.Module, dataset, loader) -> dict:
 
 
 def main(args: CompareArgs) -> dict:
-    cfg = bccd_cpu_preset()
+    cfg = dataclasses.replace(bccd_cpu_preset(), seed=args.seed)  # data order and init
     built = build_experiment(cfg)
     torch.manual_seed(args.seed)
     model = torchvision_model(cfg.model.num_classes)
