@@ -1,0 +1,205 @@
+"""detfn's Faster R-CNN inference against torchvision's ``FasterRCNN`` as an independent reference.
+
+Both models get the same weights (torchvision's, mapped to detfn's names) and the same settings
+where the two libraries differ by default: RoIAlign without the half-pixel shift (torchvision has
+no ``aligned``), 2x2 samples per bin, and anchor shapes whose corners are whole pixels (torchvision
+rounds its base anchors, mmdetection does not). The whole chain must then agree on real images:
+backbone, FPN, RPN proposals (per-level top-k, NMS across levels), RoI level mapping, RoIAlign,
+box head, decoding, per-class NMS and the top 100. In training, with samplers that keep every
+candidate (so that no random draw differs), the four losses and the gradients must agree: anchor
+and proposal assignment, box targets, loss normalization, and every backward pass.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from detfn.apis import bccd_cpu_preset
+from detfn.config import override
+from detfn.data import build_loader, default_test_pipeline
+from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
+from detfn.registry import build
+from experiments.compare_torchvision import images_and_targets
+
+TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
+NUM_CLASSES = 3
+# ratio h/w 1/4, 1, 4 at scale 4: base anchors 32x8, 16x16, 8x32 on stride 4, all corners integer
+RATIOS = (0.25, 1.0, 4.0)
+
+
+def detfn_model_config():
+    return override(
+        bccd_cpu_preset().model,
+        {
+            "rpn_head.anchor_generator.ratios": RATIOS,
+            "roi_head.bbox_roi_extractor.aligned": False,
+        },
+    )
+
+
+def torchvision_model() -> nn.Module:
+    from torchvision.models import resnet18
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops import MultiScaleRoIAlign
+
+    body = resnet18(weights=None)
+    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=128)
+    return FasterRCNN(
+        backbone,
+        num_classes=NUM_CLASSES + 1,
+        min_size=240,
+        max_size=320,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],
+        rpn_anchor_generator=AnchorGenerator(
+            tuple((s,) for s in (16, 32, 64, 128, 256)), (RATIOS,) * 5
+        ),
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=300,
+        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2),
+    )
+
+
+def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename torchvision's FasterRCNN weights to detfn's; move the background class from the
+    first classifier row to the last and drop its box regressor rows."""
+    renames = (
+        (r"backbone\.body\.", "backbone."),
+        (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.", r"neck.lateral_convs.\1."),
+        (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.", r"neck.fpn_convs.\1."),
+        (r"rpn\.head\.conv\.0\.0\.", "rpn_head.rpn_conv."),
+        (r"rpn\.head\.cls_logits\.", "rpn_head.rpn_cls."),
+        (r"rpn\.head\.bbox_pred\.", "rpn_head.rpn_reg."),
+        (r"roi_heads\.box_head\.fc6\.", "roi_head.bbox_head.shared_fcs.0."),
+        (r"roi_heads\.box_head\.fc7\.", "roi_head.bbox_head.shared_fcs.1."),
+        (r"roi_heads\.box_predictor\.cls_score\.", "roi_head.bbox_head.fc_cls."),
+        (r"roi_heads\.box_predictor\.bbox_pred\.", "roi_head.bbox_head.fc_reg."),
+    )
+    out = {}
+    for key, value in state.items():
+        pattern, replacement = next((p, r) for p, r in renames if re.match(p, key))
+        name = re.sub(pattern, replacement, key, count=1)
+        if "cls_score" in key:
+            value = torch.cat([value[1:], value[:1]])
+        elif "box_predictor.bbox_pred" in key:
+            value = value[4:]
+        out[name] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_state() -> dict[str, Tensor]:
+    """Seeded torchvision weights, objectness logits spread so that the proposal ranking does not
+    hinge on round-off."""
+    torch.manual_seed(0)
+    reference = torchvision_model()
+    nn.init.normal_(reference.rpn.head.cls_logits.weight, std=0.5)
+    return reference.state_dict()
+
+
+def models_with(state: dict[str, Tensor], detfn_cfg) -> tuple[nn.Module, nn.Module]:
+    reference = torchvision_model()
+    reference.load_state_dict(state)
+    model = build(detfn_cfg)
+    mapped = torchvision_to_detfn(state)
+    unmapped = set(model.state_dict()) ^ set(mapped)
+    assert not unmapped, f"unmapped weights: {sorted(unmapped)}"
+    model.load_state_dict(mapped)
+    return reference, model
+
+
+def tiny_batches():
+    cfg = bccd_cpu_preset().data
+    dataset = build(
+        override(
+            cfg.val,
+            {
+                "ann_file": str(TINY / "instances.json"),
+                "img_prefix": str(TINY / "JPEGImages"),
+                "pipeline": default_test_pipeline(scale=(320, 240)),
+            },
+        ),
+        seed=0,
+    )
+    loader_cfg = override(cfg.test_loader, {"batch_size": 2, "num_workers": 0})
+    return list(build_loader(dataset, loader_cfg))[:2]
+
+
+@torch.no_grad()
+def test_detections_equal_torchvision_with_the_same_weights(reference_state):
+    reference, model = models_with(reference_state, detfn_model_config())
+    reference.eval()
+    predict = detector_predict_fn(model)
+    params, buffers = split(model)
+    compared = 0
+    for batch in tiny_batches():
+        ours = predict(params, buffers, batch.images, batch.metas)
+        theirs = reference(images_and_targets(batch)[0])
+        for mine, ref, meta in zip(ours, theirs, batch.metas):
+            scale = torch.tensor(meta.scale_factor)
+            assert len(mine.scores) == len(ref["scores"]) > 0
+            torch.testing.assert_close(mine.scores, ref["scores"], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mine.labels, ref["labels"] - 1)
+            torch.testing.assert_close(mine.boxes, ref["boxes"] / scale, atol=1e-2, rtol=1e-4)
+            compared += len(mine.scores)
+    assert compared >= 100
+
+
+def sample_everything(cfg):
+    """Samplers whose budget exceeds every candidate: both libraries then keep all positives and
+    negatives, so the losses no longer depend on random draws."""
+    return override(cfg, {"rpn_head.sampler.num": 10**6, "roi_head.sampler.num": 10**6})
+
+
+def test_training_losses_and_gradients_equal_torchvision(reference_state):
+    reference, model = models_with(reference_state, sample_everything(detfn_model_config()))
+    reference.rpn._pre_nms_top_n["training"] = 1000
+    reference.rpn._post_nms_top_n["training"] = 500
+    reference.rpn.fg_bg_sampler.batch_size_per_image = 10**6
+    reference.roi_heads.fg_bg_sampler.batch_size_per_image = 10**6
+    reference.train()
+    params, buffers = split(model)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    batch = tiny_batches()[0]
+    assert not batch.ignore_mask.any()
+
+    total, losses = detector_loss_fn(model)(params, buffers, batch)
+    expected = reference(*images_and_targets(batch))
+
+    pairs = {
+        "loss_rpn_cls": "loss_objectness",
+        "loss_rpn_bbox": "loss_rpn_box_reg",
+        "loss_cls": "loss_classifier",
+        "loss_bbox": "loss_box_reg",
+    }
+    for ours, theirs in pairs.items():
+        assert expected[theirs] > 0, theirs
+        torch.testing.assert_close(losses[ours], expected[theirs], rtol=1e-4, atol=1e-6)
+    # conv1 gathers the gradient of every path, RoIAlign's backward included
+    names = (
+        "backbone.conv1.weight",
+        "neck.lateral_convs.0.weight",
+        "rpn_head.rpn_conv.weight",
+        "roi_head.bbox_head.shared_fcs.0.weight",
+    )
+    grads = torch.autograd.grad(total, [params[n] for n in names])
+    reference_params = dict(reference.named_parameters())
+    reference_names = (
+        "backbone.body.conv1.weight",
+        "backbone.fpn.inner_blocks.0.0.weight",
+        "rpn.head.conv.0.0.weight",
+        "roi_heads.box_head.fc6.weight",
+    )
+    expected_grads = torch.autograd.grad(
+        sum(expected.values()), [reference_params[n] for n in reference_names]
+    )
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-3, atol=1e-6)
