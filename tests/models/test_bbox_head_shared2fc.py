@@ -34,6 +34,16 @@ def test_default_structure_and_mmdet_init():
         assert (fc.bias == 0).all()
 
 
+def test_pytorch_init_is_nn_linears_default_on_every_fc():
+    torch.manual_seed(0)
+    head = registry.build(Shared2FCBBoxHeadConfig(in_channels=64, init="pytorch"))
+    for fc in (*head.shared_fcs, head.fc_cls, head.fc_reg):
+        bound = 1 / math.sqrt(fc.in_features)  # kaiming_uniform_(a=sqrt(5)) and its bias rule
+        for tensor in (fc.weight, fc.bias):
+            assert tensor.abs().max().item() <= bound and tensor.abs().max().item() > 0.9 * bound
+    assert head.fc_reg.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 1024), rel=0.05)
+
+
 def test_forward_matches_manual_fc_relu_stack():
     torch.manual_seed(1)
     head = registry.build(_tiny_cfg())

@@ -115,6 +115,19 @@ def test_xavier_uniform_init():
     assert torch.all(conv.bias == 0)
 
 
+def test_lecun_uniform_init_is_torchvisions_bound_on_the_laterals():
+    torch.manual_seed(0)
+    fpn = FPN(
+        FPNConfig(in_channels=(64, 128, 256, 512), out_channels=128, conv_init="lecun_uniform")
+    )
+    for lateral, fan_in in zip(fpn.lateral_convs, (64, 128, 256, 512)):
+        bound = math.sqrt(3.0 / fan_in)  # torchvision FPN: kaiming_uniform_(a=1)
+        weight = lateral.weight
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.05)
+        assert torch.all(lateral.bias == 0)
+
+
 def test_wrong_inputs_raise_one_line_error():
     fpn = FPN(FPNConfig(in_channels=IN_CHANNELS, out_channels=8))
     with pytest.raises(ValueError, match=r"channels \(8, 16, 32, 64\), got \(8, 16, 32\)"):

@@ -46,6 +46,9 @@ class FPNConfig(Config):
         add_extra_convs: False (max-pool extra levels), or the source of the first extra conv;
             True means "on_input" (mmdet's convention) and is stored as "on_input".
         relu_before_extra_convs: ReLU on the input of the second and later extra convs.
+        conv_init: "xavier_uniform" (mmdetection) or "lecun_uniform", bound sqrt(3 / fan_in)
+            (torchvision's ``kaiming_uniform_(a=1)``). The two agree on the 3x3 convs (fan_in
+            equals fan_out) and differ on the 1x1 laterals; biases start at 0 either way.
     """
 
     in_channels: tuple[int, ...] = (256, 512, 1024, 2048)
@@ -55,6 +58,7 @@ class FPNConfig(Config):
     end_level: int = -1
     add_extra_convs: ExtraConvs = False
     relu_before_extra_convs: bool = False
+    conv_init: Literal["xavier_uniform", "lecun_uniform"] = "xavier_uniform"
 
     def __post_init__(self) -> None:
         if self.add_extra_convs is True:
@@ -128,7 +132,7 @@ class FPN(nn.Module):
                 cin = cfg.in_channels[cfg.backbone_end_level - 1] if on_input else out
                 self.fpn_convs.append(nn.Conv2d(cin, out, 3, stride=2, padding=1))
         self.out_channels = (out,) * cfg.num_outs
-        _init_weights(self)
+        _init_weights(self, cfg.conv_init)
 
     def forward(self, feats: tuple[Tensor, ...] | list[Tensor]) -> tuple[Tensor, ...]:
         """Args: feats: one ``[B, in_channels[i], H_i, W_i]`` map per ``in_channels`` entry.
@@ -176,11 +180,14 @@ class FPN(nn.Module):
             )
 
 
-def _init_weights(model: FPN) -> None:
-    """Xavier-uniform conv weights and zero biases, mmdet's FPN initialization."""
+def _init_weights(model: FPN, conv_init: str) -> None:
+    """Conv weights by ``conv_init`` (see :class:`FPNConfig`), zero biases."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.xavier_uniform_(module.weight)
+            if conv_init == "xavier_uniform":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_uniform_(module.weight, a=1)  # gain 1: U(+-sqrt(3 / fan_in))
             nn.init.zeros_(module.bias)
 
 

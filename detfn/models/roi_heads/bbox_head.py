@@ -11,6 +11,7 @@ classification accuracy in percent, reported but not part of the total.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,9 @@ class Shared2FCBBoxHeadConfig(Config):
             to deltas.
         loss_cls: softmax cross-entropy (``use_sigmoid`` must be False).
         loss_bbox: box regression loss.
+        init: "mmdet": shared fcs Xavier-uniform, classifier N(0, 0.01), regressor N(0, 0.001),
+            zero biases; "pytorch": every fc keeps ``nn.Linear``'s own U(+-1 / sqrt(fan_in))
+            weights and biases, as torchvision's ``TwoMLPHead`` and ``FastRCNNPredictor``.
     """
 
     in_channels: int = 256
@@ -62,6 +66,7 @@ class Shared2FCBBoxHeadConfig(Config):
     loss_bbox: L1LossConfig | SmoothL1LossConfig | GIoULossConfig = field(
         default_factory=L1LossConfig
     )
+    init: Literal["mmdet", "pytorch"] = "mmdet"
 
     def __post_init__(self) -> None:
         check_positive(self, "in_channels", "fc_out_channels", "roi_feat_size", "num_classes")
@@ -115,8 +120,11 @@ class Shared2FCBBoxHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """mmdet's init: shared fcs Xavier-uniform (ConvFCBBoxHead), classifier N(0, 0.01),
-        regressor N(0, 0.001) (BBoxHead); all biases 0."""
+        """Initialize by ``cfg.init`` (see :class:`Shared2FCBBoxHeadConfig`)."""
+        if self.cfg.init == "pytorch":
+            for fc in (*self.shared_fcs, self.fc_cls, self.fc_reg):
+                fc.reset_parameters()
+            return
         for fc in self.shared_fcs:
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
