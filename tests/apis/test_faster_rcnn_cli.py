@@ -69,9 +69,9 @@ def test_help_lists_aliases_with_defaults(capsys):
 
 
 def test_fields_of_a_union_member_with_its_subcommand():
-    # a negated bool flag of the default backbone needs its subcommand named first
+    # a bool flag of the default backbone needs its subcommand named first
     cfg = parse(
-        ["model.backbone:res-net-config", "--model.backbone.no-zero-init-residual", "--lr", "0.01"]
+        ["model.backbone:res-net-config", "--model.backbone.zero-init-residual", "--lr", "0.01"]
     )
-    assert cfg.model.backbone.zero_init_residual is False and cfg.model.backbone.depth == 18
+    assert cfg.model.backbone.zero_init_residual is True and cfg.model.backbone.depth == 18
     assert cfg.runner.optimizer.lr == 0.01
