@@ -39,7 +39,8 @@ class CompareArgs:
     """seeds the data order and the initialization, as ``--seed`` of experiments.faster_rcnn"""
 
 
-def torchvision_model(num_classes: int) -> nn.Module:
+def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
+    """torchvision's FasterRCNN sized as the ``bccd`` preset; ``ratios`` are the anchor ratios."""
     from torchvision.models import resnet18
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -49,7 +50,7 @@ def torchvision_model(num_classes: int) -> nn.Module:
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=128)
-    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
     return FasterRCNN(
         backbone,
         num_classes=num_classes + 1,

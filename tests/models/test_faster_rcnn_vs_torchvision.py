@@ -24,6 +24,7 @@ from detfn.config import override
 from detfn.data import build_loader, default_test_pipeline
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
+from experiments import compare_torchvision
 from experiments.compare_torchvision import images_and_targets
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
@@ -43,29 +44,7 @@ def detfn_model_config():
 
 
 def torchvision_model() -> nn.Module:
-    from torchvision.models import resnet18
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.ops import MultiScaleRoIAlign
-
-    body = resnet18(weights=None)
-    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
-    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=128)
-    return FasterRCNN(
-        backbone,
-        num_classes=NUM_CLASSES + 1,
-        min_size=240,
-        max_size=320,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
-        rpn_anchor_generator=AnchorGenerator(
-            tuple((s,) for s in (16, 32, 64, 128, 256)), (RATIOS,) * 5
-        ),
-        rpn_pre_nms_top_n_test=500,
-        rpn_post_nms_top_n_test=300,
-        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2),
-    )
+    return compare_torchvision.torchvision_model(NUM_CLASSES, ratios=RATIOS)
 
 
 def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -161,8 +140,6 @@ def sample_everything(cfg):
 
 def test_training_losses_and_gradients_equal_torchvision(reference_state):
     reference, model = models_with(reference_state, sample_everything(detfn_model_config()))
-    reference.rpn._pre_nms_top_n["training"] = 1000
-    reference.rpn._post_nms_top_n["training"] = 500
     reference.rpn.fg_bg_sampler.batch_size_per_image = 10**6
     reference.roi_heads.fg_bg_sampler.batch_size_per_image = 10**6
     reference.train()
