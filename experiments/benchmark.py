@@ -24,12 +24,11 @@ import tyro
 from detfn.apis import FASTER_RCNN_R50_FPN_1X_COCO
 from detfn.apis.train import resolve_device
 from detfn.config import override
-from detfn.data import Batch
-from detfn.data.sample import ImageMeta
 from detfn.engine import RunnerConfig, initial_state, make_train_step
 from detfn.engine.optim import SGDConfig, norm_param_names
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
+from detfn.structures import Batch, ImageMeta
 
 _RESNET_CHANNELS = {18: (64, 128, 256, 512), 34: (64, 128, 256, 512)}
 

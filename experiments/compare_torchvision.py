@@ -27,7 +27,7 @@ from torch import nn
 from detfn.apis import bccd_cpu_preset, build_experiment
 from detfn.data import build_loader
 from detfn.evaluation import coco_evaluate, detections_to_coco_results
-from detfn.models.postprocess import ImageDetections
+from detfn.structures import ImageDetections
 
 
 @dataclass(frozen=True)

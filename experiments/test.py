@@ -15,11 +15,11 @@ from typing import Literal
 import tyro
 
 from detfn.apis import evaluate_dataset, load_detector
-from detfn.data import Batch, CocoDatasetConfig, build_loader
+from detfn.data import CocoDatasetConfig, build_loader
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
 from detfn.models.functional import detector_predict_fn
-from detfn.models.postprocess import ImageDetections
 from detfn.registry import build
+from detfn.structures import Batch, ImageDetections
 from detfn.visualization import draw_detections, save_png
 
 

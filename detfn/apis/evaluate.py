@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from detfn.data import Batch
 from detfn.evaluation.coco import coco_evaluate, detections_to_coco_results, write_results_json
-from detfn.models.postprocess import ImageDetections
+from detfn.structures import Batch, ImageDetections
 
 __all__ = ["collect_detections", "evaluate_dataset"]
 
@@ -33,7 +32,7 @@ def collect_detections(
     for batch in loader:
         images = batch.images.to(device, non_blocking=True)
         predictions = predict(params, buffers, images, batch.metas)
-        dets = [ImageDetections(*(t.cpu() for t in d)) for d in predictions]
+        dets = [d.to("cpu") for d in predictions]
         if on_batch is not None:
             on_batch(batch, dets)
         detections.extend(dets)

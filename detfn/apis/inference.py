@@ -19,12 +19,11 @@ from detfn.apis.experiment import ExperimentConfig
 from detfn.apis.train import resolve_device
 from detfn.config import load
 from detfn.data import Sample, collate
-from detfn.data.sample import ImageMeta
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
 from detfn.engine.checkpoint_io import load_weights
 from detfn.models.functional import detector_predict_fn, split
-from detfn.models.postprocess import ImageDetections
 from detfn.registry import build
+from detfn.structures import ImageDetections, ImageMeta
 from detfn.visualization import draw_detections, save_png
 
 __all__ = ["Detector", "inference_detector", "load_detector", "save_drawing", "test_pipeline_of"]
@@ -112,7 +111,7 @@ def inference_detector(
         batch = collate(samples)
         pixels = batch.images.to(detector.device)
         dets = predict(detector.params, detector.buffers, pixels, batch.metas)
-        results.extend(ImageDetections(*(t.cpu() for t in d)) for d in dets)
+        results.extend(d.to("cpu") for d in dets)
     return results
 
 

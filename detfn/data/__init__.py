@@ -6,7 +6,6 @@ a loader of :class:`Batch`.
 """
 
 from detfn.data import bundled
-from detfn.data.batch import Batch
 from detfn.data.bundled import (
     BCCD_CLASSES,
     bccd_paths,
@@ -23,7 +22,7 @@ from detfn.data.group_sampler import plan_batches
 from detfn.data.loader import DetectionLoader, LoaderConfig, build_loader
 from detfn.data.presets import bccd_dataset_config
 from detfn.data.records import ImageRecord
-from detfn.data.sample import ImageMeta, Sample
+from detfn.data.sample import Sample
 from detfn.data.transforms import *  # noqa: F403 - the transforms' public names
 from detfn.data.transforms import __all__ as _transform_names
 from detfn.data.voc import VOC_CLASSES, VOCDataset, VOCDatasetConfig
@@ -39,7 +38,6 @@ __all__ = [
     "VOC_CLASSES",
     "AnnotationError",
     "BadImageError",
-    "Batch",
     "CocoDataset",
     "CocoDatasetConfig",
     "ConcatDataset",
@@ -48,7 +46,6 @@ __all__ = [
     "DatasetConfig",
     "DetectionDataset",
     "DetectionLoader",
-    "ImageMeta",
     "ImageRecord",
     "LoaderConfig",
     "RepeatDataset",

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from detfn.data.batch import Batch
 from detfn.data.errors import Skipped
 from detfn.data.sample import Sample
+from detfn.structures import Batch, img_shapes_of
 
 __all__ = ["collate", "pad_rows"]
 
@@ -37,7 +37,7 @@ def collate(
 
     Returns:
         Batch: images [B, 3, H, W] float32, boxes [B, M, 4], labels [B, M] (-1 pad), box_mask,
-        ignore_boxes [B, G, 4], ignore_mask, metas.
+        ignore_boxes [B, G, 4], ignore_mask, metas, img_shapes [B, 2] (computed here, once).
     """
     skipped = tuple(s.file_name for s in samples if isinstance(s, Skipped))
     kept = [s for s in samples if not isinstance(s, Skipped)]
@@ -63,6 +63,7 @@ def collate(
         ignore_boxes=ignore,
         ignore_mask=ignore_mask,
         metas=tuple(s.meta for s in kept),
+        img_shapes=img_shapes_of([s.meta for s in kept]),
         skipped=skipped,
     )
 

@@ -25,10 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from detfn.config import Config, check, check_non_negative, check_positive
-from detfn.data.batch import Batch
 from detfn.data.collate import collate
 from detfn.data.group_sampler import plan_batches
 from detfn.registry import register
+from detfn.structures import Batch
 
 __all__ = ["DetectionLoader", "LoaderConfig", "build_loader"]
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from detfn.data.errors import DataWarning
-from detfn.data.sample import ImageMeta, Sample
+from detfn.data.sample import Sample
+from detfn.structures import ImageMeta
 
 __all__ = ["AnnotatedBox", "ImageRecord", "clean_boxes", "initial_sample", "record_from_objects"]
 

@@ -12,26 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ImageMeta", "Sample"]
+from detfn.structures import ImageMeta
 
-
-@dataclass(frozen=True)
-class ImageMeta:
-    """What a model needs to map its output back to the original image.
-
-    ``file_name`` is the image's path as the dataset resolved it (prefix joined), which is what
-    ``LoadImage`` reads. Shapes are ``(height, width)``. ``scale_factor`` is ``(sx, sy, sx, sy)``:
-    multiply an original-image xyxy box by it to get the resized box (mmdetection's convention).
-    """
-
-    file_name: str
-    image_id: int
-    ori_shape: tuple[int, int]
-    img_shape: tuple[int, int]
-    pad_shape: tuple[int, int]
-    scale_factor: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    flip: bool = False
-    flip_direction: str | None = None
+__all__ = ["Sample"]
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def value_and_grad(loss_fn: LossFn, backend: Backend = "autograd"):
 
 
 def batch_size_of(batch: Any) -> int:
-    """Images in a batch: ``len(batch)`` (a :class:`~detfn.data.batch.Batch`), else dim 0."""
+    """Images in a batch: ``len(batch)`` (a :class:`~detfn.structures.Batch`), else dim 0."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
     if hasattr(batch, "__len__") and not isinstance(batch, Mapping):

@@ -62,7 +62,8 @@ def detections_to_coco_results(
             f"{len(image_ids)} image ids"
         )
     results = []
-    for (boxes, scores, labels), image_id in zip(detections, image_ids):
+    for det, image_id in zip(detections, image_ids):
+        boxes, scores, labels = det[:3]
         boxes = torch.as_tensor(boxes).detach().to("cpu", torch.float64).reshape(-1, 4)
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         scores = torch.as_tensor(scores).detach().cpu().reshape(-1).tolist()

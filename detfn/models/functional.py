@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from detfn.structures import img_shapes_of
+
 __all__ = ["apply", "detector_loss_fn", "detector_predict_fn", "load_into", "split"]
 
 
@@ -74,12 +76,10 @@ def detector_loss_fn(model: nn.Module):
     The module is put in train mode on each call (norm_eval backbones keep their BatchNorms in
     eval mode themselves).
     """
-    from detfn.models.detectors.faster_rcnn import img_shapes_of
 
     def loss(params, buffers, batch):
         model.train(True)
-        shapes = img_shapes_of(batch.metas, batch.images.device)
-        return apply(model, params, buffers, batch.images, shapes, batch, mode="loss")
+        return apply(model, params, buffers, batch.images, batch.img_shapes, batch, mode="loss")
 
     return loss
 
@@ -90,7 +90,6 @@ def detector_predict_fn(model: nn.Module):
     ``predict(params, buffers, images, metas) -> list[ImageDetections]``: per image, boxes in
     original-image coordinates, scores and labels.
     """
-    from detfn.models.detectors.faster_rcnn import img_shapes_of
     from detfn.models.postprocess import rescale_detections
 
     @torch.no_grad()

@@ -9,14 +9,13 @@ padded tensors (``[B, max_per_img, ...]`` with a mask), which keeps output shape
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from detfn.boxes import clip_boxes
-from detfn.data.sample import ImageMeta
+from detfn.structures import Detections, ImageDetections, ImageMeta
 
 __all__ = [
     "Detections",
@@ -25,36 +24,6 @@ __all__ = [
     "rescale_detections",
     "unflip_boxes",
 ]
-
-
-class Detections(NamedTuple):
-    """Padded detections of a batch, best first within each image.
-
-    Attributes:
-        boxes (Tensor[B, D, 4]): xyxy pixels; zeros where ``mask`` is False.
-        scores (Tensor[B, D]): class probability; 0 where ``mask`` is False.
-        labels (Tensor[B, D]): int64 contiguous class index in ``0..C-1``; -1 where padded.
-        mask (Tensor[B, D]): bool, True for a real detection.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
-    mask: Tensor
-
-
-class ImageDetections(NamedTuple):
-    """Detections of one image.
-
-    Attributes:
-        boxes (Tensor[N, 4]): xyxy pixels.
-        scores (Tensor[N]): float, best first.
-        labels (Tensor[N]): int64 contiguous class index.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
 
 
 def multiclass_nms(

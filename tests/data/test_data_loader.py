@@ -12,7 +12,6 @@ import torch
 from detfn.data import (
     BCCD_CLASSES,
     CocoDatasetConfig,
-    ImageMeta,
     LoaderConfig,
     LoadImageConfig,
     NormalizeConfig,
@@ -28,6 +27,7 @@ from detfn.data import (
     plan_batches,
 )
 from detfn.registry import build
+from detfn.structures import ImageMeta
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny"
 FLAGS = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1]  # 8 wide, 3 tall

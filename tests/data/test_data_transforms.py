@@ -11,7 +11,6 @@ from torchvision.ops import box_iou
 
 from detfn.data import (
     ExpandConfig,
-    ImageMeta,
     MinIoURandomCropConfig,
     NormalizeConfig,
     PadConfig,
@@ -29,6 +28,7 @@ from detfn.data import (
 )
 from detfn.data.transforms.photometric import hsv_to_rgb, rgb_to_hsv
 from detfn.registry import build
+from detfn.structures import ImageMeta
 
 
 def coord_sample(height: int = 60, width: int = 100) -> Sample:

@@ -17,7 +17,7 @@ from detfn.evaluation import (
     load_coco,
     write_results_json,
 )
-from detfn.models.postprocess import ImageDetections
+from detfn.structures import ImageDetections
 
 COCO8 = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny" / "coco8"
 CAT_IDS = (3, 17, 90)  # non-contiguous original ids; labels 0, 1, 2

@@ -78,8 +78,10 @@ def test_pretrained_file_gives_torchvision_features(tmp_path, norm):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ours, theirs = model(x), _torchvision_stages(reference.eval(), x)
+    # FrozenBN folds BN into one scale and shift, an equal formula with other float32 rounding;
+    # the rounding grows with each stage's magnitude, so the tolerance is relative to it.
     for a, b in zip(ours, theirs):
-        assert torch.allclose(a, b, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()) + 1e-6)
 
 
 def test_pretrained_report_names_mismatched_keys(tmp_path):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from detfn.data.sample import ImageMeta
 from detfn.models.postprocess import Detections, multiclass_nms, rescale_detections
+from detfn.structures import ImageMeta
 
 
 def _random_case(seed: int, batch: int = 3, num: int = 60, classes: int = 4):

@@ -6,8 +6,6 @@ import torch
 from torchvision.ops import box_iou, nms
 
 from detfn import registry
-from detfn.data.batch import Batch
-from detfn.data.sample import ImageMeta
 from detfn.models.roi_heads import (
     Shared2FCBBoxHeadConfig,
     SingleRoIExtractorConfig,
@@ -15,6 +13,7 @@ from detfn.models.roi_heads import (
     sample_rois,
 )
 from detfn.models.samplers import RandomSamplerConfig
+from detfn.structures import Batch, ImageMeta
 
 
 def _meta(i: int) -> ImageMeta:

@@ -5,13 +5,12 @@ import math
 import pytest
 import torch
 
-from detfn.data.batch import Batch
-from detfn.data.sample import ImageMeta
 from detfn.models.anchors import AnchorGeneratorConfig, grid_anchors
 from detfn.models.assigners import assign_max_iou
 from detfn.models.coders import DeltaXYWHBBoxCoder, DeltaXYWHBBoxCoderConfig, encode_deltas
 from detfn.models.dense_heads import ProposalConfig, RPNHeadConfig
 from detfn.registry import build
+from detfn.structures import Batch, ImageMeta
 
 TINY = RPNHeadConfig(
     in_channels=4,

@@ -173,7 +173,7 @@ def rpn_targets(
     Args:
         anchors (Tensor[N, 4]): xyxy anchors of all levels.
         valid (Tensor[B, N]): bool, anchors that may be assigned.
-        batch: a :class:`~detfn.data.batch.Batch` (boxes, box_mask, ignore_boxes, ignore_mask).
+        batch: a :class:`~detfn.structures.Batch` (boxes, box_mask, ignore_boxes, ignore_mask).
         generator: randomness of the sampler.
 
     Returns:
@@ -314,7 +314,7 @@ class RPNHead(nn.Module):
         batch,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """``{"loss_rpn_cls", "loss_rpn_bbox"}`` of a :class:`~detfn.data.batch.Batch`."""
+        """``{"loss_rpn_cls", "loss_rpn_bbox"}`` of a :class:`~detfn.structures.Batch`."""
         anchors = torch.cat(self.anchors(cls_scores))  # [N, 4]
         device = anchors.device
         sizes = [tuple(s.shape[-2:]) for s in cls_scores]

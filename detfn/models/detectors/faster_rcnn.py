@@ -15,20 +15,18 @@ import torch
 from torch import nn
 
 from detfn.config import Config, fail
-from detfn.data.batch import Batch
 from detfn.models.backbones import MobileNetV2Config, ResNetConfig
 from detfn.models.dense_heads.rpn import RPNHeadConfig
 from detfn.models.necks import FPNConfig
-from detfn.models.postprocess import Detections
 from detfn.models.roi_heads.standard import StandardRoIHeadConfig
 from detfn.registry import build, register
+from detfn.structures import Batch, Detections
 
 __all__ = [
     "Detections",
     "FasterRCNN",
     "FasterRCNNConfig",
     "build_faster_rcnn",
-    "img_shapes_of",
     "sum_losses",
 ]
 
@@ -75,11 +73,6 @@ class FasterRCNNConfig(Config):
                 "roi_head.bbox_roi_extractor.featmap_strides",
                 f"has more levels than the FPN outputs ({self.neck.num_outs})",
             )
-
-
-def img_shapes_of(batch_metas, device: torch.device) -> torch.Tensor:
-    """``Tensor[B, 2]`` of the resized (unpadded) ``(h, w)`` of each image."""
-    return torch.tensor([m.img_shape for m in batch_metas], dtype=torch.float32, device=device)
 
 
 def sum_losses(losses: dict[str, torch.Tensor]) -> torch.Tensor:

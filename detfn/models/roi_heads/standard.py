@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive, check_unit_interval
-from detfn.data.batch import Batch
 from detfn.models.assigners import MaxIoUAssignerConfig, assign_max_iou, gather_assigned
 from detfn.models.postprocess import Detections, multiclass_nms
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHeadConfig
 from detfn.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detfn.models.samplers import RandomSamplerConfig, random_sample
 from detfn.registry import build, register
+from detfn.structures import Batch
 
 __all__ = [
     "RoISamples",
