@@ -30,6 +30,7 @@ from detfn.config import Config, check, check_unit_interval
 from detfn.registry import register
 
 __all__ = [
+    "AssignInput",
     "AssignResult",
     "MaxIoUAssigner",
     "MaxIoUAssignerConfig",
@@ -88,6 +89,31 @@ def neg_iou_range(cfg: MaxIoUAssignerConfig) -> tuple[float, float]:
             raise ValueError(f"MaxIoUAssignerConfig.neg_iou_thr must have 2 values, got {thr!r}")
         return float(thr[0]), float(thr[1])
     return 0.0, float(thr)
+
+
+class AssignInput(NamedTuple):
+    """What every assigner receives, so that assigners are interchangeable by config.
+
+    Attributes:
+        candidates (Tensor[B, N, 4]): xyxy anchors, points' boxes or proposals of each image (a
+            shared prior set is expanded over the batch, which costs no memory).
+        candidate_mask (Tensor[B, N]): bool, False for candidates that take no part (outside
+            the image, padding).
+        num_per_level (tuple[int, ...]): candidates per feature level, in order, summing to N;
+            ``()`` for proposals, which have no levels. Level-aware assigners (ATSS) need it.
+        gt_boxes (Tensor[B, M, 4]): xyxy ground truth, padded; gt_mask (Tensor[B, M]) bool.
+        ignore_boxes (Tensor[B, G, 4]): xyxy ignore regions, padded; ignore_mask (Tensor[B, G]).
+        gt_labels (Tensor[B, M] | None): int64 labels, for assigners that look at classes.
+    """
+
+    candidates: Tensor
+    candidate_mask: Tensor
+    num_per_level: tuple[int, ...]
+    gt_boxes: Tensor
+    gt_mask: Tensor
+    ignore_boxes: Tensor
+    ignore_mask: Tensor
+    gt_labels: Tensor | None = None
 
 
 class AssignResult(NamedTuple):
@@ -214,13 +240,20 @@ def gather_assigned(assigned: Tensor, values: Tensor, fill: float | int = 0) -> 
 
 @dataclass(frozen=True)
 class MaxIoUAssigner:
-    """A configured :func:`assign_max_iou`; call it with the batch tensors."""
+    """A configured :func:`assign_max_iou`; every assigner is called with one
+    :class:`AssignInput` and returns an :class:`AssignResult`."""
 
     cfg: MaxIoUAssignerConfig
 
-    def __call__(self, boxes, box_mask, gt_boxes, gt_mask, ignore_boxes, ignore_mask):
+    def __call__(self, inp: AssignInput) -> AssignResult:
         return assign_max_iou(
-            self.cfg, boxes, box_mask, gt_boxes, gt_mask, ignore_boxes, ignore_mask
+            self.cfg,
+            inp.candidates,
+            inp.candidate_mask,
+            inp.gt_boxes,
+            inp.gt_mask,
+            inp.ignore_boxes,
+            inp.ignore_mask,
         )
 
 

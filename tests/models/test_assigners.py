@@ -6,6 +6,7 @@ from torchvision import ops
 
 from detfn.boxes import batched_box_iou
 from detfn.models.assigners import (
+    AssignInput,
     MaxIoUAssignerConfig,
     assign_max_iou,
     gather_assigned,
@@ -181,9 +182,9 @@ def test_batched_equals_per_image(cfg):
     ignores = [_random_boxes(g, k) for k in (1, 2, 0, 0)]
     gt_boxes, gt_mask = _pad(gts)
     ignore_boxes, ignore_mask = _pad(ignores)
-    res = build(cfg)(
-        boxes, torch.ones(4, 40, dtype=torch.bool), gt_boxes, gt_mask, ignore_boxes, ignore_mask
-    )
+    candidate_mask = torch.ones(4, 40, dtype=torch.bool)
+    inp = AssignInput(boxes, candidate_mask, (), gt_boxes, gt_mask, ignore_boxes, ignore_mask)
+    res = build(cfg)(inp)
     for i in range(4):
         expected, expected_iou = assign_max_iou_single(cfg, boxes[i], gts[i], ignores[i])
         assert res.assigned[i].tolist() == expected.tolist()
