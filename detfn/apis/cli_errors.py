@@ -23,7 +23,7 @@ from typing import TypeVar
 from detfn.engine.checkpoint_io import CheckpointError
 from detfn.registry import RegistryError
 
-__all__ = ["first_line", "is_input_error", "run_cli"]
+__all__ = ["first_line", "is_input_error", "raised_by_detfn", "run_cli"]
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ _OWN_PACKAGES = ("detfn", "experiments")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding detfn/ and experiments/
 
 
-def _raised_by_detfn(error: BaseException) -> bool:
+def raised_by_detfn(error: BaseException) -> bool:
     """Whether the innermost frame of ``error``'s traceback is detfn's or experiments' code."""
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
@@ -49,7 +49,7 @@ def _raised_by_detfn(error: BaseException) -> bool:
 
 def is_input_error(error: BaseException) -> bool:
     """A bad-input error detfn raised on purpose (its message is meant for the user)."""
-    return isinstance(error, INPUT_ERRORS) and _raised_by_detfn(error)
+    return isinstance(error, INPUT_ERRORS) and raised_by_detfn(error)
 
 
 def first_line(error: BaseException) -> str:
