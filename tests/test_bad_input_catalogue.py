@@ -25,6 +25,7 @@ from detfn.data import (
     PadConfig,
     ResizeConfig,
     VOCDatasetConfig,
+    build_loader,
     read_rgb,
 )
 from detfn.engine import RunnerConfig
@@ -69,6 +70,15 @@ def missing_images(bccd, tmp_path):
 def wrong_size(bccd, tmp_path):
     bccd.edit_json(lambda d: d["images"][0].update(width=600))
     build(bccd.coco_cfg())[0]
+
+
+def bad_image_in_a_worker(bccd, tmp_path):
+    ds = build(bccd.coco_cfg(test_mode=True))
+    jpg = bccd / "JPEGImages" / "BloodImage_00004.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:3000])  # truncated after the start-up existence check
+    loader = build_loader(ds, LoaderConfig(batch_size=4, num_workers=1, shuffle=False))
+    for _ in loader:
+        pass
 
 
 def config_file(change: Callable[[dict], Any]) -> Trigger:
@@ -219,6 +229,11 @@ CASES: list[tuple[str, Trigger, str]] = [
     ("truncated jpg", image_bytes(lambda raw: raw[:3000]), r"00004\.jpg: cannot decode image"),
     ("not an image", image_bytes(b"GIF? no"), r"BloodImage_00004\.jpg: cannot decode image"),
     ("empty image", image_bytes(b""), r"BloodImage_00004\.jpg: image file is empty"),
+    (
+        "bad image in a worker",
+        bad_image_in_a_worker,
+        r"^\S*BloodImage_00004\.jpg: cannot decode image: .*truncated",
+    ),
     ("size differs", wrong_size, r"00001\.jpg: image is 640x480 \(WxH\) but the annotation .*600"),
     # checkpoints
     (

@@ -14,6 +14,7 @@ variable ``DETFN_TRACEBACK=1`` is set.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -35,16 +36,42 @@ _OWN_PACKAGES = ("detfn", "experiments")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding detfn/ and experiments/
 
 
-def raised_by_detfn(error: BaseException) -> bool:
-    """Whether the innermost frame of ``error``'s traceback is detfn's or experiments' code."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return False
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+_FRAME = re.compile(r'File "([^"]+)", line \d+')
+_TYPE_PREFIX = re.compile(r"^[\w.]+: ")
+
+
+def _in_own_package(filename: str) -> bool:
     try:
-        relative = Path(frames[-1].filename).resolve().relative_to(_ROOT)
+        relative = Path(filename).resolve().relative_to(_ROOT)
     except ValueError:
         return False
     return relative.parts[:1] in tuple((p,) for p in _OWN_PACKAGES)
+
+
+def _worker_origin(error: BaseException) -> tuple[str, str] | None:
+    """``(innermost file, message)`` of an error raised in a DataLoader worker.
+
+    torch re-raises it in the main process with the worker's traceback as text
+    (``Caught BadImageError in DataLoader worker process 0. Original Traceback ...``), so the
+    original message is the text's last line and its innermost file the last ``File "..."``.
+    """
+    text = str(error)
+    if not _WORKER.match(text):
+        return None
+    files = _FRAME.findall(text)
+    last = text.strip().splitlines()[-1]
+    return (files[-1] if files else "", _TYPE_PREFIX.sub("", last, count=1))
+
+
+def raised_by_detfn(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is detfn's or experiments' code
+    (for an error from a loader worker: of the worker's traceback)."""
+    origin = _worker_origin(error)
+    if origin is not None:
+        return _in_own_package(origin[0])
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and _in_own_package(frames[-1].filename)
 
 
 def is_input_error(error: BaseException) -> bool:
@@ -53,7 +80,11 @@ def is_input_error(error: BaseException) -> bool:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of the message, or the type's name when it has none."""
+    """The first line of the message (a loader worker's: the original message), or the type's
+    name when it has none."""
+    origin = _worker_origin(error)
+    if origin is not None:
+        return origin[1]
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
