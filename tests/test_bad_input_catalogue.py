@@ -220,6 +220,11 @@ CASES: list[tuple[str, Trigger, str]] = [
         r"ids\.txt: 1 object\(s\) of names not in `classes`: 'Eos' x1 \(first in BloodImage_00001",
     ),
     (
+        "voc size -480",
+        voc_with("BloodImage_00003", "<height>480</height>", "<height>-480</height>"),
+        r"BloodImage_00003\.xml: <size> must be positive, got 640x-480",
+    ),
+    (
         "split missing",
         lambda b, t: build(dataclasses.replace(b.voc_cfg(), split_file="val.txt")),
         r"val\.txt: split file not found",

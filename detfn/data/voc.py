@@ -179,11 +179,17 @@ def _number(node: ET.Element, key: str, where: str, path: str) -> float:
 
 
 def _size(root: ET.Element, xml: str, image: str) -> tuple[int, int]:
+    """``(height, width)`` from ``<size>``; read from the image when ``<size>`` is absent or
+    ``0 x 0`` (which some converters write), an error when negative or only one side is 0."""
     size = root.find("size")
-    if size is None:  # optional in VOC: read it from the image itself
-        decoded = read_rgb(image)
-        return int(decoded.shape[1]), int(decoded.shape[2])
-    return int(_number(size, "height", "<size>", xml)), int(_number(size, "width", "<size>", xml))
+    if size is not None:
+        height, width = (int(_number(size, k, "<size>", xml)) for k in ("height", "width"))
+        if height > 0 and width > 0:
+            return height, width
+        if height != 0 or width != 0:
+            raise AnnotationError(f"{xml}: <size> must be positive, got {width}x{height} (WxH)")
+    decoded = read_rgb(image)  # <size> is optional in VOC: the image itself has it
+    return int(decoded.shape[1]), int(decoded.shape[2])
 
 
 def parse_voc_xml(

@@ -244,3 +244,13 @@ def test_missing_files_lists_each_folder_once(tmp_path, monkeypatch):
 )
 def test_rescale_size_of_thin_images(size, scale, expected):
     assert rescale_size(*size, scale) == expected
+
+
+def test_voc_size_of_zero_is_read_from_the_image_and_negative_is_an_error(bccd):
+    bccd.edit_xml("BloodImage_00001", "<width>640</width>", "<width>0</width>")
+    bccd.edit_xml("BloodImage_00001", "<height>480</height>", "<height>0</height>")
+    ds = build(bccd.voc_cfg(test_mode=True))
+    assert (ds.records[0].height, ds.records[0].width) == (480, 640)  # the JPEG's size
+    bccd.edit_xml("BloodImage_00003", "<height>480</height>", "<height>0</height>")
+    with pytest.raises(AnnotationError, match=r"BloodImage_00003\.xml: <size> must be positive"):
+        build(bccd.voc_cfg())
