@@ -29,6 +29,7 @@ from detfn.apis import (
     evaluate_dataset,
     train_detector,
 )
+from detfn.apis.cli_errors import run_cli
 from detfn.config import override
 from detfn.data import build_loader
 from detfn.engine import TrainState
@@ -154,4 +155,4 @@ def main(cfg: ExperimentConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse())
+    run_cli(lambda: main(parse()))

@@ -85,6 +85,7 @@ class ExperimentConfig(Config):
 
     def __post_init__(self) -> None:
         check(self, "name", bool(self.name), "must not be empty")
+        check(self, "seed", self.seed >= 0, f"must be >= 0, got {self.seed}")
         check(
             self,
             "device",

@@ -17,6 +17,7 @@ import torch
 
 from detfn.apis.experiment import ExperimentConfig
 from detfn.apis.train import resolve_device
+from detfn.apis.weights_fit import fit_weights
 from detfn.config import load
 from detfn.data import Sample, collate
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
@@ -65,13 +66,7 @@ def load_detector(
     if checkpoint is not None:
         ckpt_params, ckpt_buffers = load_weights(str(checkpoint))
         given = {**ckpt_params, **ckpt_buffers}
-        missing = sorted((set(params) | set(buffers)) - set(given))
-        if missing:
-            raise KeyError(
-                f"{checkpoint}: no weights for {len(missing)} tensors, e.g. {missing[:3]}"
-            )
-        params = {k: given[k].to(target) for k in params}
-        buffers = {k: given[k].to(target) for k in buffers}
+        params, buffers = fit_weights(params, buffers, given, str(checkpoint), target)
     classes = getattr(cfg.data.test or cfg.data.val or cfg.data.train, "classes", None)
     names = tuple(classes) if classes else tuple(str(i) for i in range(cfg.model.num_classes))
     return Detector(cfg, model, params, buffers, test_pipeline_of(cfg), names, target)
@@ -93,10 +88,40 @@ def _as_sample(image: ImageInput, index: int) -> Sample:
     return Sample(pixels, empty, torch.zeros(0, dtype=torch.int64), empty, meta)
 
 
+def as_image_list(images: Any) -> list[ImageInput]:
+    """The images as a list: one path or one ``[3, H, W]`` tensor becomes a list of one.
+
+    Without this a path string is a sequence of characters, read as one image per letter.
+
+    Raises:
+        TypeError: anything else, saying what is expected.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            return [images]
+        raise TypeError(
+            f"inference_detector: a tensor must be one uint8 image [3, H, W], got shape "
+            f"{tuple(images.shape)}; pass a list of images for a batch"
+        )
+    if isinstance(images, Sequence) and not isinstance(images, (bytes, bytearray)):
+        return list(images)
+    raise TypeError(
+        "inference_detector: expected an image path, a uint8 tensor [3, H, W] or a list of "
+        f"them, got {type(images).__name__}"
+    )
+
+
 def inference_detector(
-    detector: Detector, images: Sequence[ImageInput], batch_size: int = 2
+    detector: Detector, images: ImageInput | Sequence[ImageInput], batch_size: int = 2
 ) -> list[ImageDetections]:
-    """Detections per image (boxes xyxy in original pixels, scores, labels), in input order."""
+    """Detections per image (boxes xyxy in original pixels, scores, labels), in input order.
+
+    ``images`` is a list of paths / uint8 ``[3, H, W]`` tensors; one path or tensor alone is
+    read as a list of one (a list of one result comes back either way).
+    """
+    images = as_image_list(images)
     transforms = [build(t) for t in detector.pipeline]
     predict = detector_predict_fn(detector.model)
     generator = torch.Generator().manual_seed(0)

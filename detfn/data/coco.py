@@ -17,6 +17,7 @@ from typing import Any
 
 from detfn.config import check
 from detfn.data.bundled import resolve_path
+from detfn.data.coco_checks import check_annotation_entries, index_images
 from detfn.data.dataset import (
     DatasetConfig,
     DetectionDataset,
@@ -163,12 +164,8 @@ def parse_coco(
     """
     cat_to_label, names, cat_ids = _label_map(data["categories"], classes, path)
     known_cats = {c["id"] for c in data["categories"]}
-    images: dict[int, dict[str, Any]] = {}
-    for i, img in enumerate(data["images"]):
-        img_id = _require(img, "id", f"images[{i}]", path)
-        for key in ("file_name", "height", "width"):
-            _require(img, key, f"images[{i}] (id {img_id})", path)
-        images[img_id] = img
+    images = index_images(data["images"], path)
+    check_annotation_entries(data["annotations"], path)
     per_image: dict[int, list[AnnotatedBox]] = {i: [] for i in images}
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else None})"

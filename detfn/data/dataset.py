@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from detfn.config import Config, check
 from detfn.data.errors import AnnotationError, BadImageError, Skipped
+from detfn.data.file_check import check_images_exist
 from detfn.data.records import ImageRecord, initial_sample
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
@@ -143,6 +144,7 @@ class DetectionDataset(SeededItems):
         self.epoch = 0
         self.source = source
         self.aspect_flags = tuple(int(r.is_wide) for r in self.records)
+        check_images_exist([r.path for r in self.records], source, skip_bad_images)
         self.image_ids = tuple(r.image_id for r in self.records)
 
     def __len__(self) -> int:

@@ -26,7 +26,14 @@ from detfn.data.transforms.base import TransformConfig, build_pipeline
 from detfn.data.transforms.loading import read_rgb
 from detfn.registry import register
 
-__all__ = ["VOC_CLASSES", "VOCDataset", "VOCDatasetConfig", "parse_voc_xml", "read_split"]
+__all__ = [
+    "VOC_CLASSES",
+    "VOCDataset",
+    "VOCDatasetConfig",
+    "parse_voc_xml",
+    "read_split",
+    "report_unknown_classes",
+]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -45,7 +52,9 @@ class VOCDatasetConfig(DatasetConfig):
         ann_dir, img_dir: the XML and image folders, relative to ``root``.
         img_ext: image file extension; the image of id ``x`` is ``img_dir/x + img_ext``.
         classes: names in label order; None means the 20 Pascal VOC classes. Objects of other
-            names are skipped (with a warning when ``classes`` is None).
+            names are skipped with a warning that counts them per name.
+        strict_classes: an object whose name is not in ``classes`` is an error (naming the
+            names, their counts and a file of each) instead of a warning with the same counts.
         pipeline, filter_empty_gt, min_size, test_mode, skip_bad_images: as for COCO.
     """
 
@@ -60,6 +69,7 @@ class VOCDatasetConfig(DatasetConfig):
     min_size: int = 32
     test_mode: bool = False
     skip_bad_images: bool = False
+    strict_classes: bool = False
 
     def __post_init__(self) -> None:
         check(self, "root", bool(self.root), "must name the dataset folder")
@@ -79,20 +89,17 @@ class VOCDataset(DetectionDataset):
         ids = read_split(split_file)
         image_ids = _image_ids(ids)
         skipped: Counter[str] = Counter()
+        first_seen: dict[str, str] = {}
         records, has_ann = [], []
         for img_id, number in zip(ids, image_ids):
             xml = root / cfg.ann_dir / f"{img_id}.xml"
             image = root / cfg.img_dir / f"{img_id}{cfg.img_ext}"
             record, annotated = parse_voc_xml(str(xml), str(image), number, names, skipped)
+            first_seen.update((n, str(xml)) for n in skipped if n not in first_seen)
             records.append(record)
             has_ann.append(annotated)
-        if skipped and cfg.classes is None:
-            warnings.warn(
-                f"{root}: skipped objects of classes outside `classes` {dict(skipped)}; "
-                "set VOCDatasetConfig.classes to this dataset's class names",
-                DataWarning,
-                stacklevel=2,
-            )
+        if skipped:
+            report_unknown_classes(skipped, first_seen, str(split_file), cfg.strict_classes)
         records = filter_records(records, has_ann, cfg, str(split_file))
         super().__init__(
             records,
@@ -103,6 +110,35 @@ class VOCDataset(DetectionDataset):
             seed=seed,
             source=str(split_file),
         )
+
+
+def report_unknown_classes(
+    skipped: Counter[str], first_seen: dict[str, str], source: str, strict: bool
+) -> None:
+    """Warn (or, when ``strict``, raise) about objects whose name is not a class.
+
+    A dataset trained with ``classes`` that misses a name would silently learn that those
+    objects are background; the count per name makes a typo or a forgotten class visible.
+
+    Args:
+        skipped: objects dropped, per unknown name.
+        first_seen: per unknown name, the first XML file it appears in.
+        source: the split file, named in the message.
+        strict: raise :class:`AnnotationError` instead of warning.
+    """
+    counts = ", ".join(
+        f"{name!r} x{n} (first in {os.path.basename(first_seen.get(name, '?'))})"
+        for name, n in sorted(skipped.items())
+    )
+    what = f"{source}: {sum(skipped.values())} object(s) of names not in `classes`: {counts}"
+    if strict:
+        raise AnnotationError(f"{what}; add them to VOCDatasetConfig.classes or fix the XML")
+    warnings.warn(
+        f"{what}; they were skipped. Set VOCDatasetConfig.classes to this dataset's class "
+        "names, or strict_classes=True to make this an error",
+        DataWarning,
+        stacklevel=3,
+    )
 
 
 def read_split(path: os.PathLike[str] | str) -> list[str]:
@@ -143,11 +179,17 @@ def _number(node: ET.Element, key: str, where: str, path: str) -> float:
 
 
 def _size(root: ET.Element, xml: str, image: str) -> tuple[int, int]:
+    """``(height, width)`` from ``<size>``; read from the image when ``<size>`` is absent or
+    ``0 x 0`` (which some converters write), an error when negative or only one side is 0."""
     size = root.find("size")
-    if size is None:  # optional in VOC: read it from the image itself
-        decoded = read_rgb(image)
-        return int(decoded.shape[1]), int(decoded.shape[2])
-    return int(_number(size, "height", "<size>", xml)), int(_number(size, "width", "<size>", xml))
+    if size is not None:
+        height, width = (int(_number(size, k, "<size>", xml)) for k in ("height", "width"))
+        if height > 0 and width > 0:
+            return height, width
+        if height != 0 or width != 0:
+            raise AnnotationError(f"{xml}: <size> must be positive, got {width}x{height} (WxH)")
+    decoded = read_rgb(image)  # <size> is optional in VOC: the image itself has it
+    return int(decoded.shape[1]), int(decoded.shape[2])
 
 
 def parse_voc_xml(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
-import shutil
 
 import pytest
 import torch
@@ -18,7 +16,6 @@ from detfn.data import (
     CocoDatasetConfig,
     DataWarning,
     LoaderConfig,
-    LoadImageConfig,
     ResizeConfig,
     Skipped,
     VOCDatasetConfig,
@@ -27,38 +24,12 @@ from detfn.data import (
 )
 from detfn.registry import build
 
-TINY = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny"
-BCCD8 = TINY / "bccd8"
-PIPELINE = (LoadImageConfig(), ResizeConfig(scale=((64, 48),)))
-
-
-@pytest.fixture
-def bccd(tmp_path) -> pathlib.Path:
-    root = tmp_path / "bccd8"
-    shutil.copytree(BCCD8, root)
-    return root
-
-
-def coco_cfg(root: pathlib.Path, **kwargs) -> CocoDatasetConfig:
-    return CocoDatasetConfig(
-        ann_file=str(root / "instances.json"),
-        img_prefix=str(root / "JPEGImages"),
-        classes=BCCD_CLASSES,
-        pipeline=PIPELINE,
-        **kwargs,
-    )
-
-
-def edit_json(root: pathlib.Path, change) -> None:
-    path = root / "instances.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
+BCCD8 = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 
 
 def test_missing_image_names_the_file(bccd):
-    (bccd / "JPEGImages" / "BloodImage_00003.jpg").unlink()
-    ds = build(coco_cfg(bccd))
+    ds = build(bccd.coco_cfg())
+    (bccd / "JPEGImages" / "BloodImage_00003.jpg").unlink()  # removed after the start-up check
     index = ds.image_ids.index(3)
     with pytest.raises(BadImageError, match=r"BloodImage_00003\.jpg: image file not found"):
         ds[index]
@@ -81,8 +52,8 @@ def test_image_size_differing_from_annotation(bccd):
     def shrink(data):
         data["images"][0]["width"] = 600
 
-    edit_json(bccd, shrink)
-    ds = build(coco_cfg(bccd))
+    bccd.edit_json(shrink)
+    ds = build(bccd.coco_cfg())
     with pytest.raises(
         BadImageError, match=r"is 640x480 \(WxH\) but the annotation declares 600x480"
     ):
@@ -92,7 +63,7 @@ def test_image_size_differing_from_annotation(bccd):
 def test_skip_bad_images_counts_and_reports(bccd, caplog):
     for name in ("BloodImage_00003.jpg", "BloodImage_00005.jpg"):
         (bccd / "JPEGImages" / name).write_bytes(b"broken")
-    ds = build(coco_cfg(bccd, skip_bad_images=True))
+    ds = build(bccd.coco_cfg(skip_bad_images=True))
     assert isinstance(ds[ds.image_ids.index(3)], Skipped)
     loader = build_loader(ds, LoaderConfig(batch_size=2, num_workers=0))
     # attach to the logger itself: a training run's logger setup may stop "detfn" propagating
@@ -136,9 +107,9 @@ def test_invalid_boxes_dropped_with_warning_and_partial_clipped(bccd):
         anns[1]["bbox"] = [700, 10, 20, 20]  # entirely right of the 640-wide image
         anns[2]["bbox"] = [630, 470, 30, 30]  # partly outside: clipped
 
-    edit_json(bccd, damage)
+    bccd.edit_json(damage)
     with pytest.warns(DataWarning, match=r"BloodImage_00001\.jpg \(id 1\): dropped 2 box\(es\)"):
-        ds = build(coco_cfg(bccd))
+        ds = build(bccd.coco_cfg())
     record = ds.records[ds.image_ids.index(1)]
     assert [630.0, 470.0, 640.0, 480.0] in record.boxes.tolist()
     assert [10.0, 10.0, 10.0, 15.0] not in record.boxes.tolist()
@@ -149,7 +120,10 @@ def test_invalid_boxes_dropped_with_warning_and_partial_clipped(bccd):
     [
         (lambda d: d.pop("categories"), r"the top level has no key 'categories'"),
         (lambda d: d["annotations"][3].pop("bbox"), r"annotations\[3\] \(id 4\) has no key 'bbox'"),
-        (lambda d: d["images"][2].pop("height"), r"images\[2\] \(id 4\) has no key 'height'"),
+        (
+            lambda d: d["images"][2].pop("height"),
+            r"images\[2\] \(id 4, file_name .BloodImage_00004.jpg.\) has no key 'height'",
+        ),
         (
             lambda d: d["annotations"][0].update(category_id=9),
             r"annotations\[0\] \(id 1\): category_id 9 is not in 'categories'",
@@ -162,21 +136,17 @@ def test_invalid_boxes_dropped_with_warning_and_partial_clipped(bccd):
     ],
 )
 def test_broken_coco_json_names_file_and_key(bccd, change, message):
-    edit_json(bccd, change)
+    bccd.edit_json(change)
     with pytest.raises(AnnotationError, match=r"instances\.json: .*" + message):
-        build(coco_cfg(bccd))
+        build(bccd.coco_cfg())
 
 
 def test_unparsable_json_and_missing_file(bccd):
     (bccd / "instances.json").write_text('{"images": [')
     with pytest.raises(AnnotationError, match=r"instances\.json: invalid JSON"):
-        build(coco_cfg(bccd))
+        build(bccd.coco_cfg())
     with pytest.raises(AnnotationError, match=r"nope\.json: annotation file not found"):
         build(CocoDatasetConfig(ann_file=str(bccd / "nope.json")))
-
-
-def voc_cfg(root: pathlib.Path) -> VOCDatasetConfig:
-    return VOCDatasetConfig(root=str(root), split_file="ids.txt", classes=BCCD_CLASSES)
 
 
 @pytest.mark.parametrize(
@@ -198,13 +168,13 @@ def test_broken_voc_xml_names_file_and_key(bccd, old, new, message):
     assert old in text
     xml.write_text(text.replace(old, new, 1))
     with pytest.raises(AnnotationError, match=r"BloodImage_00001\.xml: " + message):
-        build(voc_cfg(bccd))
+        build(bccd.voc_cfg())
 
 
 def test_missing_voc_files(bccd):
     (bccd / "Annotations" / "BloodImage_00003.xml").unlink()
     with pytest.raises(AnnotationError, match=r"BloodImage_00003\.xml: annotation file not found"):
-        build(voc_cfg(bccd))
+        build(bccd.voc_cfg())
     with pytest.raises(AnnotationError, match=r"missing\.txt: split file not found"):
         build(VOCDatasetConfig(root=str(bccd), split_file="missing.txt", classes=BCCD_CLASSES))
 

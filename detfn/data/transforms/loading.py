@@ -15,7 +15,7 @@ from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
 from detfn.registry import register
 
-__all__ = ["LoadImageConfig", "load_image", "read_rgb"]
+__all__ = ["LoadImageConfig", "load_image", "read_rgb", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,26 @@ def _read_rgb(path: str) -> torch.Tensor:
         raise BadImageError(f"{path}: cannot decode image: {_reason(error)}") from None
     if image.ndim != 3 or image.shape[0] != 3 or image.numel() == 0:
         raise BadImageError(f"{path}: decoded to shape {tuple(image.shape)}, expected [3, H, W]")
-    return image
+    return to_uint8(image, path)
+
+
+def to_uint8(image: torch.Tensor, path: str) -> torch.Tensor:
+    """Tensor[3, H, W] uint8 of a decoded image, 16-bit PNGs scaled down to 8 bits.
+
+    torchvision decodes a 16-bit PNG to uint16 values ``0..65535``; used as they are, every
+    later transform (normalization with 8-bit means) would see the image 257x too bright. The
+    top byte is kept (``v >> 8``), as OpenCV (mmcv's reader) and torchvision's ``to_dtype`` do,
+    so a 16-bit file holding ``v8 * 257`` gives back exactly ``v8``.
+
+    Raises:
+        BadImageError: any other sample type, naming its bit depth.
+    """
+    if image.dtype == torch.uint8:
+        return image
+    if image.dtype == torch.uint16:
+        return (image.to(torch.int32) >> 8).to(torch.uint8)
+    bits = torch.iinfo(image.dtype).bits if not image.dtype.is_floating_point else "float"
+    raise BadImageError(f"{path}: unsupported {bits}-bit samples ({image.dtype}); expected 8 or 16")
 
 
 def _reason(error: Exception) -> str:

@@ -73,7 +73,7 @@ def choose_scale(cfg: ResizeConfig, generator: torch.Generator) -> tuple[int, in
     if cfg.ratio_range is not None:
         w, h = cfg.scale[0]
         ratio = uniform(generator, *cfg.ratio_range)
-        return int(w * ratio), int(h * ratio)
+        return max(1, int(w * ratio)), max(1, int(h * ratio))
     if len(cfg.scale) == 1:
         return cfg.scale[0]
     if cfg.multiscale_mode == "value":
@@ -88,10 +88,12 @@ def choose_scale(cfg: ResizeConfig, generator: torch.Generator) -> tuple[int, in
 def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
     """``(new_h, new_w)`` keeping the aspect ratio within ``scale`` (mmcv's ``rescale_size``).
 
-    The factor is ``min(max(scale) / long_edge, min(scale) / short_edge)``; sizes round half up.
+    The factor is ``min(max(scale) / long_edge, min(scale) / short_edge)``; sizes round half up
+    and are at least 1 pixel, so a very thin image (4000x1 into 1333x800) keeps a 1-pixel side
+    instead of becoming empty.
     """
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def resize_sample(
