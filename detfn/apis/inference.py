@@ -20,7 +20,7 @@ from detfn.apis.train import resolve_device
 from detfn.config import load
 from detfn.data import Sample, collate
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
-from detfn.engine.checkpoint_io import load_weights
+from detfn.engine.weights import load_weights
 from detfn.models.functional import detector_predict_fn, split
 from detfn.registry import build
 from detfn.structures import ImageDetections, ImageMeta

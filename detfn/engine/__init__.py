@@ -1,9 +1,10 @@
 """The training engine: explicit state, a generator loop of lifecycle events, hook functions.
 
-``import detfn.engine`` registers the builders of the optimizer and hook configs.
+``import detfn.engine`` registers the builders of the optimizer, schedule and hook configs; it
+imports nothing of :mod:`detfn.models` or :mod:`detfn.data`.
 """
 
-from detfn.engine import hooks, optim
+from detfn.engine import hooks, optim, schedules
 from detfn.engine.combinators import (
     at_epoch_end,
     compose,
@@ -12,9 +13,10 @@ from detfn.engine.combinators import (
     every_n_iters,
     make_hook,
     only_at,
+    when,
 )
-from detfn.engine.driver import dispatch, drive, order_hooks
-from detfn.engine.events import Event, Hook, HookFn, Stage
+from detfn.engine.driver import check_outputs, dispatch, drive, order_hooks
+from detfn.engine.events import Event, Hook, HookFn, Outputs, Stage
 from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.priority import Priority, get_priority
 from detfn.engine.runner import RunnerConfig, build_hooks, initial_state, train
@@ -25,6 +27,7 @@ __all__ = [
     "Event",
     "Hook",
     "HookFn",
+    "Outputs",
     "Priority",
     "RunContext",
     "RunnerConfig",
@@ -32,6 +35,7 @@ __all__ = [
     "TrainState",
     "at_epoch_end",
     "build_hooks",
+    "check_outputs",
     "compose",
     "dispatch",
     "drive",
@@ -46,7 +50,9 @@ __all__ = [
     "only_at",
     "optim",
     "order_hooks",
+    "schedules",
     "train",
     "train_loop",
     "value_and_grad",
+    "when",
 ]

@@ -9,8 +9,8 @@ as dicts and rebuilt on resume from the structure of a fresh state (``like``)::
      "meta": {"detfn_version", "time", "config" (JSON text or None), "config_type",
               "loader" (the train loader's state_dict or None), "epoch", "iter", ...},
      "state": {"params", "buffers", "opt_state" (None without the optimizer), "epoch", "iter",
-               "inner_iter", "max_epochs", "max_iters", "iters_per_epoch", "base_lr", "lr",
-               "momentum", "rng", "hooks", "stop_reason"}}
+               "inner_iter", "max_epochs", "max_iters", "iters_per_epoch", "base", "hyper",
+               "rng", "hooks", "stop_reason"}}
 
 Writes are atomic: the bytes go to a temporary file in the target's directory, are fsynced, and
 the file is renamed over the target (``os.replace``), so a crash mid-write leaves the previous
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import importlib.metadata
 import json
 import numbers
 import os
@@ -38,23 +39,6 @@ import torch
 from detfn.engine.events import Stage
 from detfn.engine.state import TrainState
 
-__all__ = [
-    "FORMAT",
-    "LATEST_FILE",
-    "LATEST_LINK",
-    "CheckpointError",
-    "advance_counters",
-    "atomic_write",
-    "find_latest",
-    "load_checkpoint",
-    "load_weights",
-    "merge_weights",
-    "save_checkpoint",
-    "state_from_checkpoint",
-    "to_plain",
-    "write_latest",
-]
-
 FORMAT = "detfn-checkpoint"
 FORMAT_VERSION = 1
 LATEST_FILE = "latest.json"
@@ -62,8 +46,8 @@ LATEST_LINK = "latest.pth"  # mmcv's name; a convenience symlink next to the JSO
 
 _LEAVES = (torch.Tensor, int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.Size)
 # Counters and schedule values restored from the checkpoint on resume; the run's length
-# (max_epochs, max_iters, iters_per_epoch, base_lr) comes from the new run's config instead.
-_RESUMED_FIELDS = ("epoch", "iter", "inner_iter", "lr", "momentum")
+# (max_epochs, max_iters, iters_per_epoch) and the base values come from the new run's config.
+_RESUMED_FIELDS = ("epoch", "iter", "inner_iter", "hyper")
 
 
 class CheckpointError(RuntimeError):
@@ -201,14 +185,12 @@ def save_checkpoint(
     optimizer state is stored as None (a smaller file that can still be resumed: the optimizer
     then restarts from the fresh state's ``opt_state``).
     """
-    import detfn
-
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     if not save_optimizer:
         fields["opt_state"] = None
     plain_state = {k: to_plain(v, f"state.{k}") for k, v in fields.items()}
     info = {
-        "detfn_version": getattr(detfn, "__version__", "unknown"),
+        "detfn_version": _version(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "epoch": state.epoch,
         "iter": state.iter,
@@ -216,6 +198,14 @@ def save_checkpoint(
     }
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
     return atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def _version() -> str:
+    """The installed detfn version, without importing the package (which loads everything)."""
+    try:
+        return importlib.metadata.version("detfn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def write_latest(directory: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
@@ -324,9 +314,10 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
     """The state to resume from: ``like`` (a fresh state of the new run) with the stored values.
 
     Restored: params, buffers, opt_state (unless the checkpoint was saved without it), the
-    counters, lr, momentum, rng and hook states. Kept from ``like``: the run's length
-    (max_epochs, max_iters, iters_per_epoch), base_lr and stop_reason, so a resumed run follows
-    its own config. Tensors go to the devices of ``like``'s tensors (rng states stay on the CPU).
+    counters, the current hyperparameters, rng and hook states. Kept from ``like``: the run's
+    length (max_epochs, max_iters, iters_per_epoch), the base values and stop_reason, so a
+    resumed run follows its own config. Tensors go to the devices of ``like``'s tensors (rng
+    states stay on the CPU).
 
     Raises:
         CheckpointError: not a detfn checkpoint, or parameter names/shapes that differ.
@@ -377,7 +368,3 @@ def _fit(
                 f"{where}: {what}[{name!r}] has shape {shape}, the model has {tuple(tensor.shape)}"
             )
     return {name: stored[name].to(tensor.device) for name, tensor in like.items()}
-
-
-# Weights-only loading lives in detfn.engine.weights; re-exported so old imports keep working.
-from detfn.engine.weights import load_weights, merge_weights  # noqa: E402

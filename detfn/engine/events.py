@@ -1,6 +1,6 @@
-"""Lifecycle events the training generator yields, and the hook type that consumes them.
+"""Lifecycle events the training generator yields, the typed outputs they carry, and hooks.
 
-Order (mmcv's runner stages)::
+Order (mmcv's runner stages; the full rules are in :mod:`detfn.engine.loop`)::
 
     before_run
     for each phase of the workflow, e.g. [("train", 1), ("val", 1)]:
@@ -12,20 +12,24 @@ Order (mmcv's runner stages)::
                after_val_epoch
     after_run            (always, also when a step or hook raised)
 
-Handlers of ``before_*`` events must be cheap; heavy work (checkpoints, evaluation) goes on
-``after_*`` events.
+What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set. Each
+field has owners: the loop writes ``LOOP_OUTPUTS``; a hook declares the fields it writes
+(``Hook.writes``) and those it reads (``Hook.reads``; ``Hook.reads_optional`` for values it uses
+when some hook produces them). :func:`detfn.engine.driver.check_outputs` checks at start-up that
+every read has an earlier writer, and while an event is dispatched a hook can set only the fields
+it declared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-from detfn.engine.state import TrainState
+import torch
 
-__all__ = ["Event", "Hook", "HookFn", "Stage"]
+from detfn.engine.state import TrainState
 
 
 class Stage(str, Enum):
@@ -43,6 +47,60 @@ class Stage(str, Enum):
     AFTER_RUN = "after_run"
 
 
+@dataclass
+class Outputs:
+    """What an event carries for the hooks, each field with its owner.
+
+    Attributes:
+        batch: the batch of ``before_train_iter`` / ``before_val_iter`` (loop).
+        loss: 0-d tensor, the total loss of the train step (loop, from the step).
+        losses: the named loss terms and logged values of the step (loop).
+        grads: gradients by parameter name (loop); the optimizer hook consumes them.
+        batch_size: images in the batch (loop).
+        values: a val step's scalars (loop, ``after_val_iter``).
+        metrics: evaluation results (loop on ``after_val_epoch``; the evaluation hook).
+        grad_norm: the total gradient norm before clipping (optimizer hook).
+        loss_scale: the fp16 loss scale of the step (optimizer hook).
+        data_time, time: seconds waiting for the batch and of the whole iteration (timer).
+    """
+
+    batch: Any = None
+    loss: torch.Tensor | None = None
+    losses: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    grads: Mapping[str, torch.Tensor] | None = None
+    batch_size: int | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] | None = None
+    grad_norm: torch.Tensor | None = None
+    loss_scale: float | None = None
+    data_time: float | None = None
+    time: float | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        writable = self.__dict__.get("_writable")
+        if writable is not None and name not in writable:
+            raise AttributeError(
+                f"{writable.owner} may not write the step output {name!r}: it declares "
+                f"writes={sorted(writable)}; each output is written by its owner only"
+            )
+        object.__setattr__(self, name, value)
+
+    def open_for(self, owner: str, names: tuple[str, ...] | None) -> None:
+        """Let only ``names`` be written (by ``owner``) until the next call; None: anything."""
+        object.__setattr__(self, "_writable", None if names is None else _Writable(owner, names))
+
+
+class _Writable(frozenset):
+    def __new__(cls, owner: str, names: tuple[str, ...]):
+        made = super().__new__(cls, names)
+        made.owner = owner
+        return made
+
+
+OUTPUT_FIELDS = frozenset(f.name for f in fields(Outputs))
+LOOP_OUTPUTS = frozenset({"batch", "loss", "losses", "grads", "batch_size", "values", "metrics"})
+
+
 @dataclass(frozen=True)
 class Event:
     """One lifecycle event.
@@ -50,16 +108,14 @@ class Event:
     Attributes:
         stage: which point of the run this is.
         state: the train state at this point.
-        outputs: the step's outputs where there are any. After a train iter: ``loss`` (0-d
-            tensor), ``losses`` (name -> 0-d tensor), ``grads`` (name -> tensor), ``batch_size``,
-            and whatever later hooks add (``grad_norm``). After a val epoch: ``metrics``.
+        outputs: the typed outputs (see :class:`Outputs`).
         run: static facts of the run, same object for every event (config, work dir, loaders).
         error: on ``after_run`` after a failure, the exception; None when the run finished.
     """
 
     stage: Stage
     state: TrainState
-    outputs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Outputs = field(default_factory=Outputs)
     run: Any = None
     error: BaseException | None = None
 
@@ -69,8 +125,14 @@ HookFn = Callable[[Event], "TrainState | None"]
 
 @dataclass(frozen=True)
 class Hook:
-    """A named function with a priority. Returning a new state replaces it for later hooks."""
+    """A named function with a priority. Returning a new state replaces it for later hooks.
+
+    ``reads`` / ``reads_optional`` / ``writes`` name :class:`Outputs` fields (see module doc).
+    """
 
     name: str
     fn: HookFn
     priority: int = 50
+    reads: tuple[str, ...] = ()
+    reads_optional: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()

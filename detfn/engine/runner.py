@@ -6,9 +6,9 @@ the same priority as a default hook runs after it.
 
 Resume versus ``load_from`` (a common confusion in mmdetection, see mmdet-facts §5.8):
 
-* ``resume_from`` restores the whole run: weights, optimizer state, counters, lr and momentum,
-  RNG states, hook states; the loop then positions the loader mid-epoch. The run's length and
-  base lr come from the new config.
+* ``resume_from`` restores the whole run: weights, optimizer state, counters, the current
+  hyperparameters, RNG states, hook states; the loop then positions the loader mid-epoch. The
+  run's length and the base values of the hyperparameters come from the new config.
 * ``load_from`` copies weights only (by name) into a fresh run that starts at iteration 0.
 """
 
@@ -23,7 +23,8 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io
+from detfn.engine import checkpoint_io, weights
+from detfn.engine.driver import drive
 from detfn.engine.events import Hook
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
@@ -32,19 +33,19 @@ from detfn.engine.hooks.guards import NanGuardConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
+from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
-from detfn.engine.loop import RunContext, check_workflow, drive, train_loop
+from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.optim.base import Optimizer
-from detfn.engine.schedules.lr_configs import LrConfig, StepLrConfig
-from detfn.engine.schedules.momentum_configs import MomentumConfig
+from detfn.engine.schedules import ScheduleConfig, StepSchedule
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build
 
-__all__ = ["DEFAULT_MAX_EPOCHS", "RunnerConfig", "build_hooks", "initial_state", "train"]
+SCHEDULED = ("lr", "momentum", "weight_decay")
 
 DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
 
@@ -59,7 +60,8 @@ class RunnerConfig(Config):
             ``max_epochs`` is 12 (mmdetection's 1x schedule).
         workflow: mmcv's phases, e.g. ``(("train", 1), ("val", 1))``.
         grad_backend: "autograd" (default, fastest) or "func" (torch.func.grad_and_value).
-        lr / momentum: schedules (ENGINE-B's policy configs); None leaves lr at base_lr.
+        lr / momentum / weight_decay: schedules of the optimizer's per-group values
+            (:mod:`detfn.engine.schedules`); None keeps the configured value.
         checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
         ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
@@ -73,12 +75,13 @@ class RunnerConfig(Config):
     optimizer: OptimizerConfig = field(default_factory=SGDConfig)
     optimizer_hook: OptimizerHookConfig = field(default_factory=OptimizerHookConfig)
     grad_backend: Literal["autograd", "func"] = "autograd"
-    lr: LrConfig | None = field(
-        default_factory=lambda: StepLrConfig(
+    lr: ScheduleConfig | None = field(
+        default_factory=lambda: StepSchedule(
             step=(8, 11), warmup="linear", warmup_iters=500, warmup_ratio=0.001
         )
     )
-    momentum: MomentumConfig | None = None
+    momentum: ScheduleConfig | None = None
+    weight_decay: ScheduleConfig | None = None
     checkpoint: CheckpointHookConfig | None = field(default_factory=CheckpointHookConfig)
     timer: TimerHookConfig | None = field(default_factory=TimerHookConfig)
     evaluation: EvaluationHookConfig | None = None
@@ -118,14 +121,16 @@ class RunnerConfig(Config):
 def initial_state(
     cfg: RunnerConfig, optimizer: Optimizer, params: Mapping[str, torch.Tensor], buffers
 ) -> TrainState:
-    """A fresh state at iteration 0: lr = base_lr = the groups' configured lr."""
+    """A fresh state at iteration 0: the current hyperparameters are the groups' configured ones."""
+    base = initial_hyperparams(optimizer.groups)
     return TrainState(
         params=dict(params),
         buffers=dict(buffers),
         opt_state=optimizer.init(params),
         max_epochs=cfg.max_epochs,
         max_iters=cfg.max_iters if cfg.max_epochs is None else None,
-        **initial_hyperparams(optimizer.groups),
+        base=base,
+        hyper=dict(base),
     )
 
 
@@ -143,9 +148,8 @@ def build_hooks(
     ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``.
     """
     context = context or {}
+    schedules = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
     slots: list[tuple[str, Any]] = [
-        ("lr", cfg.lr),
-        ("momentum", cfg.momentum),
         ("optimizer_hook", cfg.optimizer_hook),
         ("checkpoint", cfg.checkpoint),
         ("timer", cfg.timer),
@@ -165,7 +169,7 @@ def build_hooks(
         if key == "optimizer_hook":
             extra["optimizer"] = optimizer
         hooks.append(build(hook_cfg, **extra))
-    return [*hooks, *custom]
+    return [*schedules, *hooks, *custom]
 
 
 def _resume_path(cfg: RunnerConfig, work_dir: Path | None) -> Path | None:
@@ -185,8 +189,8 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
         state = checkpoint_io.state_from_checkpoint(checkpoint_io.load_checkpoint(path), state)
         logger.info("resumed from %s at epoch %d, iter %d", path, state.epoch, state.iter)
     elif cfg.load_from:
-        params, buffers = checkpoint_io.load_weights(cfg.load_from, like=state)
-        state, missing = checkpoint_io.merge_weights(state, params, buffers)
+        params, buffers = weights.load_weights(cfg.load_from, like=state)
+        state, missing = weights.merge_weights(state, params, buffers)
         logger.info(
             "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)
         )

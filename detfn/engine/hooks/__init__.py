@@ -1,10 +1,10 @@
 """Standard hooks. Importing this package registers every hook config's builder.
 
 Default slots (mmcv's ``register_training_hooks`` plus mmdet's evaluation hook):
-lr VERY_HIGH (10), momentum HIGH (30), optimizer ABOVE_NORMAL (40), checkpoint NORMAL (50),
-timer LOW (70), evaluation LOW after the timer, loggers VERY_LOW (90); custom hooks NORMAL
-unless given. detfn's own extras: work dir HIGHEST (0), NaN guard 35 (before the optimizer),
-EMA 49 (after the optimizer, before checkpoints), sampler seed NORMAL.
+lr VERY_HIGH (10), momentum and other schedules HIGH (30), optimizer ABOVE_NORMAL (40),
+checkpoint NORMAL (50), timer LOW (70), evaluation LOW after the timer, loggers VERY_LOW (90);
+custom hooks NORMAL unless given. detfn's own extras: work dir HIGHEST (0), NaN guard 35 (before
+the optimizer), EMA 49 (after the optimizer, before checkpoints), sampler seed NORMAL.
 """
 
 from detfn.engine.hooks import (
@@ -13,10 +13,9 @@ from detfn.engine.hooks import (
     evaluation,
     guards,
     logger,
-    lr,
-    momentum,
     optimizer,
     sampler_seed,
+    schedule,
     timer,
     wandb,
     workdir,
@@ -29,10 +28,11 @@ from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import (
     GradClipConfig,
     LossScaleConfig,
+    NonFiniteGradError,
     OptimizerHookConfig,
-    current_loss_scale,
 )
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
+from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.hooks.workdir import WorkDirHookConfig
@@ -44,6 +44,7 @@ __all__ = [
     "GradClipConfig",
     "LossScaleConfig",
     "NanGuardConfig",
+    "NonFiniteGradError",
     "NonFiniteLossError",
     "OptimizerHookConfig",
     "SamplerSeedConfig",
@@ -52,16 +53,15 @@ __all__ = [
     "WandbHookConfig",
     "WorkDirHookConfig",
     "checkpoint",
-    "current_loss_scale",
     "ema",
     "ema_params",
     "evaluation",
     "guards",
     "logger",
-    "lr",
-    "momentum",
     "optimizer",
     "sampler_seed",
+    "schedule",
+    "schedule_hook",
     "timer",
     "wandb",
     "workdir",

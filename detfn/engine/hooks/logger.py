@@ -21,7 +21,6 @@ until a record is written).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -32,39 +31,27 @@ from typing import Any
 
 import torch
 
-from detfn.config import Config, check_positive, fail
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.hooks.checkpoint import resolve_out_dir, total_iters
+from detfn.config import check_positive, fail
+from detfn.engine.checkpoint_io import atomic_write
+from detfn.engine.combinators import Condition, any_of, compose, epoch_end, nth, only_at, when
+from detfn.engine.events import Event, Hook, Outputs, Stage
+from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.hooks.workdir import METRICS_FILE
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.schedules.schedule import run_max_iters
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
-__all__ = [
-    "TEXT_LOGGER",
-    "TextLoggerHookConfig",
-    "accumulate",
-    "averages",
-    "build_text_logger_hook",
-    "eta_seconds",
-    "format_line",
-    "iter_values",
-    "progress_bar",
-    "should_log",
-    "text_logger_fn",
-    "train_record",
-    "val_record",
-]
-
 TEXT_LOGGER = "text_logger"
-# VERY_LOW: after the timer and the evaluation hook (LOW) have added their outputs.
-DEFAULT_PRIORITY = Priority.VERY_LOW.name
 _TIMING_KEYS = ("data_time", "time")
+# what the loggers read when some hook produces it
+LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
-class TextLoggerHookConfig(Config):
-    """Console + JSON-lines logger (mmcv ``TextLoggerHook``)."""
+class TextLoggerHookConfig(HookConfig):
+    """Console + JSON-lines logger (mmcv ``TextLoggerHook``). Priority VERY_LOW: after the timer
+    and the evaluation hook (LOW) have written their outputs."""
 
     interval: int = 10
     """Write a train record every ``interval`` iterations."""
@@ -79,38 +66,41 @@ class TextLoggerHookConfig(Config):
     """Directory of the JSON-lines file; None uses the run's work_dir."""
     bar_width: int = 30
     """Characters of the text progress bar; 0 hides it."""
-    priority: int | str = DEFAULT_PRIORITY
+    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive(self, "interval")
         if self.bar_width < 0:
             fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # pure pieces (also used by the wandb hook)
 
 
+def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
+    """mmcv's rule for a train record: every ``interval`` iterations (in the epoch when
+    ``by_epoch``), and at the end of an epoch unless ``ignore_last``."""
+    every = nth(interval, "inner_iter" if by_epoch else "iter")
+    return every if ignore_last else any_of(every, epoch_end)
+
+
 def should_log(state: TrainState, interval: int, by_epoch: bool, ignore_last: bool) -> bool:
-    """Whether ``after_train_iter`` of ``state``'s iteration writes a record (mmcv's rule)."""
-    count = state.inner_iter + 1 if by_epoch else state.iter + 1
-    if count % interval == 0:
-        return True
-    end_of_epoch = state.iters_per_epoch > 0 and state.inner_iter + 1 == state.iters_per_epoch
-    return end_of_epoch and not ignore_last
+    """Whether ``after_train_iter`` of ``state``'s iteration writes a record."""
+    return log_due(interval, by_epoch, ignore_last)(Event(Stage.AFTER_TRAIN_ITER, state))
 
 
-def iter_values(outputs: Mapping[str, Any]) -> dict[str, Any]:
+def iter_values(outputs: Outputs) -> dict[str, Any]:
     """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
-    values: dict[str, Any] = {k: outputs[k] for k in _TIMING_KEYS if k in outputs}
-    values.update(outputs.get("losses", {}) or {})
+    values: dict[str, Any] = {}
+    for key in _TIMING_KEYS:
+        if getattr(outputs, key) is not None:
+            values[key] = getattr(outputs, key)
+    values.update(outputs.losses)
     for key in ("loss", "grad_norm"):
-        if outputs.get(key) is not None:
-            values[key] = outputs[key]
+        if getattr(outputs, key) is not None:
+            values[key] = getattr(outputs, key)
     return {k: v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()}
 
 
@@ -194,7 +184,7 @@ def format_line(
         skip = {"mode", "epoch", "global_iter"}
         values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in skip)
         return f"{head}  {values}"
-    total = total_iters(state) or 0
+    total = run_max_iters(state) or 0
     if by_epoch:
         head = f"Epoch [{record['epoch']}][{record['iter']}/{state.iters_per_epoch}]"
         bar = progress_bar(record["iter"], state.iters_per_epoch, bar_width)
@@ -226,53 +216,86 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-# ---------------------------------------------------------------------------------------------
-# the hook
+def drop_records_after(path: pathlib.Path, done: int) -> None:
+    """Remove the records of iterations after ``done`` (a killed run wrote them after the
+    checkpoint it is resumed from), so the file holds no repeated iterations after a resume."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("global_iter", 0) <= done]
+    if len(kept) != len(lines):
+        text = "".join(line + "\n" for line in kept)
+        atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def text_logger_fn(event: Event, cfg: TextLoggerHookConfig) -> TrainState | None:
+def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     """Accumulate iteration values in the state; write console lines and JSON records."""
-    stage, state = event.stage, event.state
-    mine = dict(state.hooks.get(TEXT_LOGGER) or {})
-    if stage is Stage.BEFORE_RUN:
+
+    def emit(event: Event, record: dict[str, Any], eta: float | None) -> None:
+        if cfg.console:
+            logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
         if cfg.json_file:
-            resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook").mkdir(
-                parents=True, exist_ok=True
-            )
+            path = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook") / METRICS_FILE
+            with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
+                f.write(json.dumps(record) + "\n")
+
+    def start(event: Event) -> TrainState:
+        if cfg.json_file:
+            out_dir = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            drop_records_after(out_dir / METRICS_FILE, event.state.iter)
         # the ETA averages over this process's iterations only (a resumed run restarts it)
-        return _put(state, {"buffer": {}, "time_sum": 0.0, "timed": 0})
-    if stage is Stage.AFTER_TRAIN_ITER:
-        return _after_train_iter(event, cfg, mine)
-    metrics = event.outputs.get("metrics")
-    if metrics:  # an evaluation before training, after an epoch, or a val phase
-        _emit(event, cfg, val_record(stage, state, metrics), None)
-    if stage is Stage.BEFORE_TRAIN_EPOCH:
-        return _put(state, {**mine, "buffer": {}})
-    return None
+        return with_hook_state(
+            event.state, TEXT_LOGGER, {"buffer": {}, "time_sum": 0.0, "timed": 0}
+        )
 
+    def mine(state: TrainState) -> dict[str, Any]:
+        return dict(state.hooks.get(TEXT_LOGGER) or {})
 
-def _after_train_iter(event: Event, cfg: TextLoggerHookConfig, mine: dict[str, Any]) -> TrainState:
-    state = event.state
-    values = iter_values(event.outputs)
-    mine["buffer"] = accumulate(mine.get("buffer"), values)
-    if "time" in values:
-        mine["time_sum"] = mine.get("time_sum", 0.0) + values["time"]
-        mine["timed"] = mine.get("timed", 0) + 1
-    if should_log(state, cfg.interval, cfg.by_epoch, cfg.ignore_last):
-        record = train_record(state, averages(mine["buffer"]), cfg.by_epoch)
-        memory = _cuda_memory_mib(event.outputs.get("loss"))
+    def add(event: Event) -> TrainState:
+        values, new = iter_values(event.outputs), mine(event.state)
+        new["buffer"] = accumulate(new.get("buffer"), values)
+        if "time" in values:
+            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
+            new["timed"] = new.get("timed", 0) + 1
+        return with_hook_state(event.state, TEXT_LOGGER, new)
+
+    def write_train(event: Event) -> TrainState:
+        state, new = event.state, mine(event.state)
+        record = train_record(state, averages(new["buffer"]), cfg.by_epoch)
+        memory = _cuda_memory_mib(event.outputs.loss)
         if memory is not None:
             record["memory"] = memory
-        total = total_iters(state)
-        eta = None
-        if mine.get("timed") and total is not None:
-            eta = eta_seconds(mine["time_sum"], mine["timed"], total - (state.iter + 1))
-        _emit(event, cfg, record, eta)
-        mine["buffer"] = {}
-    metrics = event.outputs.get("metrics")
-    if metrics:
-        _emit(event, cfg, val_record(Stage.AFTER_TRAIN_ITER, state, metrics), None)
-    return _put(state, mine)
+        total, eta = run_max_iters(state), None
+        if new.get("timed") and total is not None:
+            eta = eta_seconds(new["time_sum"], new["timed"], total - (state.iter + 1))
+        emit(event, record, eta)
+        return with_hook_state(state, TEXT_LOGGER, {**new, "buffer": {}})
+
+    def write_val(event: Event) -> None:
+        emit(event, val_record(event.stage, event.state, event.outputs.metrics), None)
+
+    def reset(event: Event) -> TrainState:
+        return with_hook_state(event.state, TEXT_LOGGER, {**mine(event.state), "buffer": {}})
+
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(Stage.AFTER_TRAIN_ITER, add),
+        only_at(
+            Stage.AFTER_TRAIN_ITER,
+            when(log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last), write_train),
+        ),
+        when(lambda event: bool(event.outputs.metrics), write_val),
+        only_at(Stage.BEFORE_TRAIN_EPOCH, reset),
+    )
+    return Hook(
+        TEXT_LOGGER,
+        fn,
+        get_priority(cfg.priority),
+        reads=("loss", "losses"),
+        reads_optional=LOGGED_OUTPUTS,
+    )
 
 
 def _cuda_memory_mib(loss: Any) -> int | None:
@@ -284,27 +307,4 @@ def _cuda_memory_mib(loss: Any) -> int | None:
     return int(peak)
 
 
-def _emit(event: Event, cfg: TextLoggerHookConfig, record: dict[str, Any], eta: float | None):
-    if cfg.console:
-        logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-        logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
-    if cfg.json_file:
-        path = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook") / METRICS_FILE
-        _append_json(path, record)
-
-
-def _append_json(path: pathlib.Path, record: Mapping[str, Any]) -> None:
-    """One line per record; opened per write so a crash never loses earlier lines."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return dataclasses.replace(state, hooks={**state.hooks, TEXT_LOGGER: mine})
-
-
-@register(TextLoggerHookConfig)
-def build_text_logger_hook(cfg: TextLoggerHookConfig, **context: Any) -> Hook:
-    """The console + JSON-lines logger (default priority VERY_LOW)."""
-    del context
-    return Hook(TEXT_LOGGER, lambda event: text_logger_fn(event, cfg), get_priority(cfg.priority))
+register(TextLoggerHookConfig)(text_logger_hook)
