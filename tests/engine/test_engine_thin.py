@@ -82,8 +82,12 @@ def test_a_hook_reading_an_output_nobody_writes_fails_at_start_up():
     check_outputs(order_hooks([_reader("quiet", 90, reads_optional=("time",))]))
     with pytest.raises(ValueError, match="reads the output 'time'"):
         check_outputs(
-            order_hooks([_reader("quiet", 90, reads_optional=("time",)),
-                         _reader("timer", 95, writes=("time",))])  # fmt: skip
+            order_hooks(
+                [
+                    _reader("quiet", 90, reads_optional=("time",)),
+                    _reader("timer", 95, writes=("time",)),
+                ]
+            )
         )
     with pytest.raises(ValueError, match="names an unknown output 'gradnorm'"):
         check_outputs(order_hooks([_reader("typo", 90, reads=("gradnorm",))]))
