@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import importlib.metadata
 import json
 import numbers
@@ -29,6 +30,7 @@ import os
 import pathlib
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +38,7 @@ from typing import IO, Any
 
 import torch
 
+from detfn.config import file_mode
 from detfn.engine.events import Stage
 from detfn.engine.state import TrainState
 
@@ -137,25 +140,59 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
 # writing
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> pathlib.Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``.
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], size: int | None = None
+) -> pathlib.Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``
+    (mode 0644 under umask 022, as ``open`` would create it).
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was; a full disk
+    is one :class:`CheckpointError` line naming the directory and the bytes needed (``size``).
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         pathlib.Path(tmp).unlink(missing_ok=True)
+        if _disk_full(error):
+            free = shutil.disk_usage(path.parent).free
+            need = f"about {size} bytes" if size else "more space"
+            raise CheckpointError(
+                f"{path.parent}: no space left on the device for {path.name}: it needs {need}, "
+                f"{free} bytes are free"
+            ) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also as torch's zip writer reports it ("file write failed"), or in its cause."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, RuntimeError) and "file write failed" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a plain value (what a checkpoint of it needs, roughly)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -197,7 +234,7 @@ def save_checkpoint(
         **to_plain(dict(meta or {}), "meta"),
     }
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
-    return atomic_write(path, lambda f: torch.save(ckpt, f))
+    return atomic_write(path, lambda f: torch.save(ckpt, f), _tensor_bytes(plain_state))
 
 
 def _version() -> str:

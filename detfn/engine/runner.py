@@ -14,9 +14,10 @@ Resume versus ``load_from`` (a common confusion in mmdetection, see mmdet-facts 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,14 @@ from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.optim.base import Optimizer
 from detfn.engine.schedules import ScheduleConfig, StepSchedule
+from detfn.engine.session import (
+    SIGTERM_REASON,
+    RunStopped,
+    remove_stale_tmp,
+    sigterm_requests_stop,
+    stop_request_hook,
+    work_dir_lock,
+)
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build
@@ -67,6 +76,8 @@ class RunnerConfig(Config):
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
             work dir's latest checkpoint when there is one.
         load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
+        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill;
+            fewer is an error naming the counts (none at all always is).
     """
 
     max_epochs: int | None = None
@@ -93,6 +104,7 @@ class RunnerConfig(Config):
     resume_from: str | None = None
     auto_resume: bool = False
     load_from: str | None = None
+    load_from_min_match: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_epochs is None and self.max_iters is None:
@@ -116,6 +128,8 @@ class RunnerConfig(Config):
             not (self.load_from and self.resume_from),
             "and resume_from are exclusive: resume restores the weights too",
         )
+        ok = 0.0 <= self.load_from_min_match <= 1.0
+        check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
 
 
 def initial_state(
@@ -191,10 +205,44 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
     elif cfg.load_from:
         params, buffers = weights.load_weights(cfg.load_from, like=state)
         state, missing = weights.merge_weights(state, params, buffers)
+        _check_match(cfg, state, {**params, **buffers}, missing)
         logger.info(
             "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)
         )
     return state
+
+
+def _check_match(cfg: RunnerConfig, state: TrainState, loaded, missing: list[str]) -> None:
+    """``load_from`` must fill at least ``load_from_min_match`` of the model's tensors."""
+    total = len(state.params) + len(state.buffers)
+    matched = total - len(missing)
+    if matched > 0 and matched >= cfg.load_from_min_match * total:
+        return
+    raise checkpoint_io.CheckpointError(
+        f"load_from {cfg.load_from}: only {matched} of the model's {total} tensors have a weight "
+        f"in the file (load_from_min_match={cfg.load_from_min_match}); the model lacks e.g. "
+        f"{missing[:3]}, the file has e.g. {sorted(loaded)[:3]}"
+    )
+
+
+def for_iterations(cfg: RunnerConfig, iters_per_epoch: int) -> RunnerConfig:
+    """An iteration-based run counts its checkpoints, evaluations and log records in
+    iterations: a by-epoch interval of n becomes ``n * iters_per_epoch`` iterations (so a
+    preset's by-epoch hooks still checkpoint, evaluate and log)."""
+    if cfg.max_epochs is not None:
+        return cfg
+    changes: dict[str, Any] = {}
+    for name in ("checkpoint", "evaluation", "text_logger", "wandb"):
+        hook = getattr(cfg, name)
+        if hook is None or not hook.by_epoch:
+            continue
+        scaled = {"by_epoch": False}
+        if name in ("checkpoint", "evaluation") and hook.interval > 0:
+            scaled["interval"] = hook.interval * iters_per_epoch
+        if name == "evaluation" and hook.start:
+            scaled["start"] = hook.start * iters_per_epoch
+        changes[name] = replace(hook, **scaled)
+    return replace(cfg, **changes)
 
 
 def train(
@@ -232,30 +280,42 @@ def train(
     """
     work_dir = Path(work_dir) if work_dir is not None else None
     run_cfg = experiment_cfg if experiment_cfg is not None else cfg
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(run_cfg, work_dir)
-    logger = logger or make_logger("detfn", work_dir)
-    optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
-    state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
-    step = make_train_step(
-        loss_fn,
-        backend=cfg.grad_backend,
-        autocast_dtype=cfg.optimizer_hook.autocast_dtype,
-        device_type=torch.device(device).type,
-        loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
-    )
-    run = RunContext(
-        cfg=run_cfg,
-        work_dir=work_dir,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        loss_fn=loss_fn,
-        train_step=step,
-        val_step=val_step,
-        evaluate=evaluate,
-        device=device,
-        logger=logger,
-    )
-    all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
-    return drive(train_loop(state, run, cfg.workflow), all_hooks)
+    with contextlib.ExitStack() as edges:
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            edges.enter_context(work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume)))
+            remove_stale_tmp(work_dir)
+            dump_config(run_cfg, work_dir)
+        stop = edges.enter_context(sigterm_requests_stop())
+        cfg = for_iterations(cfg, len(train_loader))
+        logger = logger or make_logger("detfn", work_dir)
+        optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
+        state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
+        step = make_train_step(
+            loss_fn,
+            backend=cfg.grad_backend,
+            autocast_dtype=cfg.optimizer_hook.autocast_dtype,
+            device_type=torch.device(device).type,
+            loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
+        )
+        run = RunContext(
+            cfg=run_cfg,
+            work_dir=work_dir,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            loss_fn=loss_fn,
+            train_step=step,
+            val_step=val_step,
+            evaluate=evaluate,
+            device=device,
+            logger=logger,
+        )
+        hooks = [*hooks, stop_request_hook(stop)]
+        all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
+        final = drive(train_loop(state, run, cfg.workflow), all_hooks)
+    if final.stop_reason == SIGTERM_REASON:
+        raise RunStopped(
+            f"stopped by SIGTERM after iteration {final.iter}; the final state is saved in "
+            f"{work_dir}; run again with auto_resume=True to continue"
+        )
+    return final

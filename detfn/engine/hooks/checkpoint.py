@@ -1,22 +1,14 @@
-"""Checkpoint hook: save the whole train state every ``interval`` epochs or iterations, and the
-final state of every run that ends without an error.
+"""Checkpoint hook: the whole train state every ``interval`` epochs or iterations (mmcv's
+``CheckpointHook``), and the final state of every run that ends without an error.
 
-mmcv's ``CheckpointHook`` semantics:
-
-* ``epoch_N.pth`` (by epoch) or ``iter_N.pth`` (by iteration), N counted from 1, saved when N is
-  a multiple of ``interval``, and at the last epoch/iteration when ``save_last``;
-* ``max_keep_ckpts = k > 0``: after saving N, the files N - k·interval, N - (k+1)·interval, ...
-  of the interval grid are deleted, i.e. the newest k grid checkpoints stay;
-* a ``latest`` pointer (``latest.json`` plus a ``latest.pth`` symlink) names the newest file.
-
-detfn adds: at ``after_run`` of a run that finished or was stopped (a stop request, SIGTERM), a
-state not saved yet is saved as ``iter_N.pth`` (N iterations done), so the final weights always
-exist, whatever the interval; a state with non-finite weights is saved but never made latest.
-
-The kept list lives in ``state.hooks["checkpoint"]`` (file names relative to the out dir), so a
-resumed run keeps deleting the files of the run before it. Each file holds the state as the loop
-will have it after the current event (:func:`checkpoint_io.advance_counters`), written
-atomically, so a crash mid-save leaves the previous checkpoint and the pointer intact.
+* ``epoch_N.pth`` / ``iter_N.pth`` (N from 1) when N is a multiple of ``interval``, and at the
+  last epoch/iteration with ``save_last``; ``max_keep_ckpts = k`` keeps the newest k files of the
+  interval grid; ``latest.json`` (and a ``latest.pth`` symlink) names the newest file.
+* At ``after_run`` of a run that finished or stopped (a stop request, SIGTERM), a state the rule
+  did not save is saved as ``iter_N.pth`` (N iterations done). A state with non-finite weights is
+  saved but never made latest.
+* The kept list lives in ``state.hooks["checkpoint"]``; each file holds the state as the loop
+  will have it after the event (:func:`checkpoint_io.advance_counters`), written atomically.
 """
 
 from __future__ import annotations

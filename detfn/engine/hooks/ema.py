@@ -1,19 +1,11 @@
-"""Exponential moving average of the parameters, with mmcv 1.x ``EMAHook`` semantics.
+"""Exponential moving average of the parameters (mmcv 1.x ``EMAHook``).
 
-``momentum`` is the weight of the *new* value (the opposite of torch's "decay" convention)::
-
-    every `interval` iterations (when state.iter % interval == 0):
-        m = min(momentum ** interval, (1 + t) / (warm_up + t))       t = state.iter
-        ema = (1 - m) * ema + m * param
-
-The warm-up term lets early averages follow the fast-changing weights. At ``after_train_epoch``
-the hook swaps the raw and EMA weights, so evaluation and checkpoints that run after it (its
-default priority 49 sits between the optimizer, 40, and the checkpoint hook, 50) see the EMA
-weights in ``state.params``; ``before_train_epoch`` swaps back before training continues.
-
-State: ``state.hooks["ema"] = {"params": {name: Tensor}, "raw": {name: Tensor} | None}``:
-``params`` always holds the EMA weights (evaluation hooks may read them at any time); ``raw``
-holds the training weights while they are swapped out, else None.
+``momentum`` is the weight of the *new* value: every ``interval`` iterations (``iter % interval
+== 0``), ``m = min(momentum ** interval, (1 + t) / (warm_up + t))`` and ``ema = (1 - m) * ema +
+m * param``. At ``after_train_epoch`` the raw and EMA weights are swapped, so evaluation and
+checkpoints after it (priority 49: after the optimizer, 40, before checkpoints, 50) see the EMA
+weights; ``before_train_epoch`` swaps back. State: ``state.hooks["ema"] = {"params": EMA weights,
+"raw": the training weights while swapped out, else None}``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
-"""Evaluation hook: evaluate during training, keep the best checkpoint.
+"""Evaluation hook: evaluate during training, keep the best checkpoint (mmcv 1.x ``EvalHook``).
 
-mmcv 1.x ``EvalHook`` semantics:
-
-* by epoch (``after_train_epoch``) or by iteration (``after_train_iter``); with ``start = None``
-  every ``interval``-th epoch/iteration (1-based), else the 1-based count c is evaluated when
-  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights
-  before the first train epoch/iteration;
-* ``save_best``: ``"auto"`` tracks the first metric key of the first result, a name tracks that
-  key; ``rule`` ``"greater"``/``"less"``, or ``"auto"`` inferred from the key as mmcv does (a key
-  equal to, then containing, one of ``greater_keys`` -> greater, of ``less_keys`` -> less);
-* one ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
-
-The evaluation function comes from the run context: ``event.run.evaluate(state) -> dict[str,
-float]``. When an EMA hook keeps averaged weights in ``state.hooks["ema"]["params"]`` (and
-optionally ``["buffers"]``), those are evaluated instead (``use_ema``). The metrics are put in
-the event's outputs (``outputs["metrics"]``) for the loggers, which run later (VERY_LOW).
-
-The best score, its key and rule and the best file name live in ``state.hooks["evaluation"]``,
-so they survive a resume.
+* When: every ``interval``-th epoch/iteration (1-based count c), or with ``start`` when
+  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights.
+* ``save_best``: "auto" tracks the first metric key, a name tracks that key; ``rule`` "auto" is
+  inferred from the key as mmcv does (equal to, then containing, a greater/less key); one
+  ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
+* ``event.run.evaluate(state)`` computes the metrics, on the EMA weights when an EMA hook keeps
+  them (``use_ema``); they are written to ``outputs.metrics`` for the loggers (VERY_LOW). The
+  best score, key, rule and file live in ``state.hooks["evaluation"]`` and survive a resume.
 """
 
 from __future__ import annotations

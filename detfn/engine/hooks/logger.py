@@ -1,22 +1,13 @@
 """Text logger: console lines with ETA and a progress bar, and a JSON-lines metrics file.
 
-mmcv's ``TextLoggerHook`` semantics: with ``interval = n`` a train record is written after every
-n-th iteration (counted in the epoch when ``by_epoch``, globally otherwise) and after the last
-iteration of an epoch unless ``ignore_last``; its numbers are averaged over the iterations since
-the previous record. Evaluation metrics (``metrics`` in the outputs of ``after_train_epoch``,
-``after_train_iter`` or ``after_val_epoch``) are written as a ``"mode": "val"`` record.
-
-A train line of ``metrics.jsonl`` holds: ``mode``, ``epoch`` (1-based), ``iter`` (1-based, in the
-epoch when ``by_epoch``), ``global_iter`` (iterations done), ``lr`` and ``momentum`` (group 0),
-``lr_groups`` and ``momentum_groups`` (every parameter group), ``data_time``, ``time``, each named
-loss, ``loss``, ``grad_norm`` (when the optimizer hook reports it), ``memory`` (MiB, CUDA only).
-
-Console lines are plain text (no carriage returns), so they read well in a non-tty log::
-
-    Epoch [1][20/50]  [############------------------]  lr: 2.000e-02, eta: 0:01:05, ...
-
-The running sums live in ``state.hooks["text_logger"]`` (0-d tensors and floats: no device sync
-until a record is written).
+mmcv's ``TextLoggerHook``: a train record after every ``interval``-th iteration (in the epoch
+when ``by_epoch``) and at an epoch's end unless ``ignore_last``, averaged since the previous one;
+``outputs.metrics`` become a ``"mode": "val"`` record. A train record holds ``mode``, ``epoch``,
+``iter``, ``global_iter`` (iterations done), ``lr`` / ``momentum`` (group 0) and ``*_groups``,
+``data_time``, ``time``, each loss, ``loss``, ``grad_norm``, ``memory`` (MiB, CUDA). Console
+lines are plain text: ``Epoch [1][20/50]  [######------]  lr: 2.000e-02, eta: 0:01:05, ...``.
+Running sums (0-d tensors: no device sync until a record) live in ``state.hooks``; a resumed
+run first drops the records of iterations after its checkpoint, so none repeats.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ import torch
 
 from detfn.config import check_positive, fail
 from detfn.engine.checkpoint_io import atomic_write
-from detfn.engine.combinators import Condition, any_of, compose, epoch_end, nth, only_at, when
+from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, Outputs, Stage
 from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.hooks.workdir import METRICS_FILE
@@ -44,6 +35,8 @@ from detfn.registry import register
 
 TEXT_LOGGER = "text_logger"
 _TIMING_KEYS = ("data_time", "time")
+_HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
+_SCHEDULE_KEYS = ("lr", "momentum", "lr_groups", "momentum_groups")
 # what the loggers read when some hook produces it
 LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
@@ -81,8 +74,11 @@ class TextLoggerHookConfig(HookConfig):
 
 def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
     """mmcv's rule for a train record: every ``interval`` iterations (in the epoch when
-    ``by_epoch``), and at the end of an epoch unless ``ignore_last``."""
+    ``by_epoch``), and at the end of an epoch unless ``ignore_last``; counted globally, detfn also
+    writes the run's last iteration, so a run shorter than the interval still has a record."""
     every = nth(interval, "inner_iter" if by_epoch else "iter")
+    if not by_epoch:
+        every = any_of(every, last("iter"))
     return every if ignore_last else any_of(every, epoch_end)
 
 
@@ -93,15 +89,14 @@ def should_log(state: TrainState, interval: int, by_epoch: bool, ignore_last: bo
 
 def iter_values(outputs: Outputs) -> dict[str, Any]:
     """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
-    values: dict[str, Any] = {}
-    for key in _TIMING_KEYS:
-        if getattr(outputs, key) is not None:
-            values[key] = getattr(outputs, key)
+    values = {k: getattr(outputs, k) for k in _TIMING_KEYS}
     values.update(outputs.losses)
-    for key in ("loss", "grad_norm"):
-        if getattr(outputs, key) is not None:
-            values[key] = getattr(outputs, key)
-    return {k: v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()}
+    values.update(loss=outputs.loss, grad_norm=outputs.grad_norm)
+    return {
+        k: v.detach() if isinstance(v, torch.Tensor) else float(v)
+        for k, v in values.items()
+        if v is not None
+    }
 
 
 def accumulate(buffer: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,9 +115,7 @@ def averages(buffer: Mapping[str, Any]) -> dict[str, float]:
 
 def eta_seconds(time_sum: float, timed_iters: int, iters_left: int) -> float:
     """Remaining seconds: mean iteration time since this process started, times iterations left."""
-    if timed_iters <= 0:
-        return 0.0
-    return time_sum / timed_iters * max(iters_left, 0)
+    return time_sum / timed_iters * max(iters_left, 0) if timed_iters > 0 else 0.0
 
 
 def progress_bar(done: int, total: int, width: int) -> str:
@@ -141,34 +134,33 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
         "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
         "global_iter": state.iter + 1,
     }
-    if state.lr:
-        record["lr"] = float(state.lr[0])
-    if state.momentum:
-        record["momentum"] = float(state.momentum[0])
-    if state.lr:
-        record["lr_groups"] = [float(v) for v in state.lr]
-    if state.momentum:
-        record["momentum_groups"] = [float(v) for v in state.momentum]
+    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+        if values:
+            record[key] = float(values[0])
+    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+        if values:
+            record[f"{key}_groups"] = [float(v) for v in values]
     record.update(means)
     return record
 
 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON record of an evaluation.
-
-    ``epoch`` is the number of train epochs done when the metrics were computed (mmcv's
-    ``get_epoch``); ``global_iter`` the number of train iterations done.
-    """
+    """The JSON record of an evaluation: ``epoch`` is the number of train epochs done when the
+    metrics were computed (mmcv's ``get_epoch``), ``global_iter`` the iterations done."""
     if stage is Stage.AFTER_TRAIN_ITER:
         epoch, done = state.epoch + 1, state.iter + 1
     elif stage is Stage.AFTER_TRAIN_EPOCH:
         epoch, done = state.epoch + 1, state.iter
     else:
         epoch, done = state.epoch, state.iter
-    values = {
+    return {"mode": "val", "epoch": epoch, "global_iter": done, **numbers(metrics)}
+
+
+def numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
+    return {
         k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
     }
-    return {"mode": "val", "epoch": epoch, "global_iter": done, **values}
 
 
 def format_line(
@@ -181,8 +173,7 @@ def format_line(
             if by_epoch
             else f"Iter(val) [{record['global_iter']}]"
         )
-        skip = {"mode", "epoch", "global_iter"}
-        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in skip)
+        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{head}  {values}"
     total = run_max_iters(state) or 0
     if by_epoch:
@@ -196,19 +187,8 @@ def format_line(
         parts.append(f"lr: {record['lr']:.3e}")
     if eta is not None:
         parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
-    skip = {
-        "mode",
-        "epoch",
-        "iter",
-        "global_iter",
-        "lr",
-        "momentum",
-        "lr_groups",
-        "momentum_groups",
-    }
-    parts += [
-        f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in record.items() if k not in skip
-    ]
+    shown = [(k, v) for k, v in record.items() if k not in _HEAD_KEYS + _SCHEDULE_KEYS]
+    parts += [f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
     return "  ".join(p for p in (head, bar, ", ".join(parts)) if p)
 
 

@@ -1,25 +1,18 @@
-"""The optimizer hook: gradient accumulation, fp16 loss scaling, clipping, the gradient check,
-then the update.
+"""The optimizer hook: accumulation, fp16 loss scaling, clipping, the gradient check, the update.
 
-It runs on ``after_train_iter`` at ABOVE_NORMAL, after the schedule hooks have set
-``state.hyper`` and before checkpoints, timers and loggers. Its state lives in
-``state.hooks["optimizer"]`` so a resume continues an accumulation window and the loss scale:
-``{"accum": grads summed so far or None, "scaler": {"scale": float, "growth_tracker": int}}``.
+It runs on ``after_train_iter`` at ABOVE_NORMAL, after the schedule hooks set ``state.hyper``;
+its state ``{"accum": grads summed so far, "scaler": {"scale", "growth_tracker"}}`` lives in
+``state.hooks["optimizer"]``, so a resume continues an accumulation window and the loss scale.
 
-Gradient accumulation follows mmcv's ``GradientCumulativeOptimizerHook``: the loss of every
-micro-batch is divided by ``cumulative_iters``, except in the trailing remainder of the run, where
-it is divided by the remainder's size; the update happens every ``cumulative_iters`` iterations
-and at the last one. Dividing the gradients is the same as dividing the loss.
-
-fp16 follows ``torch.amp.GradScaler``: the step multiplies the loss by ``scale``; here the grads
-are multiplied by ``1/scale``; a window with a non-finite gradient is skipped and the scale
-backs off; after ``growth_interval`` finite windows it grows. A static scale (mmcv's default
-``loss_scale=512.``) is ``dynamic=False``.
-
-Gradient check (``check_grads``, on by default): a finite loss can still have infinite gradients.
-The total gradient norm (one fused ``_foreach_norm``, the one clipping needs anyway) is tested
-before the update; a non-finite norm raises :class:`NonFiniteGradError` naming the parameters,
-so the weights, and any checkpoint, stay finite. The norm is reported as ``grad_norm``.
+* Accumulation (mmcv's ``GradientCumulativeOptimizerHook``): grads are divided by
+  ``cumulative_iters`` (by the remainder's size at the end of the run); the update happens every
+  ``cumulative_iters`` iterations and at the last one.
+* fp16 (``torch.amp.GradScaler`` rules): grads are multiplied by ``1/scale``; a window with a
+  non-finite gradient is skipped and the scale backs off; it grows after ``growth_interval``
+  finite windows. ``dynamic=False`` is mmcv's static ``loss_scale=512.``.
+* ``check_grads`` (default on): a finite loss can have infinite gradients. The total norm (one
+  fused ``_foreach_norm``, which clipping needs anyway; reported as ``grad_norm``) must be
+  finite or :class:`NonFiniteGradError` names the parameters, and the weights stay finite.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
-"""Weights & Biases logger hook.
+"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``).
 
-* ``before_run``: ``init(project, name, tags, entity, mode, dir, config)`` with the full experiment
-  config (``detfn.config.to_dict(run.cfg)``, type tags included); a resumed run passes the stored
-  run id with ``resume="allow"`` so the curves continue.
-* train records every ``interval`` iterations (the text logger's rule and averaging) under
-  ``train/...``, evaluation metrics under ``val/...``; always with ``step`` = the number of train
-  iterations done, a single monotonic axis (wandb drops a step lower than the last one).
-* ``after_run``: ``finish(exit_code=1 if the run failed else 0)``, always.
-
-``mode="auto"`` logs online only when the user is logged in (``WANDB_API_KEY`` or a netrc entry
-for the wandb host), else offline; ``WANDB_MODE`` in the environment wins over that guess;
-explicit "online" / "offline" / "disabled" are passed through. ``wandb`` is imported only when the
-hook starts a real run; tests pass ``init=`` to the builder instead.
+``before_run``: ``init(...)`` with the experiment config (a resumed run passes its stored run id
+with ``resume="allow"``); train records (the text logger's rule and averages) under ``train/``,
+metrics under ``val/``, with ``step`` = train iterations done; ``after_run``: ``finish(exit_code=1
+if the run failed else 0)``, always. ``mode="auto"``: ``WANDB_MODE`` if set, else online when
+logged in (``WANDB_API_KEY`` or a netrc entry), else offline. ``wandb`` is imported lazily.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@
 that applies a schedule is :func:`detfn.engine.hooks.schedule.schedule_hook`.
 """
 
-from detfn.engine.schedules.curves import AnnealStrategy
 from detfn.engine.schedules.policies import (
     SCHEDULES,
     CosineRestartSchedule,
@@ -20,23 +19,8 @@ from detfn.engine.schedules.policies import (
     ScheduleConfig,
     StepSchedule,
 )
-from detfn.engine.schedules.schedule import Schedule, WarmupType
+from detfn.engine.schedules.schedule import Schedule
 
-__all__ = [
-    "SCHEDULES",
-    "AnnealStrategy",
-    "CosineRestartSchedule",
-    "CosineSchedule",
-    "CyclicSchedule",
-    "ExpSchedule",
-    "FixedSchedule",
-    "FlatCosineSchedule",
-    "InvSchedule",
-    "LinearSchedule",
-    "OneCycleSchedule",
-    "PolySchedule",
-    "Schedule",
-    "ScheduleConfig",
-    "StepSchedule",
-    "WarmupType",
-]
+__all__ = ["SCHEDULES", "Schedule", "ScheduleConfig", "FixedSchedule", "StepSchedule"]
+__all__ += ["ExpSchedule", "PolySchedule", "InvSchedule", "CosineSchedule", "LinearSchedule"]
+__all__ += ["FlatCosineSchedule", "CosineRestartSchedule", "CyclicSchedule", "OneCycleSchedule"]
