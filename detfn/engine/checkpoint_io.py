@@ -1,20 +1,12 @@
 """Atomic checkpoint files of a whole :class:`TrainState`, and safe loading.
 
-A checkpoint is a ``torch.save``d dict of plain values only (tensors, numbers, str, bytes, None,
-dicts, lists and tuples), so it loads with ``torch.load(weights_only=True)``, which never runs code
-from the file. Dataclass and NamedTuple values in the state (an optimizer state, say) are written
-as dicts and rebuilt on resume from the structure of a fresh state (``like``)::
-
-    {"format": "detfn-checkpoint", "format_version": 1,
-     "meta": {"detfn_version", "time", "config" (JSON text or None), "config_type",
-              "loader" (the train loader's state_dict or None), "epoch", "iter", ...},
-     "state": {"params", "buffers", "opt_state" (None without the optimizer), "epoch", "iter",
-               "inner_iter", "max_epochs", "max_iters", "iters_per_epoch", "base", "hyper",
-               "rng", "hooks", "stop_reason"}}
-
-Writes are atomic: the bytes go to a temporary file in the target's directory, are fsynced, and
-the file is renamed over the target (``os.replace``), so a crash mid-write leaves the previous
-file and the ``latest.json`` pointer untouched.
+A checkpoint is a ``torch.save``d dict of plain values (tensors, numbers, str, bytes, None and
+dicts / lists / tuples of them) that ``torch.load(weights_only=True)`` reads without running code:
+``{"format": "detfn-checkpoint", "format_version", "meta": {"detfn_version", "time", "config",
+"config_type", "loader", "epoch", "iter", ...}, "state": {every TrainState field}}``. Dataclass
+and NamedTuple values are written as dicts and rebuilt from a fresh state (``like``) on resume.
+Writes go to a temporary file that is fsynced and renamed over the target, so a crash mid-write
+leaves the previous file and the ``latest.json`` pointer untouched.
 """
 
 from __future__ import annotations
@@ -57,18 +49,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
 
 
-# ---------------------------------------------------------------------------------------------
-# plain values
-
-
 def to_plain(value: Any, where: str = "state") -> Any:
-    """``value`` as plain data: dataclasses, NamedTuples and Mappings become dicts, enums their
-    values, subclasses of bool/int/float/str (numpy scalars) the builtin type.
-
-    Raises:
-        CheckpointError: a leaf that a weights-only checkpoint cannot hold (an object, a
-            generator, a function), naming its path, e.g. ``state.hooks.ema.fn``.
-    """
+    """``value`` as plain data (dataclasses, NamedTuples, Mappings -> dicts; enums, numpy scalars
+    -> builtins); anything else is a :class:`CheckpointError` naming its path (state.hooks.x)."""
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, enum.Enum):
@@ -119,13 +102,8 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
         new = {k: _like(getattr(template, k), v, device) for k, v in value.items() if k in fields}
         return dataclasses.replace(template, **{k: v for k, v in new.items() if fields[k].init})
     if isinstance(template, tuple) and hasattr(template, "_fields") and isinstance(value, Mapping):
-        return type(template)(
-            **{
-                k: _like(getattr(template, k), value[k], device)
-                for k in template._fields
-                if k in value
-            }
-        )
+        fields = [k for k in template._fields if k in value]
+        return type(template)(**{k: _like(getattr(template, k), value[k], device) for k in fields})
     if isinstance(value, Mapping):
         sub = template if isinstance(template, Mapping) else {}
         return {k: _like(sub.get(k), v, device) for k, v in value.items()}
@@ -134,10 +112,6 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
         items = [_like(subs[i] if i < len(subs) else None, v, device) for i, v in enumerate(value)]
         return tuple(items) if isinstance(value, tuple) else items
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# writing
 
 
 def atomic_write(
@@ -215,13 +189,8 @@ def save_checkpoint(
     meta: Mapping[str, Any] | None = None,
     save_optimizer: bool = True,
 ) -> pathlib.Path:
-    """Write ``state`` (and ``meta``) to ``path`` atomically; returns the path.
-
-    ``meta`` is the caller's extra information (config JSON text, loader position); the detfn
-    version, the time and the state's counters are added. With ``save_optimizer=False`` the
-    optimizer state is stored as None (a smaller file that can still be resumed: the optimizer
-    then restarts from the fresh state's ``opt_state``).
-    """
+    """Write ``state`` and ``meta`` (config, loader position; the version, time and counters are
+    added) to ``path`` atomically. Without the optimizer, a resume restarts it fresh."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     if not save_optimizer:
         fields["opt_state"] = None
@@ -246,11 +215,8 @@ def _version() -> str:
 
 
 def write_latest(directory: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
-    """Point ``<directory>/latest.json`` (and the ``latest.pth`` symlink) at ``checkpoint``.
-
-    The JSON file is the authoritative pointer and is written atomically; the symlink is
-    replaced atomically too where the file system supports symlinks, and skipped otherwise.
-    """
+    """Point ``<directory>/latest.json`` (atomically; the authority) and, where the file system
+    has symlinks, the ``latest.pth`` symlink at ``checkpoint``."""
     directory = pathlib.Path(directory)
     name = os.path.relpath(checkpoint, directory)
     text = json.dumps({"checkpoint": name}) + "\n"
@@ -283,12 +249,8 @@ def find_latest(directory: str | os.PathLike[str]) -> pathlib.Path | None:
 
 
 def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
-    """The state's counters as the loop will have them once the event of ``stage`` is done.
-
-    A checkpoint written during ``after_train_iter`` must resume *after* that iteration, one
-    written during ``after_train_epoch`` at the start of the next epoch (mmcv stores
-    ``iter + 1`` / ``epoch + 1`` in its checkpoint meta for the same reason).
-    """
+    """The counters as the loop will have them once the event of ``stage`` is done: a checkpoint
+    of ``after_train_iter`` resumes after that iteration (mmcv stores ``iter + 1`` likewise)."""
     stage = Stage(stage)
     if stage is Stage.AFTER_TRAIN_ITER:
         return dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
@@ -297,23 +259,12 @@ def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
     return state
 
 
-# ---------------------------------------------------------------------------------------------
-# reading
-
-
 _UNSAFE = re.compile(r"GLOBAL (\S+)|Unsupported class (\S+)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
-
-    Returns the stored dict; a detfn checkpoint also gets ``"path"`` (str) added. Any ``.pth``
-    holding only plain values (an mmcv checkpoint, a torchvision state_dict) loads too.
-
-    Raises:
-        CheckpointError: one line naming the file when it is missing, corrupt or truncated, or
-            when it carries pickled code (it is then not a weights-only checkpoint).
-    """
+    """The stored dict (``torch.load(weights_only=True)``, on the CPU; a detfn checkpoint gets its
+    ``"path"``). Missing, corrupt or code-carrying files are one :class:`CheckpointError` line."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -348,17 +299,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainState:
-    """The state to resume from: ``like`` (a fresh state of the new run) with the stored values.
-
-    Restored: params, buffers, opt_state (unless the checkpoint was saved without it), the
-    counters, the current hyperparameters, rng and hook states. Kept from ``like``: the run's
-    length (max_epochs, max_iters, iters_per_epoch), the base values and stop_reason, so a
-    resumed run follows its own config. Tensors go to the devices of ``like``'s tensors (rng
-    states stay on the CPU).
-
-    Raises:
-        CheckpointError: not a detfn checkpoint, or parameter names/shapes that differ.
-    """
+    """``like`` (the new run's fresh state) with the stored weights, optimizer state, counters,
+    current hyperparameters, rng and hook states, on ``like``'s devices; the run's length and base
+    values stay the new config's. Other names or shapes are a :class:`CheckpointError`."""
     where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise CheckpointError(

@@ -1,12 +1,11 @@
 """Small functions that build hook functions out of other hook functions: a hook's body says
 what it does, these say when.
 
-A hook function is ``fn(event) -> TrainState | None``. The combinators keep that signature, so
-they nest: ``every_n_iters(50, only_at(Stage.AFTER_TRAIN_ITER, log))``. A condition is a
-predicate ``cond(event) -> bool`` (:func:`nth`, :func:`last`, :func:`epoch_end`, combined with
-:func:`any_of`) applied with :func:`when`. Counting follows mmcv's ``Hook.every_n_iters`` /
-``every_n_epochs`` / ``end_of_epoch``: an iteration's events see ``state.iter`` as the index of
-that iteration, so "every n" fires when ``(iter + 1) % n == 0``.
+Hook functions ``fn(event) -> TrainState | None`` nest: ``every_n_iters(50, only_at(
+Stage.AFTER_TRAIN_ITER, log))``. Conditions ``cond(event) -> bool`` (:func:`nth`, :func:`last`,
+:func:`epoch_end`, :func:`at`, combined by :func:`any_of` / :func:`all_of`) apply with
+:func:`when`. Counting is mmcv's: an iteration's events see ``state.iter`` as its index, so
+"every n" fires when ``(iter + 1) % n == 0``.
 """
 
 from __future__ import annotations

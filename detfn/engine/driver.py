@@ -1,10 +1,7 @@
-"""The driver: feed a run's event generator to hook functions in priority order.
-
-Hooks are sorted once by priority (lower first; equal priorities keep registration order, as
-mmcv's ``register_hook`` inserts after the last hook of lower or equal priority), and the order
-of their declared outputs is checked (:func:`check_outputs`). For every event, the hooks run in
-that order and each sees the state the previous one returned; the resulting state is sent back
-into the generator.
+"""The driver: feed a run's event generator to hook functions in priority order (lower first;
+equal priorities keep registration order, as mmcv's ``register_hook``), after checking the order
+of their declared outputs. Each hook sees the state the previous one returned; the result is sent
+back into the generator.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
-"""Lifecycle events the training generator yields, the typed outputs they carry, and hooks.
+"""Lifecycle events (their order and rules: :mod:`detfn.engine.loop`), the typed outputs they
+carry, and hooks.
 
-Order (mmcv's runner stages; the full rules are in :mod:`detfn.engine.loop`)::
-
-    before_run
-    for each phase of the workflow, e.g. [("train", 1), ("val", 1)]:
-        train: before_train_epoch
-                   for each batch: before_train_iter, <step>, after_train_iter
-               after_train_epoch
-        val:   before_val_epoch
-                   for each batch: before_val_iter, <predict>, after_val_iter
-               after_val_epoch
-    after_run            (always, also when a step or hook raised)
-
-What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set. Each
-field has owners: the loop writes ``LOOP_OUTPUTS``; a hook declares the fields it writes
-(``Hook.writes``) and those it reads (``Hook.reads``; ``Hook.reads_optional`` for values it uses
-when some hook produces them). :func:`detfn.engine.driver.check_outputs` checks at start-up that
-every read has an earlier writer, and while an event is dispatched a hook can set only the fields
-it declared.
+What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set. The
+loop writes ``LOOP_OUTPUTS``; a hook declares what it writes (``Hook.writes``) and reads
+(``Hook.reads``; ``Hook.reads_optional`` for values it uses when some hook produces them).
+:func:`detfn.engine.driver.check_outputs` checks at start-up that every read has an earlier
+writer, and during a dispatch a hook can set only the fields it declared.
 """
 
 from __future__ import annotations
@@ -49,20 +37,11 @@ class Stage(str, Enum):
 
 @dataclass
 class Outputs:
-    """What an event carries for the hooks, each field with its owner.
-
-    Attributes:
-        batch: the batch of ``before_train_iter`` / ``before_val_iter`` (loop).
-        loss: 0-d tensor, the total loss of the train step (loop, from the step).
-        losses: the named loss terms and logged values of the step (loop).
-        grads: gradients by parameter name (loop); the optimizer hook consumes them.
-        batch_size: images in the batch (loop).
-        values: a val step's scalars (loop, ``after_val_iter``).
-        metrics: evaluation results (loop on ``after_val_epoch``; the evaluation hook).
-        grad_norm: the total gradient norm before clipping (optimizer hook).
-        loss_scale: the fp16 loss scale of the step (optimizer hook).
-        data_time, time: seconds waiting for the batch and of the whole iteration (timer).
-    """
+    """What an event carries for the hooks. The loop writes ``batch`` (before an iteration), the
+    step's ``loss`` (0-d), ``losses`` (named terms), ``grads`` (by parameter name),
+    ``batch_size``, a val step's ``values`` and a val phase's ``metrics``; the evaluation hook
+    ``metrics``, the optimizer hook ``grad_norm`` (before clipping) and ``loss_scale`` (fp16), the
+    timer ``data_time`` / ``time`` (seconds waiting for the batch / of the whole iteration)."""
 
     batch: Any = None
     loss: torch.Tensor | None = None
@@ -103,15 +82,9 @@ LOOP_OUTPUTS = frozenset({"batch", "loss", "losses", "grads", "batch_size", "val
 
 @dataclass(frozen=True)
 class Event:
-    """One lifecycle event.
-
-    Attributes:
-        stage: which point of the run this is.
-        state: the train state at this point.
-        outputs: the typed outputs (see :class:`Outputs`).
-        run: static facts of the run, same object for every event (config, work dir, loaders).
-        error: on ``after_run`` after a failure, the exception; None when the run finished.
-    """
+    """One lifecycle event: its ``stage``, the ``state`` at that point, the typed ``outputs``, the
+    ``run`` (static facts: config, work dir, loaders) and, on ``after_run`` after a failure, the
+    ``error``."""
 
     stage: Stage
     state: TrainState

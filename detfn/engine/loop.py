@@ -27,7 +27,8 @@ Rules:
   loop advances them after ``after_train_iter`` and ``state.epoch`` after ``after_train_epoch``.
 * A stop request (``state.stop_reason``) ends the run at the next boundary: the current event's
   handlers finish, nothing new starts, ``after_run`` follows. Once set it cannot be cleared.
-* When the step or a handler raises, ``after_run`` is still yielded with ``error`` set, so hooks
+* When the step or a handler raises, or a ``KeyboardInterrupt`` arrives anywhere in
+  :func:`~detfn.engine.driver.drive`, ``after_run`` is still yielded with ``error`` set, so hooks
   that close things (log flush, wandb finish) run; then the original error propagates.
 * Resume: a state with a non-empty ``rng`` restores the global RNGs first; a state with
   ``inner_iter > 0`` continues that epoch: ``before_train_epoch`` is dispatched again (handlers

@@ -1,15 +1,9 @@
 """``train(...)``: build the optimizer, the state and the default hooks from a config, then run.
 
-The hook list follows mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the
-default hooks are registered first, in slot order, then the custom ones, so a custom hook with
-the same priority as a default hook runs after it.
-
-Resume versus ``load_from`` (a common confusion in mmdetection, see mmdet-facts §5.8):
-
-* ``resume_from`` restores the whole run: weights, optimizer state, counters, the current
-  hyperparameters, RNG states, hook states; the loop then positions the loader mid-epoch. The
-  run's length and the base values of the hyperparameters come from the new config.
-* ``load_from`` copies weights only (by name) into a fresh run that starts at iteration 0.
+Hooks follow mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the defaults in
+slot order, then the custom ones. ``resume_from`` restores the whole run (weights, optimizer,
+counters, current hyperparameters, RNG and hook states; the run's length and base values come
+from the new config); ``load_from`` copies weights only into a fresh run (mmdet-facts §5.8).
 """
 
 from __future__ import annotations
@@ -263,20 +257,13 @@ def train(
     device: torch.device | str = "cpu",
     logger: logging.Logger | None = None,
 ) -> TrainState:
-    """Train and return the final state.
+    """Train and return the final state (:class:`RunStopped` after a SIGTERM stop).
 
-    Args:
-        cfg: the engine config.
-        params, buffers: the model's trainable parameters and everything else (BN statistics,
-            frozen weights), by name, e.g. from ``dict(model.named_parameters())``.
-        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``.
-        train_loader / val_loader / val_step / evaluate: see :class:`RunContext`.
-        work_dir: config.json, the log file, metrics.jsonl and checkpoints go here.
-        experiment_cfg: the full experiment config to dump (default: ``cfg``).
-        norm_names: names of norm-layer parameters, for ``norm_decay_mult``
-            (:func:`detfn.engine.optim.norm_param_names`).
-        hooks: custom hooks (priority NORMAL unless they say otherwise).
-        hook_context: extra builder keywords per hook field (see :func:`build_hooks`).
+    ``params`` / ``buffers``: the model's tensors by name; ``loss_fn(params, buffers, batch) ->
+    (loss, aux)``; loaders, ``val_step`` and ``evaluate``: see :class:`RunContext`; ``work_dir``
+    gets config.json (``experiment_cfg``, default ``cfg``), the log, metrics.jsonl and the
+    checkpoints, and is locked for the run; ``norm_names`` feed ``norm_decay_mult``; ``hooks``
+    are custom hooks; ``hook_context`` extra builder keywords (:func:`build_hooks`).
     """
     work_dir = Path(work_dir) if work_dir is not None else None
     run_cfg = experiment_cfg if experiment_cfg is not None else cfg

@@ -1,12 +1,9 @@
-"""The explicit, checkpointable state of a training run.
+"""The explicit, checkpointable state of a training run: everything that changes while training
+lives here, so a checkpoint of it resumes the run exactly. Hooks return ``replace(state, ...)``.
 
-Everything that changes while training lives here and nowhere else, so a checkpoint of this value
-resumes the run exactly. It is a frozen dataclass: hooks return ``dataclasses.replace(state, ...)``.
-
-Counters follow mmcv's runner: while the events of an iteration are dispatched, ``iter`` is the
-0-based index of that iteration (the number completed before it) and ``inner_iter`` its index in
-the epoch; ``epoch`` is the 0-based index of the running epoch. The loop advances ``iter`` and
-``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
+Counters follow mmcv's runner: during an iteration's events ``iter`` is its 0-based index and
+``inner_iter`` its index in the epoch; ``epoch`` is the running epoch. The loop advances ``iter``
+and ``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
 """
 
 from __future__ import annotations
@@ -23,21 +20,16 @@ Hyper = Mapping[str, tuple[float, ...]]
 @dataclass(frozen=True)
 class TrainState:
     """Attributes:
-    params: trainable parameters by name (what the optimizer updates).
-    buffers: everything else the model needs by name: BN statistics, frozen parameters.
-    opt_state: the optimizer's state (momentum buffers, Adam moments, step count).
-    epoch, iter, inner_iter: progress counters (see module docstring).
-    max_epochs, max_iters: the run's length; one of them is set.
-    iters_per_epoch: length of the train loader (needed by by-epoch schedules and warmup).
-    base: the configured value of every per-group hyperparameter, one value per parameter
-        group: ``{"lr": (...), "momentum": (...), "weight_decay": (...)}`` (multipliers
-        applied). The one place schedules read their base from; a resume takes it from the
-        new run's config.
+    params / buffers: trainable parameters / everything else (BN statistics, frozen weights).
+    opt_state: the optimizer's state. max_epochs / max_iters: the run's length (one is set).
+    iters_per_epoch: the train loader's length (by-epoch schedules and warmup need it).
+    base: the configured value of every per-group hyperparameter (``{"lr": (...), "momentum":
+        (...), "weight_decay": (...)}``, multipliers applied): the one place schedules read
+        their base from; a resume takes it from the new run's config.
     hyper: the current values, same keys: what the optimizer steps with; schedules set them.
-    rng: the global RNG states (:mod:`detfn.engine.rng`), captured by the loop before
-        ``after_train_iter`` and ``after_train_epoch`` and restored when a run starts.
-    hooks: per-hook state keyed by hook name (best score, kept checkpoints, EMA weights,
-        grad-scaler state...): tensors, numbers, str, lists/dicts of them.
+    rng: the global RNG states (:mod:`detfn.engine.rng`), captured before ``after_train_iter``
+        and ``after_train_epoch``, restored when a run starts.
+    hooks: per-hook state by hook name (tensors, numbers, str, lists/dicts of them).
     stop_reason: set by a hook that asks the loop to stop; once set it stays set.
     """
 

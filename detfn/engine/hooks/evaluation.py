@@ -64,19 +64,11 @@ class EvaluationHookConfig(HookConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(
-            self,
-            "start",
-            self.start is None or self.start >= 0,
-            f"must be None or >= 0, got {self.start}",
-        )
+        ok = self.start is None or self.start >= 0
+        check(self, "start", ok, f"must be None or >= 0, got {self.start}")
         check(self, "interval", self.interval > 0, f"must be > 0, got {self.interval}")
-        check(
-            self,
-            "save_best",
-            self.save_best is None or bool(self.save_best.strip()),
-            "must be None, 'auto' or a metric key, got an empty string",
-        )
+        ok = self.save_best is None or bool(self.save_best.strip())
+        check(self, "save_best", ok, "must be None, 'auto' or a metric key, got an empty string")
         if self.save_best not in (None, "auto"):
             try:
                 infer_rule(self.save_best, self.rule, self.greater_keys, self.less_keys)
@@ -90,23 +82,15 @@ def infer_rule(
     greater_keys: tuple[str, ...] = GREATER_KEYS,
     less_keys: tuple[str, ...] = LESS_KEYS,
 ) -> str:
-    """``rule`` unless it is "auto"; then mmcv's inference from the key name.
-
-    An exact (case-insensitive) match of a greater/less key wins over a substring match.
-    """
+    """``rule`` unless it is "auto"; then mmcv's inference from the key name: an exact
+    (case-insensitive) match of a greater/less key wins over a substring match."""
     if rule != "auto":
         return rule
     lowered = key.lower()
-    greater = [k.lower() for k in greater_keys]
-    less = [k.lower() for k in less_keys]
-    if lowered in greater:
-        return "greater"
-    if lowered in less:
-        return "less"
-    if any(k in lowered for k in greater):
-        return "greater"
-    if any(k in lowered for k in less):
-        return "less"
+    for matches in (lambda k: lowered == k.lower(), lambda k: k.lower() in lowered):
+        for verdict, keys in (("greater", greater_keys), ("less", less_keys)):
+            if any(matches(k) for k in keys):
+                return verdict
     raise ValueError(
         f"cannot infer whether a greater or a smaller {key!r} is better; "
         "set rule='greater' or rule='less'"
@@ -117,9 +101,7 @@ def is_better(score: float, best: float | None, rule: str) -> bool:
     """Strictly better (mmcv compares with > / <); anything beats no best yet; NaN never wins."""
     if math.isnan(score):
         return False
-    if best is None:
-        return True
-    return score > best if rule == "greater" else score < best
+    return best is None or (score > best if rule == "greater" else score < best)
 
 
 def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
