@@ -43,33 +43,30 @@ def order_hooks(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
 
 
 def check_outputs(ordered: Sequence[Hook]) -> None:
-    """Every output a hook reads is written by the loop or an earlier hook.
+    """Every output a hook reads is written before it: by the loop, or by earlier hooks only
+    (a hook that writes it later would leave the reader without it on some events).
 
     Raises:
         ValueError: one line naming the hook, the output and, when a later hook writes it,
             that hook and both priorities.
     """
-    writers = {name: hook for hook in reversed(ordered) for name in hook.writes}
-    available = set(LOOP_OUTPUTS)
-    for hook in ordered:
+    for i, hook in enumerate(ordered):
         for name in (*hook.reads, *hook.reads_optional, *hook.writes):
             if name not in OUTPUT_FIELDS:
                 known = ", ".join(sorted(OUTPUT_FIELDS))
                 raise ValueError(f"hook {hook.name!r} names an unknown output {name!r}: {known}")
         for name in (*hook.reads, *hook.reads_optional):
-            if name in available:
+            later = [w for w in ordered[i + 1 :] if name in w.writes]
+            earlier = name in LOOP_OUTPUTS or any(name in w.writes for w in ordered[:i])
+            if not later and (earlier or name not in hook.reads):
                 continue
-            writer = writers.get(name)
-            if writer is None and name not in hook.reads:
-                continue  # optional and nobody produces it
             where = (
-                f"hook {writer.name!r} (priority {writer.priority}) writes it later than this "
+                f"hook {later[0].name!r} (priority {later[0].priority}) writes it later than this "
                 f"hook's priority {hook.priority}"
-                if writer is not None
+                if later
                 else "no hook writes it"
             )
             raise ValueError(f"hook {hook.name!r} reads the output {name!r}, but {where}")
-        available.update(hook.writes)
 
 
 def _note(error: BaseException, text: str) -> None:

@@ -89,6 +89,13 @@ def test_a_hook_reading_an_output_nobody_writes_fails_at_start_up():
                 ]
             )
         )
+    # the loop writes metrics in val phases, yet an evaluation hook after the logger is an error
+    log, late = (
+        _reader("log", 90, reads_optional=("metrics",)),
+        _reader("eval", 95, writes=("metrics",)),
+    )
+    with pytest.raises(ValueError, match=r"'eval' \(priority 95\) writes it later"):
+        check_outputs(order_hooks([log, late]))
     with pytest.raises(ValueError, match="names an unknown output 'gradnorm'"):
         check_outputs(order_hooks([_reader("typo", 90, reads=("gradnorm",))]))
 
