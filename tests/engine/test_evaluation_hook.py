@@ -13,11 +13,15 @@ from detfn.engine.checkpoint_io import load_checkpoint, save_checkpoint, state_f
 from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.evaluation import (
     EvaluationHookConfig,
+    evaluation_due,
     infer_rule,
     is_better,
-    should_evaluate,
 )
 from detfn.engine.state import TrainState
+
+
+def should_evaluate(cfg, stage, state):
+    return evaluation_due(cfg)(Event(stage, state))
 
 
 class ScriptedEvaluator:

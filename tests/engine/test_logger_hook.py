@@ -15,10 +15,14 @@ from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.logger import (
     TextLoggerHookConfig,
     eta_seconds,
+    log_due,
     progress_bar,
-    should_log,
 )
 from detfn.engine.state import TrainState
+
+
+def should_log(state, interval, by_epoch, ignore_last):
+    return log_due(interval, by_epoch, ignore_last)(Event(Stage.AFTER_TRAIN_ITER, state))
 
 
 class ListHandler(logging.Handler):

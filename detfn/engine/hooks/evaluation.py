@@ -116,11 +116,6 @@ def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
     )
 
 
-def should_evaluate(cfg: EvaluationHookConfig, stage: Stage, state: TrainState) -> bool:
-    """Whether the event of ``stage`` at ``state`` evaluates (:func:`evaluation_due`)."""
-    return evaluation_due(cfg)(Event(stage, state))
-
-
 def weights_to_evaluate(state: TrainState, use_ema: bool, ema_key: str) -> TrainState:
     """``state`` with the EMA hook's averaged params/buffers in place, when there are any."""
     ema = state.hooks.get(ema_key) if use_ema else None

@@ -82,11 +82,6 @@ def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
     return every if ignore_last else any_of(every, epoch_end)
 
 
-def should_log(state: TrainState, interval: int, by_epoch: bool, ignore_last: bool) -> bool:
-    """Whether ``after_train_iter`` of ``state``'s iteration writes a record."""
-    return log_due(interval, by_epoch, ignore_last)(Event(Stage.AFTER_TRAIN_ITER, state))
-
-
 def iter_values(outputs: Outputs) -> dict[str, Any]:
     """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
     values = {k: getattr(outputs, k) for k in _TIMING_KEYS}
