@@ -1,13 +1,13 @@
 """detfn: object detection for PyTorch in a functional style.
 
-``import detfn`` registers every built-in config type with :mod:`detfn.registry`.
+Subpackages load on first use (``detfn.models``, ``detfn.apis``, ...), so ``import detfn.engine``
+does not pay for, or depend on, the models and the data pipeline. A config type is registered
+with :mod:`detfn.registry` when the module defining it is imported.
 """
 
-from detfn import config, registry  # noqa: I001 - the foundation first
-from detfn import data, engine, evaluation, models, ops, visualization
-from detfn import apis
+import importlib
 
-__all__ = [
+_SUBPACKAGES = (
     "apis",
     "config",
     "data",
@@ -17,5 +17,12 @@ __all__ = [
     "ops",
     "registry",
     "visualization",
-]
+)
+__all__ = list(_SUBPACKAGES)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"detfn.{name}")
+    raise AttributeError(f"module 'detfn' has no attribute {name!r}")

@@ -120,7 +120,7 @@ def detfn_times(args: BenchArgs, batch: Batch, device: torch.device) -> tuple[fl
 
     def train_step():
         out = step(state, batch)
-        optimizer.update(out["grads"], state.opt_state, state.params, state.lr, state.momentum)
+        optimizer.update(out["grads"], state.opt_state, state.params, state.hyper)
 
     predict = detector_predict_fn(model)
 

@@ -25,7 +25,7 @@ from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.schedules.lr_configs import StepLrConfig
+from detfn.engine.schedules import StepSchedule
 from detfn.models.detectors import FasterRCNNConfig
 from detfn.models.losses import SmoothL1LossConfig
 
@@ -191,7 +191,7 @@ def bccd_cpu_preset() -> ExperimentConfig:
     runner = dataclasses.replace(
         base.runner,
         max_epochs=8,
-        lr=StepLrConfig(step=(6, 7), warmup="linear", warmup_iters=100, warmup_ratio=0.001),
+        lr=StepSchedule(step=(6, 7), warmup="linear", warmup_iters=100, warmup_ratio=0.001),
         checkpoint=CheckpointHookConfig(interval=1, max_keep_ckpts=2),
         evaluation=EvaluationHookConfig(interval=4, save_best="auto"),
         text_logger=TextLoggerHookConfig(interval=10),

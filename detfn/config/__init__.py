@@ -125,11 +125,20 @@ def from_json(text: str, cls: type[T]) -> T:
     return from_dict(data, cls)
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under 022), for files
+    written through ``tempfile.mkstemp``, which would leave them 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save(cfg: Any, path: str | os.PathLike[str]) -> pathlib.Path:
     """Write ``cfg`` as JSON, atomically (temporary file, then rename)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, "w") as f:
             f.write(to_json(cfg) + "\n")

@@ -1,52 +1,17 @@
 """The training engine: explicit state, a generator loop of lifecycle events, hook functions.
 
-``import detfn.engine`` registers the builders of the optimizer and hook configs.
+``import detfn.engine`` registers the builders of the optimizer, schedule and hook configs; it
+imports nothing of :mod:`detfn.models` or :mod:`detfn.data`.
 """
 
-from detfn.engine import hooks, optim
-from detfn.engine.combinators import (
-    at_epoch_end,
-    compose,
-    every_n_epochs,
-    every_n_inner_iters,
-    every_n_iters,
-    make_hook,
-    only_at,
-)
-from detfn.engine.driver import dispatch, drive, order_hooks
-from detfn.engine.events import Event, Hook, HookFn, Stage
+from detfn.engine import hooks, optim, schedules
+from detfn.engine.driver import drive
+from detfn.engine.events import Event, Hook, Outputs, Stage
 from detfn.engine.loop import RunContext, train_loop
-from detfn.engine.priority import Priority, get_priority
 from detfn.engine.runner import RunnerConfig, build_hooks, initial_state, train
 from detfn.engine.state import TrainState
-from detfn.engine.step import make_train_step, value_and_grad
+from detfn.engine.step import make_train_step
 
-__all__ = [
-    "Event",
-    "Hook",
-    "HookFn",
-    "Priority",
-    "RunContext",
-    "RunnerConfig",
-    "Stage",
-    "TrainState",
-    "at_epoch_end",
-    "build_hooks",
-    "compose",
-    "dispatch",
-    "drive",
-    "every_n_epochs",
-    "every_n_inner_iters",
-    "every_n_iters",
-    "get_priority",
-    "hooks",
-    "initial_state",
-    "make_hook",
-    "make_train_step",
-    "only_at",
-    "optim",
-    "order_hooks",
-    "train",
-    "train_loop",
-    "value_and_grad",
-]
+__all__ = ["Event", "Hook", "Outputs", "RunContext", "RunnerConfig", "Stage", "TrainState"]
+__all__ += ["build_hooks", "drive", "initial_state", "make_train_step", "train", "train_loop"]
+__all__ += ["hooks", "optim", "schedules"]

@@ -1,20 +1,12 @@
 """Atomic checkpoint files of a whole :class:`TrainState`, and safe loading.
 
-A checkpoint is a ``torch.save``d dict of plain values only (tensors, numbers, str, bytes, None,
-dicts, lists and tuples), so it loads with ``torch.load(weights_only=True)``, which never runs code
-from the file. Dataclass and NamedTuple values in the state (an optimizer state, say) are written
-as dicts and rebuilt on resume from the structure of a fresh state (``like``)::
-
-    {"format": "detfn-checkpoint", "format_version": 1,
-     "meta": {"detfn_version", "time", "config" (JSON text or None), "config_type",
-              "loader" (the train loader's state_dict or None), "epoch", "iter", ...},
-     "state": {"params", "buffers", "opt_state" (None without the optimizer), "epoch", "iter",
-               "inner_iter", "max_epochs", "max_iters", "iters_per_epoch", "base_lr", "lr",
-               "momentum", "rng", "hooks", "stop_reason"}}
-
-Writes are atomic: the bytes go to a temporary file in the target's directory, are fsynced, and
-the file is renamed over the target (``os.replace``), so a crash mid-write leaves the previous
-file and the ``latest.json`` pointer untouched.
+A checkpoint is a ``torch.save``d dict of plain values (tensors, numbers, str, bytes, None and
+dicts / lists / tuples of them) that ``torch.load(weights_only=True)`` reads without running code:
+``{"format": "detfn-checkpoint", "format_version", "meta": {"detfn_version", "time", "config",
+"config_type", "loader", "epoch", "iter", ...}, "state": {every TrainState field}}``. Dataclass
+and NamedTuple values are written as dicts and rebuilt from a fresh state (``like``) on resume.
+Writes go to a temporary file that is fsynced and renamed over the target, so a crash mid-write
+leaves the previous file and the ``latest.json`` pointer untouched.
 """
 
 from __future__ import annotations
@@ -22,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
+import importlib.metadata
 import json
 import numbers
 import os
 import pathlib
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -35,25 +30,9 @@ from typing import IO, Any
 
 import torch
 
+from detfn.config import file_mode
 from detfn.engine.events import Stage
 from detfn.engine.state import TrainState
-
-__all__ = [
-    "FORMAT",
-    "LATEST_FILE",
-    "LATEST_LINK",
-    "CheckpointError",
-    "advance_counters",
-    "atomic_write",
-    "find_latest",
-    "load_checkpoint",
-    "load_weights",
-    "merge_weights",
-    "save_checkpoint",
-    "state_from_checkpoint",
-    "to_plain",
-    "write_latest",
-]
 
 FORMAT = "detfn-checkpoint"
 FORMAT_VERSION = 1
@@ -62,26 +41,17 @@ LATEST_LINK = "latest.pth"  # mmcv's name; a convenience symlink next to the JSO
 
 _LEAVES = (torch.Tensor, int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.Size)
 # Counters and schedule values restored from the checkpoint on resume; the run's length
-# (max_epochs, max_iters, iters_per_epoch, base_lr) comes from the new run's config instead.
-_RESUMED_FIELDS = ("epoch", "iter", "inner_iter", "lr", "momentum")
+# (max_epochs, max_iters, iters_per_epoch) and the base values come from the new run's config.
+_RESUMED_FIELDS = ("epoch", "iter", "inner_iter", "hyper")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, unsafe, or does not fit the model."""
 
 
-# ---------------------------------------------------------------------------------------------
-# plain values
-
-
 def to_plain(value: Any, where: str = "state") -> Any:
-    """``value`` as plain data: dataclasses, NamedTuples and Mappings become dicts, enums their
-    values, subclasses of bool/int/float/str (numpy scalars) the builtin type.
-
-    Raises:
-        CheckpointError: a leaf that a weights-only checkpoint cannot hold (an object, a
-            generator, a function), naming its path, e.g. ``state.hooks.ema.fn``.
-    """
+    """``value`` as plain data (dataclasses, NamedTuples, Mappings -> dicts; enums, numpy scalars
+    -> builtins); anything else is a :class:`CheckpointError` naming its path (state.hooks.x)."""
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, enum.Enum):
@@ -132,13 +102,8 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
         new = {k: _like(getattr(template, k), v, device) for k, v in value.items() if k in fields}
         return dataclasses.replace(template, **{k: v for k, v in new.items() if fields[k].init})
     if isinstance(template, tuple) and hasattr(template, "_fields") and isinstance(value, Mapping):
-        return type(template)(
-            **{
-                k: _like(getattr(template, k), value[k], device)
-                for k in template._fields
-                if k in value
-            }
-        )
+        fields = [k for k in template._fields if k in value]
+        return type(template)(**{k: _like(getattr(template, k), value[k], device) for k in fields})
     if isinstance(value, Mapping):
         sub = template if isinstance(template, Mapping) else {}
         return {k: _like(sub.get(k), v, device) for k, v in value.items()}
@@ -149,29 +114,59 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# writing
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], size: int | None = None
+) -> pathlib.Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``
+    (mode 0644 under umask 022, as ``open`` would create it).
 
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> pathlib.Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was; a full disk
+    is one :class:`CheckpointError` line naming the directory and the bytes needed (``size``).
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         pathlib.Path(tmp).unlink(missing_ok=True)
+        if _disk_full(error):
+            free = shutil.disk_usage(path.parent).free
+            need = f"about {size} bytes" if size else "more space"
+            raise CheckpointError(
+                f"{path.parent}: no space left on the device for {path.name}: it needs {need}, "
+                f"{free} bytes are free"
+            ) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also as torch's zip writer reports it ("file write failed"), or in its cause."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, RuntimeError) and "file write failed" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a plain value (what a checkpoint of it needs, roughly)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -194,36 +189,34 @@ def save_checkpoint(
     meta: Mapping[str, Any] | None = None,
     save_optimizer: bool = True,
 ) -> pathlib.Path:
-    """Write ``state`` (and ``meta``) to ``path`` atomically; returns the path.
-
-    ``meta`` is the caller's extra information (config JSON text, loader position); the detfn
-    version, the time and the state's counters are added. With ``save_optimizer=False`` the
-    optimizer state is stored as None (a smaller file that can still be resumed: the optimizer
-    then restarts from the fresh state's ``opt_state``).
-    """
-    import detfn
-
+    """Write ``state`` and ``meta`` (config, loader position; the version, time and counters are
+    added) to ``path`` atomically. Without the optimizer, a resume restarts it fresh."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     if not save_optimizer:
         fields["opt_state"] = None
     plain_state = {k: to_plain(v, f"state.{k}") for k, v in fields.items()}
     info = {
-        "detfn_version": getattr(detfn, "__version__", "unknown"),
+        "detfn_version": _version(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "epoch": state.epoch,
         "iter": state.iter,
         **to_plain(dict(meta or {}), "meta"),
     }
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
-    return atomic_write(path, lambda f: torch.save(ckpt, f))
+    return atomic_write(path, lambda f: torch.save(ckpt, f), _tensor_bytes(plain_state))
+
+
+def _version() -> str:
+    """The installed detfn version, without importing the package (which loads everything)."""
+    try:
+        return importlib.metadata.version("detfn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def write_latest(directory: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
-    """Point ``<directory>/latest.json`` (and the ``latest.pth`` symlink) at ``checkpoint``.
-
-    The JSON file is the authoritative pointer and is written atomically; the symlink is
-    replaced atomically too where the file system supports symlinks, and skipped otherwise.
-    """
+    """Point ``<directory>/latest.json`` (atomically; the authority) and, where the file system
+    has symlinks, the ``latest.pth`` symlink at ``checkpoint``."""
     directory = pathlib.Path(directory)
     name = os.path.relpath(checkpoint, directory)
     text = json.dumps({"checkpoint": name}) + "\n"
@@ -256,12 +249,8 @@ def find_latest(directory: str | os.PathLike[str]) -> pathlib.Path | None:
 
 
 def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
-    """The state's counters as the loop will have them once the event of ``stage`` is done.
-
-    A checkpoint written during ``after_train_iter`` must resume *after* that iteration, one
-    written during ``after_train_epoch`` at the start of the next epoch (mmcv stores
-    ``iter + 1`` / ``epoch + 1`` in its checkpoint meta for the same reason).
-    """
+    """The counters as the loop will have them once the event of ``stage`` is done: a checkpoint
+    of ``after_train_iter`` resumes after that iteration (mmcv stores ``iter + 1`` likewise)."""
     stage = Stage(stage)
     if stage is Stage.AFTER_TRAIN_ITER:
         return dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
@@ -270,23 +259,12 @@ def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
     return state
 
 
-# ---------------------------------------------------------------------------------------------
-# reading
-
-
 _UNSAFE = re.compile(r"GLOBAL (\S+)|Unsupported class (\S+)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
-
-    Returns the stored dict; a detfn checkpoint also gets ``"path"`` (str) added. Any ``.pth``
-    holding only plain values (an mmcv checkpoint, a torchvision state_dict) loads too.
-
-    Raises:
-        CheckpointError: one line naming the file when it is missing, corrupt or truncated, or
-            when it carries pickled code (it is then not a weights-only checkpoint).
-    """
+    """The stored dict (``torch.load(weights_only=True)``, on the CPU; a detfn checkpoint gets its
+    ``"path"``). Missing, corrupt or code-carrying files are one :class:`CheckpointError` line."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -321,16 +299,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainState:
-    """The state to resume from: ``like`` (a fresh state of the new run) with the stored values.
-
-    Restored: params, buffers, opt_state (unless the checkpoint was saved without it), the
-    counters, lr, momentum, rng and hook states. Kept from ``like``: the run's length
-    (max_epochs, max_iters, iters_per_epoch), base_lr and stop_reason, so a resumed run follows
-    its own config. Tensors go to the devices of ``like``'s tensors (rng states stay on the CPU).
-
-    Raises:
-        CheckpointError: not a detfn checkpoint, or parameter names/shapes that differ.
-    """
+    """``like`` (the new run's fresh state) with the stored weights, optimizer state, counters,
+    current hyperparameters, rng and hook states, on ``like``'s devices; the run's length and base
+    values stay the new config's. Other names or shapes are a :class:`CheckpointError`."""
     where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -377,7 +348,3 @@ def _fit(
                 f"{where}: {what}[{name!r}] has shape {shape}, the model has {tuple(tensor.shape)}"
             )
     return {name: stored[name].to(tensor.device) for name, tensor in like.items()}
-
-
-# Weights-only loading lives in detfn.engine.weights; re-exported so old imports keep working.
-from detfn.engine.weights import load_weights, merge_weights  # noqa: E402

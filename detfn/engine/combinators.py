@@ -1,31 +1,26 @@
-"""Small functions that build hook functions out of other hook functions.
+"""Small functions that build hook functions out of other hook functions: a hook's body says
+what it does, these say when.
 
-A hook function is ``fn(event) -> TrainState | None``. The combinators keep that signature, so
-they nest: ``every_n_iters(50, only_at(Stage.AFTER_TRAIN_ITER, log))``. Counting follows mmcv's
-``Hook.every_n_iters`` / ``every_n_epochs`` / ``end_of_epoch``: an iteration's events see
-``state.iter`` as the index of that iteration, so "every n" fires when ``(iter + 1) % n == 0``.
+Hook functions ``fn(event) -> TrainState | None`` nest: ``every_n_iters(50, only_at(
+Stage.AFTER_TRAIN_ITER, log))``. Conditions ``cond(event) -> bool`` (:func:`nth`, :func:`last`,
+:func:`epoch_end`, :func:`at`, combined by :func:`any_of` / :func:`all_of`) apply with
+:func:`when`. Counting is mmcv's: an iteration's events see ``state.iter`` as its index, so
+"every n" fires when ``(iter + 1) % n == 0``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Literal
 
 from detfn.engine.driver import keep_stop_reason
 from detfn.engine.events import Event, Hook, HookFn, Stage
 from detfn.engine.priority import Priority, get_priority
 from detfn.engine.state import TrainState
 
-__all__ = [
-    "at_epoch_end",
-    "compose",
-    "every_n_epochs",
-    "every_n_inner_iters",
-    "every_n_iters",
-    "make_hook",
-    "only_at",
-    "to_stages",
-]
+Condition = Callable[[Event], bool]
+Counter = Literal["iter", "inner_iter", "epoch"]
 
 
 def _check_fn(fn: HookFn, who: str) -> None:
@@ -53,59 +48,89 @@ def to_stages(stages: Stage | str | Iterable[Stage | str]) -> frozenset[Stage]:
     return frozenset(out)
 
 
+def when(cond: Condition, fn: HookFn, who: str = "when") -> HookFn:
+    """Run ``fn`` on the events where ``cond(event)`` holds."""
+    _check_fn(fn, who)
+
+    def gated(event: Event) -> TrainState | None:
+        return fn(event) if cond(event) else None
+
+    return gated
+
+
+def at(stages: Stage | str | Iterable[Stage | str]) -> Condition:
+    """The event is one of ``stages``."""
+    wanted = to_stages(stages)
+    return lambda event: event.stage in wanted
+
+
+def nth(n: int, counter: Counter, start: int | None = None, who: str = "nth") -> Condition:
+    """Every ``n``-th iteration / inner iteration / epoch, counted from 1 (mmcv's rule); with
+    ``start``, the counts ``start, start + n, ...`` (mmcv's ``EvalHook(start=...)``)."""
+    _check_n(n, who)
+
+    def cond(event: Event) -> bool:
+        count = getattr(event.state, counter) + 1
+        if start is None:
+            return count % n == 0
+        return count >= start and (count - start) % n == 0
+
+    return cond
+
+
+def epoch_end(event: Event) -> bool:
+    """The last iteration of an epoch (``inner_iter + 1 == iters_per_epoch``)."""
+    return event.state.inner_iter + 1 == event.state.iters_per_epoch
+
+
+def last(counter: Literal["iter", "epoch"]) -> Condition:
+    """The run's last iteration (``iter + 1 == max_iters``) or epoch."""
+
+    def cond(event: Event) -> bool:
+        state = event.state
+        if counter == "epoch":
+            return state.max_epochs is not None and state.epoch + 1 == state.max_epochs
+        total = state.max_iters
+        if total is None and state.max_epochs is not None:
+            total = state.max_epochs * state.iters_per_epoch
+        return total is not None and state.iter + 1 == total
+
+    return cond
+
+
+def any_of(*conds: Condition) -> Condition:
+    """Any of ``conds`` holds."""
+    return lambda event: any(cond(event) for cond in conds)
+
+
+def all_of(*conds: Condition) -> Condition:
+    """Every one of ``conds`` holds."""
+    return lambda event: all(cond(event) for cond in conds)
+
+
 def only_at(stages: Stage | str | Iterable[Stage | str], fn: HookFn) -> HookFn:
     """Run ``fn`` only on events of ``stages``."""
-    wanted = to_stages(stages)
-    _check_fn(fn, "only_at")
-
-    def filtered(event: Event) -> TrainState | None:
-        return fn(event) if event.stage in wanted else None
-
-    return filtered
+    return when(at(stages), fn, "only_at")
 
 
 def every_n_iters(n: int, fn: HookFn) -> HookFn:
     """Run ``fn`` when ``(state.iter + 1) % n == 0`` (iteration events)."""
-    _check_n(n, "every_n_iters")
-    _check_fn(fn, "every_n_iters")
-
-    def gated(event: Event) -> TrainState | None:
-        return fn(event) if (event.state.iter + 1) % n == 0 else None
-
-    return gated
+    return when(nth(n, "iter", who="every_n_iters"), fn, "every_n_iters")
 
 
 def every_n_inner_iters(n: int, fn: HookFn) -> HookFn:
     """Run ``fn`` when ``(state.inner_iter + 1) % n == 0`` (position inside the epoch)."""
-    _check_n(n, "every_n_inner_iters")
-    _check_fn(fn, "every_n_inner_iters")
-
-    def gated(event: Event) -> TrainState | None:
-        return fn(event) if (event.state.inner_iter + 1) % n == 0 else None
-
-    return gated
+    return when(nth(n, "inner_iter", who="every_n_inner_iters"), fn, "every_n_inner_iters")
 
 
 def every_n_epochs(n: int, fn: HookFn) -> HookFn:
     """Run ``fn`` when ``(state.epoch + 1) % n == 0`` (epoch events)."""
-    _check_n(n, "every_n_epochs")
-    _check_fn(fn, "every_n_epochs")
-
-    def gated(event: Event) -> TrainState | None:
-        return fn(event) if (event.state.epoch + 1) % n == 0 else None
-
-    return gated
+    return when(nth(n, "epoch", who="every_n_epochs"), fn, "every_n_epochs")
 
 
 def at_epoch_end(fn: HookFn) -> HookFn:
-    """Run ``fn`` on the last iteration of an epoch (``inner_iter + 1 == iters_per_epoch``)."""
-    _check_fn(fn, "at_epoch_end")
-
-    def gated(event: Event) -> TrainState | None:
-        state = event.state
-        return fn(event) if state.inner_iter + 1 == state.iters_per_epoch else None
-
-    return gated
+    """Run ``fn`` on the last iteration of an epoch."""
+    return when(epoch_end, fn, "at_epoch_end")
 
 
 def compose(*fns: HookFn) -> HookFn:
@@ -132,9 +157,15 @@ def compose(*fns: HookFn) -> HookFn:
     return composed
 
 
-def make_hook(name: str, fn: HookFn, priority: int | str | Priority = Priority.NORMAL) -> Hook:
-    """A :class:`Hook` with a checked name, function and priority (int, level or level name)."""
+def make_hook(
+    name: str,
+    fn: HookFn,
+    priority: int | str | Priority = Priority.NORMAL,
+    **outputs: tuple[str, ...],
+) -> Hook:
+    """A :class:`Hook` with a checked name, function and priority (int, level or level name);
+    ``outputs``: its ``reads`` / ``reads_optional`` / ``writes``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"make_hook: name must be a non-empty str, got {name!r}")
     _check_fn(fn, f"make_hook({name!r})")
-    return Hook(name, fn, get_priority(priority))
+    return Hook(name, fn, get_priority(priority), **outputs)

@@ -1,9 +1,7 @@
-"""The driver: feed a run's event generator to hook functions in priority order.
-
-Hooks are sorted once by priority (lower first; equal priorities keep registration order, as
-mmcv's ``register_hook`` inserts after the last hook of lower or equal priority). For every
-event, the hooks run in that order and each sees the state the previous one returned; the
-resulting state is sent back into the generator.
+"""The driver: feed a run's event generator to hook functions in priority order (lower first;
+equal priorities keep registration order, as mmcv's ``register_hook``), after checking the order
+of their declared outputs. Each hook sees the state the previous one returned; the result is sent
+back into the generator.
 """
 
 from __future__ import annotations
@@ -12,11 +10,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import LOOP_OUTPUTS, OUTPUT_FIELDS, Event, Hook, Stage
 from detfn.engine.priority import get_priority
 from detfn.engine.state import TrainState
-
-__all__ = ["Events", "dispatch", "drive", "keep_stop_reason", "order_hooks"]
 
 Events = Generator[Event, "TrainState | None", TrainState]
 
@@ -46,36 +42,62 @@ def order_hooks(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
     return tuple(sorted(checked, key=lambda h: h.priority))
 
 
+def check_outputs(ordered: Sequence[Hook]) -> None:
+    """Every output a hook reads is written before it: by the loop, or by earlier hooks only
+    (a hook that writes it later would leave the reader without it on some events).
+
+    Raises:
+        ValueError: one line naming the hook, the output and, when a later hook writes it,
+            that hook and both priorities.
+    """
+    for i, hook in enumerate(ordered):
+        for name in (*hook.reads, *hook.reads_optional, *hook.writes):
+            if name not in OUTPUT_FIELDS:
+                known = ", ".join(sorted(OUTPUT_FIELDS))
+                raise ValueError(f"hook {hook.name!r} names an unknown output {name!r}: {known}")
+        for name in (*hook.reads, *hook.reads_optional):
+            later = [w for w in ordered[i + 1 :] if name in w.writes]
+            earlier = name in LOOP_OUTPUTS or any(name in w.writes for w in ordered[:i])
+            if not later and (earlier or name not in hook.reads):
+                continue
+            where = (
+                f"hook {later[0].name!r} (priority {later[0].priority}) writes it later than this "
+                f"hook's priority {hook.priority}"
+                if later
+                else "no hook writes it"
+            )
+            raise ValueError(f"hook {hook.name!r} reads the output {name!r}, but {where}")
+
+
 def _note(error: BaseException, text: str) -> None:
     if hasattr(error, "add_note"):
         error.add_note(text)
 
 
-def _where(hook: Hook, event: Event) -> str:
-    s = event.state
-    return f"in hook {hook.name!r} at {event.stage.value} (epoch {s.epoch}, iter {s.iter})"
-
-
 def dispatch(event: Event, hooks: Sequence[Hook]) -> TrainState:
     """Run ``hooks`` (already ordered) on one event, threading the state through them.
 
-    All hooks of the event share one mutable copy of ``event.outputs`` (hooks may add keys, e.g.
-    ``grad_norm``). On ``after_run`` every hook runs even if an earlier one raised; a failure
-    there is raised after all ran, or, after a failed run, noted on the original error.
+    All hooks of the event share its :class:`Outputs`; each may set only the fields it declares.
+    On ``after_run`` every hook runs even if an earlier one raised; a failure there is raised
+    after all ran, or, after a failed run, noted on the original error.
     """
-    outputs = dict(event.outputs)
+    outputs = event.outputs
     state = event.state
     failures: list[BaseException] = []
     for hook in hooks:
-        current = replace(event, state=state, outputs=outputs)
+        current = replace(event, state=state)
+        outputs.open_for(f"hook {hook.name!r}", hook.writes)
         try:
             new = hook.fn(current)
         except (Exception, KeyboardInterrupt) as error:
-            _note(error, f"raised {_where(hook, current)}")
+            where = f"{event.stage.value} (epoch {state.epoch}, iter {state.iter})"
+            _note(error, f"raised in hook {hook.name!r} at {where}")
             if event.stage is not Stage.AFTER_RUN:
                 raise
             failures.append(error)
             continue
+        finally:
+            outputs.open_for("", None)
         if new is not None:
             state = keep_stop_reason(state, new, source=f"hook {hook.name!r}")
     if failures and event.error is not None:
@@ -89,23 +111,24 @@ def dispatch(event: Event, hooks: Sequence[Hook]) -> TrainState:
 def drive(events: Events, hooks: Sequence[Hook]) -> TrainState:
     """Consume an event generator with ``hooks`` in priority order; return the final state.
 
-    A hook that raises is thrown into the generator, which then yields ``after_run`` with the
-    error; after the hooks have handled it, the original error propagates to the caller.
+    An error raised anywhere while driving (a hook, or a ``KeyboardInterrupt`` at any point of
+    this loop) is thrown into the generator, which then yields ``after_run`` with the error;
+    after the hooks have handled it, the original error propagates to the caller.
     """
     ordered = order_hooks(hooks)
+    check_outputs(ordered)
+    event: Event | None = None
     try:
         event = next(events)
         while True:
             try:
                 state = dispatch(event, ordered)
+                event = events.send(state)
+            except StopIteration as done:
+                return done.value
             except (Exception, KeyboardInterrupt) as error:
                 if event.stage is Stage.AFTER_RUN:
                     raise
                 event = events.throw(error)
-                continue
-            try:
-                event = events.send(state)
-            except StopIteration as done:
-                return done.value
     finally:
         events.close()

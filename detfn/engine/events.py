@@ -1,31 +1,23 @@
-"""Lifecycle events the training generator yields, and the hook type that consumes them.
+"""Lifecycle events (their order and rules: :mod:`detfn.engine.loop`), the typed outputs they
+carry, and hooks.
 
-Order (mmcv's runner stages)::
-
-    before_run
-    for each phase of the workflow, e.g. [("train", 1), ("val", 1)]:
-        train: before_train_epoch
-                   for each batch: before_train_iter, <step>, after_train_iter
-               after_train_epoch
-        val:   before_val_epoch
-                   for each batch: before_val_iter, <predict>, after_val_iter
-               after_val_epoch
-    after_run            (always, also when a step or hook raised)
-
-Handlers of ``before_*`` events must be cheap; heavy work (checkpoints, evaluation) goes on
-``after_*`` events.
+What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set. The
+loop writes ``LOOP_OUTPUTS``; a hook declares what it writes (``Hook.writes``) and reads
+(``Hook.reads``; ``Hook.reads_optional`` for values it uses when some hook produces them).
+:func:`detfn.engine.driver.check_outputs` checks at start-up that every read has an earlier
+writer, and during a dispatch a hook can set only the fields it declared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-from detfn.engine.state import TrainState
+import torch
 
-__all__ = ["Event", "Hook", "HookFn", "Stage"]
+from detfn.engine.state import TrainState
 
 
 class Stage(str, Enum):
@@ -43,23 +35,60 @@ class Stage(str, Enum):
     AFTER_RUN = "after_run"
 
 
+@dataclass
+class Outputs:
+    """What an event carries for the hooks. The loop writes ``batch`` (before an iteration), the
+    step's ``loss`` (0-d), ``losses`` (named terms), ``grads`` (by parameter name),
+    ``batch_size``, a val step's ``values`` and a val phase's ``metrics``; the evaluation hook
+    ``metrics``, the optimizer hook ``grad_norm`` (before clipping) and ``loss_scale`` (fp16), the
+    timer ``data_time`` / ``time`` (seconds waiting for the batch / of the whole iteration)."""
+
+    batch: Any = None
+    loss: torch.Tensor | None = None
+    losses: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    grads: Mapping[str, torch.Tensor] | None = None
+    batch_size: int | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] | None = None
+    grad_norm: torch.Tensor | None = None
+    loss_scale: float | None = None
+    data_time: float | None = None
+    time: float | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        writable = self.__dict__.get("_writable")
+        if writable is not None and name not in writable:
+            raise AttributeError(
+                f"{writable.owner} may not write the step output {name!r}: it declares "
+                f"writes={sorted(writable)}; each output is written by its owner only"
+            )
+        object.__setattr__(self, name, value)
+
+    def open_for(self, owner: str, names: tuple[str, ...] | None) -> None:
+        """Let only ``names`` be written (by ``owner``) until the next call; None: anything."""
+        object.__setattr__(self, "_writable", None if names is None else _Writable(owner, names))
+
+
+class _Writable(frozenset):
+    def __new__(cls, owner: str, names: tuple[str, ...]):
+        made = super().__new__(cls, names)
+        made.owner = owner
+        return made
+
+
+OUTPUT_FIELDS = frozenset(f.name for f in fields(Outputs))
+LOOP_OUTPUTS = frozenset({"batch", "loss", "losses", "grads", "batch_size", "values", "metrics"})
+
+
 @dataclass(frozen=True)
 class Event:
-    """One lifecycle event.
-
-    Attributes:
-        stage: which point of the run this is.
-        state: the train state at this point.
-        outputs: the step's outputs where there are any. After a train iter: ``loss`` (0-d
-            tensor), ``losses`` (name -> 0-d tensor), ``grads`` (name -> tensor), ``batch_size``,
-            and whatever later hooks add (``grad_norm``). After a val epoch: ``metrics``.
-        run: static facts of the run, same object for every event (config, work dir, loaders).
-        error: on ``after_run`` after a failure, the exception; None when the run finished.
-    """
+    """One lifecycle event: its ``stage``, the ``state`` at that point, the typed ``outputs``, the
+    ``run`` (static facts: config, work dir, loaders) and, on ``after_run`` after a failure, the
+    ``error``."""
 
     stage: Stage
     state: TrainState
-    outputs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Outputs = field(default_factory=Outputs)
     run: Any = None
     error: BaseException | None = None
 
@@ -69,8 +98,14 @@ HookFn = Callable[[Event], "TrainState | None"]
 
 @dataclass(frozen=True)
 class Hook:
-    """A named function with a priority. Returning a new state replaces it for later hooks."""
+    """A named function with a priority. Returning a new state replaces it for later hooks.
+
+    ``reads`` / ``reads_optional`` / ``writes`` name :class:`Outputs` fields (see module doc).
+    """
 
     name: str
     fn: HookFn
     priority: int = 50
+    reads: tuple[str, ...] = ()
+    reads_optional: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()

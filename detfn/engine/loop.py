@@ -27,7 +27,8 @@ Rules:
   loop advances them after ``after_train_iter`` and ``state.epoch`` after ``after_train_epoch``.
 * A stop request (``state.stop_reason``) ends the run at the next boundary: the current event's
   handlers finish, nothing new starts, ``after_run`` follows. Once set it cannot be cleared.
-* When the step or a handler raises, ``after_run`` is still yielded with ``error`` set, so hooks
+* When the step or a handler raises, or a ``KeyboardInterrupt`` arrives anywhere in
+  :func:`~detfn.engine.driver.drive`, ``after_run`` is still yielded with ``error`` set, so hooks
   that close things (log flush, wandb finish) run; then the original error propagates.
 * Resume: a state with a non-empty ``rng`` restores the global RNGs first; a state with
   ``inner_iter > 0`` continues that epoch: ``before_train_epoch`` is dispatched again (handlers
@@ -46,23 +47,11 @@ from typing import Any
 
 import torch
 
-from detfn.engine.driver import Events, dispatch, drive, keep_stop_reason, order_hooks
-from detfn.engine.events import Event, Stage
+from detfn.engine.driver import Events, keep_stop_reason
+from detfn.engine.events import LOOP_OUTPUTS, Event, Outputs, Stage
 from detfn.engine.rng import capture_rng, restore_rng
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, TrainStep, batch_size_of, make_train_step
-
-__all__ = [
-    "Events",
-    "RunContext",
-    "Workflow",
-    "check_workflow",
-    "dispatch",
-    "drive",
-    "keep_stop_reason",
-    "order_hooks",
-    "train_loop",
-]
 
 Workflow = Sequence[tuple[str, int]]
 _END = object()
@@ -177,12 +166,12 @@ class _Loop:
             if self.after_run_sent:
                 raise
             self.after_run_sent = True
-            yield Event(Stage.AFTER_RUN, self.latest, {}, self.run, error)
+            yield Event(Stage.AFTER_RUN, self.latest, Outputs(), self.run, error)
             raise
 
-    def emit(self, stage: Stage, state: TrainState, outputs: Mapping[str, Any] | None = None):
+    def emit(self, stage: Stage, state: TrainState, outputs: Outputs | None = None):
         self.latest = state
-        sent = yield Event(stage, state, outputs if outputs is not None else {}, self.run)
+        sent = yield Event(stage, state, outputs if outputs is not None else Outputs(), self.run)
         if sent is not None:
             state = keep_stop_reason(state, sent)
         self.latest = state
@@ -253,8 +242,8 @@ class _Loop:
         batch = next(self.batches, _END)
         if batch is _END:
             return (yield from self.loader_ended(state))
-        state = yield from self.emit(Stage.BEFORE_TRAIN_ITER, state, {"batch": batch})
-        outputs = self.step(state, batch)
+        state = yield from self.emit(Stage.BEFORE_TRAIN_ITER, state, Outputs(batch=batch))
+        outputs = _as_outputs(self.step(state, batch))
         state = replace(state, rng=capture_rng())
         state = yield from self.emit(Stage.AFTER_TRAIN_ITER, state, outputs)
         state = replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
@@ -285,16 +274,30 @@ class _Loop:
             totals: dict[str, float] = {}
             seen = 0
             for batch in self.run.val_loader:
-                state = yield from self.emit(Stage.BEFORE_VAL_ITER, state, {"batch": batch})
+                state = yield from self.emit(Stage.BEFORE_VAL_ITER, state, Outputs(batch=batch))
                 with torch.no_grad():
                     outputs = dict(self.run.val_step(state, batch))
-                state = yield from self.emit(Stage.AFTER_VAL_ITER, state, outputs)
                 size = int(outputs.get("batch_size", batch_size_of(batch)))
+                done = Outputs(values=outputs, batch_size=size)
+                state = yield from self.emit(Stage.AFTER_VAL_ITER, state, done)
                 seen += size
                 for key, value in _scalars(outputs).items():
                     totals[key] = totals.get(key, 0.0) + value * size
             metrics = {k: v / seen for k, v in totals.items()} if seen else {}
-        return (yield from self.emit(Stage.AFTER_VAL_EPOCH, state, {"metrics": metrics}))
+        return (yield from self.emit(Stage.AFTER_VAL_EPOCH, state, Outputs(metrics=metrics)))
+
+
+def _as_outputs(result: Any) -> Outputs:
+    """A train step's result (a dict of :class:`Outputs` fields, or Outputs) as Outputs."""
+    if isinstance(result, Outputs):
+        return result
+    unknown = sorted(set(result) - LOOP_OUTPUTS)
+    if unknown:
+        raise TypeError(
+            f"the train step returned {unknown}, which are not loop outputs; "
+            f"it may return {sorted(LOOP_OUTPUTS)}"
+        )
+    return Outputs(**result)
 
 
 def _scalars(outputs: Mapping[str, Any]) -> dict[str, float]:

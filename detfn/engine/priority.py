@@ -5,9 +5,10 @@ Lower runs earlier; equal priorities keep registration order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["Priority", "get_priority"]
+from detfn.config import Config, fail
 
 
 class Priority(IntEnum):
@@ -46,3 +47,16 @@ def get_priority(priority: int | str | Priority) -> int:
             names = ", ".join(p.name for p in Priority)
             raise ValueError(f"unknown priority {priority!r}; use one of {names}") from None
     raise TypeError("priority must be an integer or Priority enum value")
+
+
+@dataclass(frozen=True)
+class HookConfig(Config):
+    """The base of hook configs: a ``priority`` (an int in [0, 100] or a level name), checked."""
+
+    priority: int | str = "NORMAL"
+
+    def __post_init__(self) -> None:
+        try:
+            get_priority(self.priority)
+        except (ValueError, TypeError) as error:
+            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")

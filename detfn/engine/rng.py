@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng", "restore_rng"]
-
 
 def capture_rng() -> dict[str, Any]:
     """The torch CPU, CUDA (when initialized), Python ``random`` and NumPy generator states."""

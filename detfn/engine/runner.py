@@ -1,29 +1,25 @@
 """``train(...)``: build the optimizer, the state and the default hooks from a config, then run.
 
-The hook list follows mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the
-default hooks are registered first, in slot order, then the custom ones, so a custom hook with
-the same priority as a default hook runs after it.
-
-Resume versus ``load_from`` (a common confusion in mmdetection, see mmdet-facts §5.8):
-
-* ``resume_from`` restores the whole run: weights, optimizer state, counters, lr and momentum,
-  RNG states, hook states; the loop then positions the loader mid-epoch. The run's length and
-  base lr come from the new config.
-* ``load_from`` copies weights only (by name) into a fresh run that starts at iteration 0.
+Hooks follow mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the defaults in
+slot order, then the custom ones. ``resume_from`` restores the whole run (weights, optimizer,
+counters, current hyperparameters, RNG and hook states; the run's length and base values come
+from the new config); ``load_from`` copies weights only into a fresh run (mmdet-facts §5.8).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io
+from detfn.engine import checkpoint_io, weights
+from detfn.engine.driver import drive
 from detfn.engine.events import Hook
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
@@ -32,19 +28,27 @@ from detfn.engine.hooks.guards import NanGuardConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
+from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
-from detfn.engine.loop import RunContext, check_workflow, drive, train_loop
+from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.optim.base import Optimizer
-from detfn.engine.schedules.lr_configs import LrConfig, StepLrConfig
-from detfn.engine.schedules.momentum_configs import MomentumConfig
+from detfn.engine.schedules import ScheduleConfig, StepSchedule
+from detfn.engine.session import (
+    SIGTERM_REASON,
+    RunStopped,
+    remove_stale_tmp,
+    sigterm_requests_stop,
+    stop_request_hook,
+    work_dir_lock,
+)
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build
 
-__all__ = ["DEFAULT_MAX_EPOCHS", "RunnerConfig", "build_hooks", "initial_state", "train"]
+SCHEDULED = ("lr", "momentum", "weight_decay")
 
 DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
 
@@ -59,12 +63,15 @@ class RunnerConfig(Config):
             ``max_epochs`` is 12 (mmdetection's 1x schedule).
         workflow: mmcv's phases, e.g. ``(("train", 1), ("val", 1))``.
         grad_backend: "autograd" (default, fastest) or "func" (torch.func.grad_and_value).
-        lr / momentum: schedules (ENGINE-B's policy configs); None leaves lr at base_lr.
+        lr / momentum / weight_decay: schedules of the optimizer's per-group values
+            (:mod:`detfn.engine.schedules`); None keeps the configured value.
         checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
         ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
             work dir's latest checkpoint when there is one.
         load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
+        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill;
+            fewer is an error naming the counts (none at all always is).
     """
 
     max_epochs: int | None = None
@@ -73,12 +80,13 @@ class RunnerConfig(Config):
     optimizer: OptimizerConfig = field(default_factory=SGDConfig)
     optimizer_hook: OptimizerHookConfig = field(default_factory=OptimizerHookConfig)
     grad_backend: Literal["autograd", "func"] = "autograd"
-    lr: LrConfig | None = field(
-        default_factory=lambda: StepLrConfig(
+    lr: ScheduleConfig | None = field(
+        default_factory=lambda: StepSchedule(
             step=(8, 11), warmup="linear", warmup_iters=500, warmup_ratio=0.001
         )
     )
-    momentum: MomentumConfig | None = None
+    momentum: ScheduleConfig | None = None
+    weight_decay: ScheduleConfig | None = None
     checkpoint: CheckpointHookConfig | None = field(default_factory=CheckpointHookConfig)
     timer: TimerHookConfig | None = field(default_factory=TimerHookConfig)
     evaluation: EvaluationHookConfig | None = None
@@ -90,6 +98,7 @@ class RunnerConfig(Config):
     resume_from: str | None = None
     auto_resume: bool = False
     load_from: str | None = None
+    load_from_min_match: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_epochs is None and self.max_iters is None:
@@ -113,19 +122,23 @@ class RunnerConfig(Config):
             not (self.load_from and self.resume_from),
             "and resume_from are exclusive: resume restores the weights too",
         )
+        ok = 0.0 <= self.load_from_min_match <= 1.0
+        check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
 
 
 def initial_state(
     cfg: RunnerConfig, optimizer: Optimizer, params: Mapping[str, torch.Tensor], buffers
 ) -> TrainState:
-    """A fresh state at iteration 0: lr = base_lr = the groups' configured lr."""
+    """A fresh state at iteration 0: the current hyperparameters are the groups' configured ones."""
+    base = initial_hyperparams(optimizer.groups)
     return TrainState(
         params=dict(params),
         buffers=dict(buffers),
         opt_state=optimizer.init(params),
         max_epochs=cfg.max_epochs,
         max_iters=cfg.max_iters if cfg.max_epochs is None else None,
-        **initial_hyperparams(optimizer.groups),
+        base=base,
+        hyper=dict(base),
     )
 
 
@@ -143,9 +156,8 @@ def build_hooks(
     ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``.
     """
     context = context or {}
+    schedules = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
     slots: list[tuple[str, Any]] = [
-        ("lr", cfg.lr),
-        ("momentum", cfg.momentum),
         ("optimizer_hook", cfg.optimizer_hook),
         ("checkpoint", cfg.checkpoint),
         ("timer", cfg.timer),
@@ -165,7 +177,7 @@ def build_hooks(
         if key == "optimizer_hook":
             extra["optimizer"] = optimizer
         hooks.append(build(hook_cfg, **extra))
-    return [*hooks, *custom]
+    return [*schedules, *hooks, *custom]
 
 
 def _resume_path(cfg: RunnerConfig, work_dir: Path | None) -> Path | None:
@@ -185,12 +197,46 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
         state = checkpoint_io.state_from_checkpoint(checkpoint_io.load_checkpoint(path), state)
         logger.info("resumed from %s at epoch %d, iter %d", path, state.epoch, state.iter)
     elif cfg.load_from:
-        params, buffers = checkpoint_io.load_weights(cfg.load_from, like=state)
-        state, missing = checkpoint_io.merge_weights(state, params, buffers)
+        params, buffers = weights.load_weights(cfg.load_from, like=state)
+        state, missing = weights.merge_weights(state, params, buffers)
+        _check_match(cfg, state, {**params, **buffers}, missing)
         logger.info(
             "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)
         )
     return state
+
+
+def _check_match(cfg: RunnerConfig, state: TrainState, loaded, missing: list[str]) -> None:
+    """``load_from`` must fill at least ``load_from_min_match`` of the model's tensors."""
+    total = len(state.params) + len(state.buffers)
+    matched = total - len(missing)
+    if matched > 0 and matched >= cfg.load_from_min_match * total:
+        return
+    raise checkpoint_io.CheckpointError(
+        f"load_from {cfg.load_from}: only {matched} of the model's {total} tensors have a weight "
+        f"in the file (load_from_min_match={cfg.load_from_min_match}); the model lacks e.g. "
+        f"{missing[:3]}, the file has e.g. {sorted(loaded)[:3]}"
+    )
+
+
+def for_iterations(cfg: RunnerConfig, iters_per_epoch: int) -> RunnerConfig:
+    """An iteration-based run counts its checkpoints, evaluations and log records in
+    iterations: a by-epoch interval of n becomes ``n * iters_per_epoch`` iterations (so a
+    preset's by-epoch hooks still checkpoint, evaluate and log)."""
+    if cfg.max_epochs is not None:
+        return cfg
+    changes: dict[str, Any] = {}
+    for name in ("checkpoint", "evaluation", "text_logger", "wandb"):
+        hook = getattr(cfg, name)
+        if hook is None or not hook.by_epoch:
+            continue
+        scaled = {"by_epoch": False}
+        if name in ("checkpoint", "evaluation") and hook.interval > 0:
+            scaled["interval"] = hook.interval * iters_per_epoch
+        if name == "evaluation" and hook.start:
+            scaled["start"] = hook.start * iters_per_epoch
+        changes[name] = replace(hook, **scaled)
+    return replace(cfg, **changes)
 
 
 def train(
@@ -211,47 +257,52 @@ def train(
     device: torch.device | str = "cpu",
     logger: logging.Logger | None = None,
 ) -> TrainState:
-    """Train and return the final state.
+    """Train and return the final state (:class:`RunStopped` after a SIGTERM stop).
 
-    Args:
-        cfg: the engine config.
-        params, buffers: the model's trainable parameters and everything else (BN statistics,
-            frozen weights), by name, e.g. from ``dict(model.named_parameters())``.
-        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``.
-        train_loader / val_loader / val_step / evaluate: see :class:`RunContext`.
-        work_dir: config.json, the log file, metrics.jsonl and checkpoints go here.
-        experiment_cfg: the full experiment config to dump (default: ``cfg``).
-        norm_names: names of norm-layer parameters, for ``norm_decay_mult``
-            (:func:`detfn.engine.optim.norm_param_names`).
-        hooks: custom hooks (priority NORMAL unless they say otherwise).
-        hook_context: extra builder keywords per hook field (see :func:`build_hooks`).
+    ``params`` / ``buffers``: the model's tensors by name; ``loss_fn(params, buffers, batch) ->
+    (loss, aux)``; loaders, ``val_step`` and ``evaluate``: see :class:`RunContext`; ``work_dir``
+    gets config.json (``experiment_cfg``, default ``cfg``), the log, metrics.jsonl and the
+    checkpoints, and is locked for the run; ``norm_names`` feed ``norm_decay_mult``; ``hooks``
+    are custom hooks; ``hook_context`` extra builder keywords (:func:`build_hooks`).
     """
     work_dir = Path(work_dir) if work_dir is not None else None
     run_cfg = experiment_cfg if experiment_cfg is not None else cfg
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(run_cfg, work_dir)
-    logger = logger or make_logger("detfn", work_dir)
-    optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
-    state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
-    step = make_train_step(
-        loss_fn,
-        backend=cfg.grad_backend,
-        autocast_dtype=cfg.optimizer_hook.autocast_dtype,
-        device_type=torch.device(device).type,
-        loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
-    )
-    run = RunContext(
-        cfg=run_cfg,
-        work_dir=work_dir,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        loss_fn=loss_fn,
-        train_step=step,
-        val_step=val_step,
-        evaluate=evaluate,
-        device=device,
-        logger=logger,
-    )
-    all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
-    return drive(train_loop(state, run, cfg.workflow), all_hooks)
+    with contextlib.ExitStack() as edges:
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            edges.enter_context(work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume)))
+            remove_stale_tmp(work_dir)
+            dump_config(run_cfg, work_dir)
+        stop = edges.enter_context(sigterm_requests_stop())
+        cfg = for_iterations(cfg, len(train_loader))
+        logger = logger or make_logger("detfn", work_dir)
+        optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
+        state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
+        step = make_train_step(
+            loss_fn,
+            backend=cfg.grad_backend,
+            autocast_dtype=cfg.optimizer_hook.autocast_dtype,
+            device_type=torch.device(device).type,
+            loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
+        )
+        run = RunContext(
+            cfg=run_cfg,
+            work_dir=work_dir,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            loss_fn=loss_fn,
+            train_step=step,
+            val_step=val_step,
+            evaluate=evaluate,
+            device=device,
+            logger=logger,
+        )
+        hooks = [*hooks, stop_request_hook(stop)]
+        all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
+        final = drive(train_loop(state, run, cfg.workflow), all_hooks)
+    if final.stop_reason == SIGTERM_REASON:
+        raise RunStopped(
+            f"stopped by SIGTERM after iteration {final.iter}; the final state is saved in "
+            f"{work_dir}; run again with auto_resume=True to continue"
+        )
+    return final

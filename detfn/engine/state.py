@@ -1,43 +1,35 @@
-"""The explicit, checkpointable state of a training run.
+"""The explicit, checkpointable state of a training run: everything that changes while training
+lives here, so a checkpoint of it resumes the run exactly. Hooks return ``replace(state, ...)``.
 
-Everything that changes while training lives here and nowhere else, so a checkpoint of this value
-resumes the run exactly. It is a frozen dataclass: hooks return ``dataclasses.replace(state, ...)``.
-
-Counters follow mmcv's runner: while the events of an iteration are dispatched, ``iter`` is the
-0-based index of that iteration (the number completed before it) and ``inner_iter`` its index in
-the epoch; ``epoch`` is the 0-based index of the running epoch. The loop advances ``iter`` and
-``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
+Counters follow mmcv's runner: during an iteration's events ``iter`` is its 0-based index and
+``inner_iter`` its index in the epoch; ``epoch`` is the running epoch. The loop advances ``iter``
+and ``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-__all__ = ["TrainState"]
+Hyper = Mapping[str, tuple[float, ...]]
 
 
 @dataclass(frozen=True)
 class TrainState:
     """Attributes:
-    params: trainable parameters by name (what the optimizer updates).
-    buffers: everything else the model needs by name: BN statistics, frozen parameters.
-    opt_state: the optimizer's state (momentum buffers, Adam moments, step count).
-    epoch, iter, inner_iter: progress counters (see module docstring).
-    max_epochs, max_iters: the run's length; one of them is set.
-    iters_per_epoch: length of the train loader (needed by by-epoch schedules and warmup).
-    base_lr: the configured lr of each parameter group (lr multipliers applied).
-    lr, momentum: the current lr and momentum (beta1 for Adam) of each parameter group.
-    rng: the global RNG states (torch CPU and CUDA, Python, NumPy; see
-        :mod:`detfn.engine.rng`), captured by the loop before ``after_train_iter`` and
-        ``after_train_epoch`` and restored when a run starts, for exact resume. The loader's
-        position is not stored here: the loop derives it from ``epoch`` and ``inner_iter``.
-    hooks: per-hook state keyed by hook name (best score, kept checkpoints, EMA weights,
-        grad-scaler state, timer...). Values must be checkpointable (tensors, numbers, str,
-        lists/dicts of them).
+    params / buffers: trainable parameters / everything else (BN statistics, frozen weights).
+    opt_state: the optimizer's state. max_epochs / max_iters: the run's length (one is set).
+    iters_per_epoch: the train loader's length (by-epoch schedules and warmup need it).
+    base: the configured value of every per-group hyperparameter (``{"lr": (...), "momentum":
+        (...), "weight_decay": (...)}``, multipliers applied): the one place schedules read
+        their base from; a resume takes it from the new run's config.
+    hyper: the current values, same keys: what the optimizer steps with; schedules set them.
+    rng: the global RNG states (:mod:`detfn.engine.rng`), captured before ``after_train_iter``
+        and ``after_train_epoch``, restored when a run starts.
+    hooks: per-hook state by hook name (tensors, numbers, str, lists/dicts of them).
     stop_reason: set by a hook that asks the loop to stop; once set it stays set.
     """
 
@@ -50,9 +42,23 @@ class TrainState:
     max_epochs: int | None = None
     max_iters: int | None = None
     iters_per_epoch: int = 0
-    base_lr: tuple[float, ...] = ()
-    lr: tuple[float, ...] = ()
-    momentum: tuple[float, ...] = ()
+    base: Hyper = field(default_factory=dict)
+    hyper: Hyper = field(default_factory=dict)
     rng: Mapping[str, Any] = field(default_factory=dict)
     hooks: Mapping[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
+
+    @property
+    def lr(self) -> tuple[float, ...]:
+        """The current lr of each group."""
+        return tuple(self.hyper.get("lr", ()))
+
+    @property
+    def momentum(self) -> tuple[float, ...]:
+        """The current momentum (SGD) or beta1 (Adam) of each group."""
+        return tuple(self.hyper.get("momentum", ()))
+
+
+def with_hook_state(state: TrainState, name: str, value: Any) -> TrainState:
+    """``state`` with ``state.hooks[name] = value`` (hooks keep their own state there)."""
+    return replace(state, hooks={**state.hooks, name: value})

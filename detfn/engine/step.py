@@ -1,20 +1,12 @@
 """Gradients of a pure loss function, and the train step the loop runs for every batch.
 
-The loss is ``loss_fn(params, buffers, batch) -> (loss, aux)``: ``loss`` a 0-d tensor, ``aux`` a
-mapping of named 0-d tensors (the loss terms and any metric to log, mmdet's ``log_vars``). It
-evaluates the model with ``torch.func.functional_call(model, (params, buffers), ...)``.
-
-BatchNorm buffers are an explicit argument, never captured: under ``torch.func`` transforms a
-captured buffer that BN updates in place is an error, and ``functional_call`` writes the running
-statistics into the buffer tensors passed in. Those tensors are therefore donated, like the
-optimizer state: the state's ``buffers`` hold the new statistics after the step.
-
-Two gradient backends (functional-pytorch.md §1.4):
-
-* ``"autograd"`` (default): params are detached leaves and ``torch.autograd.grad`` differentiates
-  the loss; same grads as ``.backward()`` and the same speed; works with every torchvision op;
-* ``"func"``: ``torch.func.grad_and_value``, composable with ``vmap``/``jvp``; 13–21 % slower on
-  CPU and it needs ops with ``setup_context`` (detfn's own roi_align).
+``loss_fn(params, buffers, batch) -> (loss, aux)``: ``loss`` a 0-d tensor, ``aux`` named 0-d
+tensors (mmdet's ``log_vars``), the model run with ``torch.func.functional_call``. BatchNorm
+buffers are an argument, never captured (a captured buffer updated in place is an error under
+``torch.func``); they are donated like the optimizer state: they hold the new statistics after
+the step. Backends (functional-pytorch.md §1.4): "autograd" (default: detached leaves and
+``torch.autograd.grad``, as fast as ``.backward()``, every torchvision op) and "func"
+(``torch.func.grad_and_value``, composable with vmap/jvp, 13-21 % slower on CPU).
 """
 
 from __future__ import annotations
@@ -26,8 +18,6 @@ from typing import Any, Literal
 import torch
 
 from detfn.engine.state import TrainState
-
-__all__ = ["LossFn", "TrainStep", "batch_size_of", "make_train_step", "value_and_grad"]
 
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], Any], tuple[Any, Any]]
 TrainStep = Callable[[TrainState, Any], dict[str, Any]]

@@ -3,7 +3,7 @@ into a :class:`TrainState` by name.
 
 Unlike resuming (:func:`detfn.engine.checkpoint_io.state_from_checkpoint`), this accepts a
 foreign state_dict (mmcv, torchvision, DataParallel) and a model that differs in some tensors;
-only a shape mismatch is an error. :mod:`detfn.engine.checkpoint_io` re-exports both functions.
+only a shape mismatch is an error.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import torch
 
 from detfn.engine.checkpoint_io import FORMAT, CheckpointError, load_checkpoint
 from detfn.engine.state import TrainState
-
-__all__ = ["load_weights", "merge_weights"]
 
 
 def load_weights(

@@ -15,7 +15,7 @@ from detfn.data import (
     ResizeConfig,
 )
 from detfn.engine.optim import SGDConfig
-from detfn.engine.schedules import StepLrConfig
+from detfn.engine.schedules import StepSchedule
 from detfn.models.losses import CrossEntropyLossConfig, L1LossConfig
 
 CFG = FASTER_RCNN_R50_FPN_1X_COCO
@@ -76,7 +76,7 @@ def test_schedule_1x_and_runtime():
     r = CFG.runner
     assert r.optimizer == SGDConfig(lr=0.02, momentum=0.9, weight_decay=1e-4)
     assert r.optimizer_hook.grad_clip is None and r.optimizer_hook.cumulative_iters == 1
-    assert r.lr == StepLrConfig(
+    assert r.lr == StepSchedule(
         step=(8, 11), gamma=0.1, warmup="linear", warmup_iters=500, warmup_ratio=0.001
     )
     assert r.lr.by_epoch is True

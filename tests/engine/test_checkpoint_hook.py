@@ -13,7 +13,7 @@ from detfn import registry
 from detfn.config import Config, from_json
 from detfn.engine import checkpoint_io
 from detfn.engine.checkpoint_io import find_latest, load_checkpoint, state_from_checkpoint
-from detfn.engine.events import Event, Stage
+from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig, redundant_steps
 from detfn.engine.state import TrainState
 
@@ -39,8 +39,7 @@ def make_state(**changes) -> TrainState:
         opt_state={"momentum": {"w": torch.zeros(2)}},
         iters_per_epoch=4,
         max_epochs=7,
-        lr=(0.02,),
-        momentum=(0.9,),
+        hyper={"lr": (0.02,), "momentum": (0.9,)},
     )
     return dataclasses.replace(state, **changes)
 
@@ -50,7 +49,7 @@ def make_run(tmp_path):
 
 
 def fire(hook, stage, state, run):
-    new = hook.fn(Event(stage, state, {}, run))
+    new = hook.fn(Event(stage, state, Outputs(), run))
     return state if new is None else new
 
 

@@ -16,14 +16,13 @@ from detfn.engine.checkpoint_io import (
     advance_counters,
     find_latest,
     load_checkpoint,
-    load_weights,
-    merge_weights,
     save_checkpoint,
     state_from_checkpoint,
     write_latest,
 )
 from detfn.engine.events import Stage
 from detfn.engine.state import TrainState
+from detfn.engine.weights import load_weights, merge_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +59,8 @@ def make_state(seed: int = 0, **changes) -> TrainState:
         inner_iter=3,
         max_epochs=12,
         iters_per_epoch=8,
-        base_lr=(0.02, 0.01),
-        lr=(0.015, 0.0075),
-        momentum=(0.9, 0.9),
+        base={"lr": (0.02, 0.01), "momentum": (0.9, 0.9)},
+        hyper={"lr": (0.015, 0.0075), "momentum": (0.9, 0.9)},
         rng={"torch": torch.get_rng_state(), "python": random.getstate()},
         hooks={
             "checkpoint": {"kept": [1, 2], "last": "epoch_2.pth"},
@@ -82,7 +80,7 @@ def fresh_like(state: TrainState) -> TrainState:
         opt_state=(ToySGDState(momentum=zeros(sgd.momentum), step=0), ToyAdamMoments(mu={}, nu={})),
         max_epochs=24,
         iters_per_epoch=8,
-        base_lr=(0.02, 0.01),
+        base={"lr": (0.02, 0.01), "momentum": (0.9, 0.9)},
     )
 
 

@@ -16,8 +16,9 @@ from detfn.engine.combinators import (
     make_hook,
     only_at,
 )
+from detfn.engine.driver import drive
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.loop import RunContext, drive, train_loop
+from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.priority import Priority
 from detfn.engine.state import TrainState
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from engine_a_toys import ToyLoader, ToyNet, make_loss_fn, split, toy_data
 
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.driver import drive
+from detfn.engine.events import Event, Hook, Outputs, Stage
 from detfn.engine.hooks.ema import EMAConfig, ema_hook, ema_momentum, ema_params
 from detfn.engine.hooks.guards import NanGuardConfig, NonFiniteLossError, nan_guard
 from detfn.engine.hooks.optimizer import (
@@ -21,7 +22,7 @@ from detfn.engine.hooks.optimizer import (
     optimizer_hook,
 )
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig, sampler_seed_hook
-from detfn.engine.loop import RunContext, drive, train_loop
+from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.optim import SGDConfig
 from detfn.engine.runner import RunnerConfig, train
 from detfn.engine.state import TrainState
@@ -98,7 +99,7 @@ def sgd_state(value=1.0, max_iters=100):
     opt = build(SGDConfig(lr=1.0, momentum=0.0, weight_decay=0.0), params=params)
     state = TrainState(
         params=params, buffers={}, opt_state=opt.init(params), max_iters=max_iters,
-        base_lr=(1.0,), lr=(1.0,), momentum=(0.0,),
+        base={"lr": (1.0,), "momentum": (0.0,)}, hyper={"lr": (1.0,), "momentum": (0.0,)},
     )  # fmt: skip
     return opt, state
 
@@ -106,9 +107,9 @@ def sgd_state(value=1.0, max_iters=100):
 def test_grad_clip_logs_grad_norm_and_uses_state_lr():
     opt, state = sgd_state()
     hook = optimizer_hook(OptimizerHookConfig(grad_clip=GradClipConfig(max_norm=1.0)), opt)
-    outputs = {"grads": {"w": torch.tensor([3.0, 4.0])}}
-    state = hook.fn(after_iter(replace(state, lr=(0.5,)), outputs))
-    assert outputs["grad_norm"].item() == pytest.approx(5.0)
+    outputs = Outputs(grads={"w": torch.tensor([3.0, 4.0])})
+    state = hook.fn(after_iter(replace(state, hyper={"lr": (0.5,), "momentum": (0.0,)}), outputs))
+    assert outputs.grad_norm.item() == pytest.approx(5.0)
     # clipped grad = (0.6, 0.8); lr 0.5 from state.lr
     torch.testing.assert_close(state.params["w"], torch.tensor([1 - 0.3, 1 - 0.4]))
 
@@ -120,17 +121,17 @@ def test_fp16_scaler_unscales_skips_non_finite_windows_and_grows():
     state = hook.fn(Event(Stage.BEFORE_RUN, state))
     assert state.hooks["optimizer"]["scaler"] == {"scale": 4.0, "growth_tracker": 0}
 
-    outputs = {"grads": {"w": torch.tensor([4.0, 8.0])}}  # grads of the loss scaled by 4
+    outputs = Outputs(grads={"w": torch.tensor([4.0, 8.0])})  # grads of the loss scaled by 4
     state = hook.fn(after_iter(state, outputs, 0))
     torch.testing.assert_close(state.params["w"], torch.tensor([0.0, -1.0]))
-    assert outputs["loss_scale"] == 4.0
+    assert outputs.loss_scale == 4.0
 
-    state = hook.fn(after_iter(state, {"grads": {"w": torch.tensor([math.inf, 1.0])}}, 1))
+    state = hook.fn(after_iter(state, Outputs(grads={"w": torch.tensor([math.inf, 1.0])}), 1))
     torch.testing.assert_close(state.params["w"], torch.tensor([0.0, -1.0]))  # skipped
     assert state.hooks["optimizer"]["scaler"] == {"scale": 2.0, "growth_tracker": 0}
 
     for i in (2, 3):
-        state = hook.fn(after_iter(state, {"grads": {"w": torch.tensor([2.0, 2.0])}}, i))
+        state = hook.fn(after_iter(state, Outputs(grads={"w": torch.tensor([2.0, 2.0])}), i))
     assert state.hooks["optimizer"]["scaler"] == {"scale": 4.0, "growth_tracker": 0}
     torch.testing.assert_close(state.params["w"], torch.tensor([-2.0, -3.0]))
 
@@ -168,12 +169,12 @@ def test_ema_interval_raises_momentum_to_the_power_interval():
 def test_nan_guard_names_the_iteration_and_the_term():
     guard = nan_guard(NanGuardConfig())
     state = replace(TrainState(params={}, buffers={}, opt_state=None), iter=7, epoch=1)
-    good = {"loss": torch.tensor(1.0), "losses": {"loss_cls": torch.tensor(1.0)}}
+    good = Outputs(loss=torch.tensor(1.0), losses={"loss_cls": torch.tensor(1.0)})
     assert guard.fn(Event(Stage.AFTER_TRAIN_ITER, state, good)) is None
-    bad = {
-        "loss": torch.tensor(math.nan),
-        "losses": {"loss_cls": torch.tensor(0.5), "loss_bbox": torch.tensor(math.inf)},
-    }
+    bad = Outputs(
+        loss=torch.tensor(math.nan),
+        losses={"loss_cls": torch.tensor(0.5), "loss_bbox": torch.tensor(math.inf)},
+    )
     with pytest.raises(NonFiniteLossError, match="'loss_bbox' at iteration 7 \\(epoch 1") as info:
         guard.fn(Event(Stage.AFTER_TRAIN_ITER, state, bad))
     assert info.value.iteration == 7 and info.value.terms["loss_cls"] == 0.5

@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from detfn.engine.driver import drive, keep_stop_reason, order_hooks
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.hooks.ema import EMAConfig
-from detfn.engine.loop import RunContext, drive, keep_stop_reason, order_hooks, train_loop
+from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.optim import SGDConfig
 from detfn.engine.priority import Priority
 from detfn.engine.runner import RunnerConfig, build_hooks
-from detfn.engine.schedules.momentum_configs import CosineAnnealingMomentumConfig
+from detfn.engine.schedules import CosineSchedule
 from detfn.engine.state import TrainState
 from detfn.registry import build
 
@@ -53,7 +54,7 @@ def test_epoch_based_order_with_val_workflow():
 
     def keep_metrics(event):
         if event.stage is S.AFTER_VAL_EPOCH:
-            metrics.append(event.outputs["metrics"])
+            metrics.append(event.outputs.metrics)
 
     keep = Hook("m", keep_metrics, 60)
     final = run_loop(fresh(max_epochs=2), run, [recorder(log), keep], (("train", 1), ("val", 1)))
@@ -234,7 +235,7 @@ def test_priorities_sort_and_equal_priorities_keep_registration_order():
 def test_default_slots_reproduce_mmcv_custom_hook_order_c():
     """mmdet-facts §4.2 test_custom_hook (c): customs at 1, NORMAL and 89 among the defaults."""
     cfg = RunnerConfig(
-        momentum=CosineAnnealingMomentumConfig(min_momentum_ratio=0.1),
+        momentum=CosineSchedule(min_ratio=0.1),
         nan_guard=None,
         sampler_seed=None,
     )

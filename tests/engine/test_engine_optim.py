@@ -44,8 +44,8 @@ def run_both(cfg, make_torch_opt, lr_scale=(1.0, 0.5, 1.0, 0.1, 0.1)):
     ref = make_torch_opt(model, opt.groups)
     for step in range(STEPS):
         grads = grads_for(model, step)
-        lrs = tuple(lr * lr_scale[step] for lr in hyper["base_lr"])
-        params, state = opt.update(grads, state, params, lrs, hyper["momentum"])
+        lrs = tuple(lr * lr_scale[step] for lr in hyper["lr"])
+        params, state = opt.update(grads, state, params, {**hyper, "lr": lrs})
         for group, lr in zip(ref.param_groups, lrs):
             group["lr"] = lr
         for n, p in model.named_parameters():
@@ -95,19 +95,21 @@ def test_momentum_argument_is_used_per_group():
     opt = build(SGDConfig(lr=1.0, momentum=0.5, weight_decay=0.0), params=params)
     state = opt.init(params)
     grads = {"w": torch.ones(2), "bias": torch.ones(2)}
-    params, state = opt.update(grads, state, params, (1.0,), (0.5,))
-    params, state = opt.update(grads, state, params, (1.0,), (0.0,))
+    params, state = opt.update(grads, state, params, {"lr": (1.0,), "momentum": (0.5,)})
+    params, state = opt.update(grads, state, params, {"lr": (1.0,), "momentum": (0.0,)})
     # step 1: buf = 1, p = 0; step 2 with momentum 0: d = g = 1, p = -1
     assert params["w"].tolist() == [-1.0, -1.0]
     with pytest.raises(ValueError, match="1 parameter groups but got 2 lr values"):
-        opt.update(grads, state, params, (1.0, 1.0), (0.0,))
+        opt.update(grads, state, params, {"lr": (1.0, 1.0), "momentum": (0.0,)})
+    with pytest.raises(ValueError, match="no hyperparameter 'betas'"):
+        opt.update(grads, state, params, {"betas": (0.9,)})
 
 
 def test_parameters_without_gradients_are_skipped():
     params = {"a": torch.ones(1), "b": torch.ones(1)}
     opt = build(SGDConfig(lr=0.1, momentum=0.9, weight_decay=0.1), params=params)
     state = opt.init(params)
-    params, state = opt.update({"a": torch.ones(1)}, state, params, (0.1,), (0.9,))
+    params, state = opt.update({"a": torch.ones(1)}, state, params, {"lr": (0.1,)})
     assert params["b"].item() == 1.0  # no grad: no decay, no momentum (torch skips it too)
     assert params["a"].item() == pytest.approx(1.0 - 0.1 * (1.0 + 0.1))
 

@@ -18,7 +18,7 @@ from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.optim import SGDConfig
 from detfn.engine.runner import RunnerConfig, train
-from detfn.engine.schedules.lr_configs import StepLrConfig
+from detfn.engine.schedules import StepSchedule
 
 
 class Crash(Exception):
@@ -28,7 +28,7 @@ class Crash(Exception):
 CFG = RunnerConfig(
     max_epochs=3,
     optimizer=SGDConfig(lr=0.05, momentum=0.9, weight_decay=1e-3),
-    lr=StepLrConfig(step=(2,), warmup="linear", warmup_iters=3, warmup_ratio=0.1),
+    lr=StepSchedule(step=(2,), warmup="linear", warmup_iters=3, warmup_ratio=0.1),
     ema=EMAConfig(momentum=0.2, warm_up=2),
     checkpoint=CheckpointHookConfig(interval=1, by_epoch=False),
     timer=None,

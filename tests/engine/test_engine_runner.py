@@ -15,7 +15,7 @@ from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import GradClipConfig, OptimizerHookConfig
 from detfn.engine.optim import AdamWConfig, ParamGroupsConfig, norm_param_names
 from detfn.engine.runner import RunnerConfig, train
-from detfn.engine.schedules.lr_configs import CosineAnnealingLrConfig
+from detfn.engine.schedules import CosineSchedule
 
 
 def test_runner_config_round_trips_through_json():
@@ -24,7 +24,7 @@ def test_runner_config_round_trips_through_json():
         workflow=(("train", 2), ("val", 1)),
         optimizer=AdamWConfig(lr=1e-3, param_groups=ParamGroupsConfig(norm_decay_mult=0.0)),
         optimizer_hook=OptimizerHookConfig(grad_clip=GradClipConfig(10.0), precision="bf16"),
-        lr=CosineAnnealingLrConfig(min_lr=0.0, by_epoch=False),
+        lr=CosineSchedule(min_value=0.0, by_epoch=False),
         ema=EMAConfig(priority="ABOVE_NORMAL"),
         nan_guard=None,
     )

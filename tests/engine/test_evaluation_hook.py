@@ -10,14 +10,18 @@ import torch
 
 from detfn import registry
 from detfn.engine.checkpoint_io import load_checkpoint, save_checkpoint, state_from_checkpoint
-from detfn.engine.events import Event, Stage
+from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.evaluation import (
     EvaluationHookConfig,
+    evaluation_due,
     infer_rule,
     is_better,
-    should_evaluate,
 )
 from detfn.engine.state import TrainState
+
+
+def should_evaluate(cfg, stage, state):
+    return evaluation_due(cfg)(Event(stage, state))
 
 
 class ScriptedEvaluator:
@@ -45,7 +49,7 @@ def run_epochs(hook, state, run, epochs):
     outputs_seen = []
     for _ in range(epochs):
         state = dataclasses.replace(state, iter=state.iter + state.iters_per_epoch)
-        outputs = {}
+        outputs = Outputs()
         state = hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, outputs, run)) or state
         outputs_seen.append(outputs)
         state = dataclasses.replace(state, epoch=state.epoch + 1, inner_iter=0)
@@ -115,7 +119,7 @@ def test_best_checkpoint_is_kept_replaced_and_survives_a_resume(tmp_path):
     assert (hook.name, hook.priority) == ("evaluation", 70)
     state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
     state, outputs = run_epochs(hook, state, run, 2)
-    assert outputs[1]["metrics"] == {"bbox_mAP": 0.3, "bbox_mAP_50": 0.5}
+    assert outputs[1].metrics == {"bbox_mAP": 0.3, "bbox_mAP_50": 0.5}
     assert best_files(tmp_path) == ["best_bbox_mAP_epoch_2.pth"]
     mine = state.hooks["evaluation"]
     assert mine == {
@@ -131,7 +135,7 @@ def test_best_checkpoint_is_kept_replaced_and_survives_a_resume(tmp_path):
     path = save_checkpoint(tmp_path / "epoch_2.pth", dataclasses.replace(state))
     resumed = state_from_checkpoint(load_checkpoint(path), make_state())
     hook = registry.build(cfg)
-    resumed = hook.fn(Event(Stage.BEFORE_RUN, resumed, {}, run)) or resumed
+    resumed = hook.fn(Event(Stage.BEFORE_RUN, resumed, Outputs(), run)) or resumed
     assert resumed.hooks["evaluation"]["best_score"] == 0.3
     resumed, _ = run_epochs(hook, resumed, run, 2)  # 0.2 and 0.25 do not beat the stored 0.3
     assert best_files(tmp_path) == ["best_bbox_mAP_epoch_2.pth"]
@@ -165,12 +169,12 @@ def test_less_rule_by_iteration_and_metrics_in_outputs(tmp_path):
     hook = registry.build(cfg)
     state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
     for i in range(6):
-        outputs = {"loss": torch.tensor(1.0)}
+        outputs = Outputs(loss=torch.tensor(1.0))
         state = (
             hook.fn(Event(Stage.AFTER_TRAIN_ITER, dataclasses.replace(state, iter=i), outputs, run))
             or state
         )
-        assert ("metrics" in outputs) == ((i + 1) % 2 == 0)
+        assert (outputs.metrics is not None) == ((i + 1) % 2 == 0)
     assert best_files(tmp_path) == ["best_val_loss_iter_6.pth"]
     assert (
         state.hooks["evaluation"]["rule"] == "less"
@@ -186,12 +190,12 @@ def test_initial_evaluation_and_ema_weights(tmp_path):
     state = hook.fn(Event(Stage.BEFORE_RUN, make_state(hooks=ema), {}, run)) or make_state(
         hooks=ema
     )
-    outputs = {}
+    outputs = Outputs()
     hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state, outputs, run))
-    assert outputs["metrics"]["bbox_mAP"] == 0.1
+    assert outputs.metrics["bbox_mAP"] == 0.1
     assert torch.equal(evaluator.seen[0]["w"], torch.full((2,), 7.0))
     raw = registry.build(EvaluationHookConfig(use_ema=False))
-    raw.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, {}, run))
+    raw.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, Outputs(), run))
     assert torch.equal(evaluator.seen[1]["w"], torch.zeros(2))
     assert best_files(tmp_path) == []
 
@@ -203,6 +207,6 @@ def test_missing_evaluate_and_unknown_key_are_clear(tmp_path):
     run = types.SimpleNamespace(cfg=None, work_dir=tmp_path, evaluate=ScriptedEvaluator([0.1]))
     state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
     with pytest.raises(ValueError, match="save_best key 'segm_mAP' is not a number in the metrics"):
-        hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, {}, run))
+        hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, Outputs(), run))
     with pytest.raises(ValueError, match="EvaluationHookConfig.start"):
         EvaluationHookConfig(start=-1)

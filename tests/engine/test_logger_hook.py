@@ -11,14 +11,18 @@ import pytest
 import torch
 
 from detfn import registry
-from detfn.engine.events import Event, Stage
+from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.logger import (
     TextLoggerHookConfig,
     eta_seconds,
+    log_due,
     progress_bar,
-    should_log,
 )
 from detfn.engine.state import TrainState
+
+
+def should_log(state, interval, by_epoch, ignore_last):
+    return log_due(interval, by_epoch, ignore_last)(Event(Stage.AFTER_TRAIN_ITER, state))
 
 
 class ListHandler(logging.Handler):
@@ -46,8 +50,7 @@ def make_state(**changes):
         opt_state=None,
         max_epochs=2,
         iters_per_epoch=5,
-        lr=(0.02, 0.01),
-        momentum=(0.95, 0.9),
+        hyper={"lr": (0.02, 0.01), "momentum": (0.95, 0.9)},
     )
     return dataclasses.replace(state, **changes)
 
@@ -56,21 +59,21 @@ def run_iters(hook, state, run, count, *, lr_of=None, loss_of=float, time=2.0):
     """Feed ``count`` train iterations like the loop (counters advance after the event)."""
     for _ in range(count):
         if state.inner_iter == 0:
-            state = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state, {}, run)) or state
+            state = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state, Outputs(), run)) or state
         if lr_of is not None:
-            state = dataclasses.replace(state, lr=lr_of(state.iter))
+            state = dataclasses.replace(state, hyper={**state.hyper, "lr": lr_of(state.iter)})
         value = loss_of(state.iter + 1)
-        outputs = {
-            "loss": torch.tensor(value),
-            "losses": {"loss_cls": torch.tensor(value / 2), "loss_bbox": torch.tensor(value / 2)},
-            "grad_norm": torch.tensor(3.0),
-            "data_time": 0.5,
-            "time": time,
-        }
+        outputs = Outputs(
+            loss=torch.tensor(value),
+            losses={"loss_cls": torch.tensor(value / 2), "loss_bbox": torch.tensor(value / 2)},
+            grad_norm=torch.tensor(3.0),
+            data_time=0.5,
+            time=time,
+        )
         state = hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, outputs, run)) or state
         state = dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
         if state.inner_iter == state.iters_per_epoch:
-            state = hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, {}, run)) or state
+            state = hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state, Outputs(), run)) or state
             state = dataclasses.replace(state, epoch=state.epoch + 1, inner_iter=0)
     return state
 
@@ -83,7 +86,7 @@ def test_interval_one_logs_lr_and_momentum_of_every_group_each_iteration(tmp_pat
     hook = registry.build(TextLoggerHookConfig(interval=1))
     assert (hook.name, hook.priority) == ("text_logger", 90)
     run, _ = make_run(tmp_path)
-    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
+    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), Outputs(), run))
     lrs = lambda i: (0.02 * 0.9**i, 0.01 * 0.9**i)  # noqa: E731
     run_iters(hook, state, run, 10, lr_of=lrs)
     records = read_jsonl(tmp_path / "metrics.jsonl")
@@ -122,7 +125,7 @@ def test_interval_one_logs_lr_and_momentum_of_every_group_each_iteration(tmp_pat
 def test_interval_rule_and_averaging_match_mmcv(tmp_path, ignore_last, expected):
     hook = registry.build(TextLoggerHookConfig(interval=3, ignore_last=ignore_last))
     run, _ = make_run(tmp_path)
-    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(max_epochs=1), {}, run))
+    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(max_epochs=1), Outputs(), run))
     run_iters(hook, state, run, 5)
     records = read_jsonl(tmp_path / "metrics.jsonl")
     # losses 1..5: the first record averages iterations 1-3, the end-of-epoch one 4-5
@@ -142,7 +145,7 @@ def test_should_log_counts_in_epoch_or_globally():
 def test_console_line_eta_and_progress_bar(tmp_path):
     hook = registry.build(TextLoggerHookConfig(interval=3, bar_width=10, json_file=False))
     run, lines = make_run(tmp_path)
-    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
+    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), Outputs(), run))
     run_iters(hook, state, run, 3)
     # 3 iterations of 2.0 s done, 10 - 3 = 7 left: 14 s
     assert lines.lines == [
@@ -162,7 +165,7 @@ def test_eta_uses_only_this_process_after_a_resume(tmp_path):
     state = make_state(
         max_epochs=None, max_iters=10, iters_per_epoch=10, iter=6, inner_iter=6, hooks=stale
     )
-    state = hook.fn(Event(Stage.BEFORE_RUN, state, {}, run))
+    state = hook.fn(Event(Stage.BEFORE_RUN, state, Outputs(), run))
     run_iters(hook, state, run, 1, time=1.5)
     assert lines.lines[0].startswith(
         "Iter [7/10]  [#####################---------]  lr: 2.000e-02, eta: 0:00:04,"
@@ -172,16 +175,21 @@ def test_eta_uses_only_this_process_after_a_resume(tmp_path):
 def test_val_records_after_epoch_and_val_phase(tmp_path):
     hook = registry.build(TextLoggerHookConfig(interval=10))
     run, lines = make_run(tmp_path)
-    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
+    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), Outputs(), run))
     done = make_state(iter=5, inner_iter=5)
     hook.fn(
         Event(
-            Stage.AFTER_TRAIN_EPOCH, done, {"metrics": {"bbox_mAP": 0.5, "bbox_mAP_50": 0.75}}, run
+            Stage.AFTER_TRAIN_EPOCH,
+            done,
+            Outputs(metrics={"bbox_mAP": 0.5, "bbox_mAP_50": 0.75}),
+            run,
         )
     )
     val_phase = dataclasses.replace(done, epoch=1, inner_iter=0)
     hook.fn(
-        Event(Stage.AFTER_VAL_EPOCH, val_phase, {"metrics": {"bbox_mAP": torch.tensor(0.25)}}, run)
+        Event(
+            Stage.AFTER_VAL_EPOCH, val_phase, Outputs(metrics={"bbox_mAP": torch.tensor(0.25)}), run
+        )
     )
     assert read_jsonl(tmp_path / "metrics.jsonl") == [
         {"mode": "val", "epoch": 1, "global_iter": 5, "bbox_mAP": 0.5, "bbox_mAP_50": 0.75},
@@ -197,6 +205,6 @@ def test_jsonl_without_any_directory_is_a_clear_error():
     with pytest.raises(
         ValueError, match="TextLoggerHook: out_dir is None and the run has no work_dir"
     ):
-        hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
+        hook.fn(Event(Stage.BEFORE_RUN, make_state(), Outputs(), run))
     with pytest.raises(ValueError, match="TextLoggerHookConfig.interval"):
         TextLoggerHookConfig(interval=0)

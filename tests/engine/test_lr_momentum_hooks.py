@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from schedule_preview import preview_schedule, preview_state
 
 import detfn.engine.schedules as sch
-from detfn.engine.schedules.preview import preview_schedule, preview_state
+from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.state import TrainState
-from detfn.registry import build
 
 ONE_GROUP = ((0.02,), (0.95,))
 TWO_GROUPS = ((0.02, 0.01), (0.95, 0.9))
@@ -44,15 +44,18 @@ def annealing_run(momentum_cls, lr_cls, two_groups):
     ``warmup_iters`` / ``warmup_ratio`` without a warmup type do nothing (as in mmcv).
     """
     hooks = [
-        build(
+        schedule_hook(
+            "momentum",
             momentum_cls(
-                min_momentum_ratio=0.99 / 0.95,
+                min_ratio=0.99 / 0.95,
                 by_epoch=False,
                 warmup_iters=2,
                 warmup_ratio=0.9 / 0.95,
-            )
+            ),
         ),
-        build(lr_cls(by_epoch=False, min_lr_ratio=0.0, warmup_iters=2, warmup_ratio=0.9)),
+        schedule_hook(
+            "lr", lr_cls(by_epoch=False, min_ratio=0.0, warmup_iters=2, warmup_ratio=0.9)
+        ),
     ]
     logged, _ = preview_schedule(hooks, fresh_state(TWO_GROUPS if two_groups else ONE_GROUP))
     return logged
@@ -60,9 +63,7 @@ def annealing_run(momentum_cls, lr_cls, two_groups):
 
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_cosine_annealing_lr_and_momentum(two_groups):
-    logged = annealing_run(
-        sch.CosineAnnealingMomentumConfig, sch.CosineAnnealingLrConfig, two_groups
-    )
+    logged = annealing_run(sch.CosineSchedule, sch.CosineSchedule, two_groups)
     if two_groups:
         expect(
             logged,
@@ -88,9 +89,7 @@ def test_cosine_annealing_lr_and_momentum(two_groups):
 
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_linear_annealing_lr_and_momentum(two_groups):
-    logged = annealing_run(
-        sch.LinearAnnealingMomentumConfig, sch.LinearAnnealingLrConfig, two_groups
-    )
+    logged = annealing_run(sch.LinearSchedule, sch.LinearSchedule, two_groups)
     if two_groups:
         expect(
             logged,
@@ -121,9 +120,9 @@ def test_linear_annealing_lr_and_momentum(two_groups):
 @pytest.mark.parametrize("two_groups", [False, True])
 @pytest.mark.parametrize("by_epoch", [False, True])
 def test_flat_cosine_annealing_lr(two_groups, by_epoch):
-    cfg = sch.FlatCosineAnnealingLrConfig(
+    cfg = sch.FlatCosineSchedule(
         by_epoch=by_epoch,
-        min_lr_ratio=0.0,
+        min_ratio=0.0,
         warmup="linear",
         warmup_iters=10 if by_epoch else 2,
         warmup_ratio=0.9,
@@ -131,7 +130,7 @@ def test_flat_cosine_annealing_lr(two_groups, by_epoch):
     )
     groups = TWO_GROUPS if two_groups else ONE_GROUP
     logged, _ = preview_schedule(
-        [build(cfg)], fresh_state(groups, max_epochs=10 if by_epoch else 1)
+        [schedule_hook("lr", cfg)], fresh_state(groups, max_epochs=10 if by_epoch else 1)
     )
     steps = (1, 11, 61, 100) if by_epoch else (1, 6, 7, 10)
     lrs = (
@@ -151,24 +150,27 @@ def test_flat_cosine_annealing_lr(two_groups, by_epoch):
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_one_cycle_lr_and_momentum(two_groups):
     hooks = [
-        build(
-            sch.OneCycleMomentumConfig(
-                base_momentum=0.85,
-                max_momentum=0.95,
+        schedule_hook(
+            "momentum",
+            sch.OneCycleSchedule(
+                inverse=True,
+                min_value=0.85,
+                max_value=0.95,
                 pct_start=0.5,
                 anneal_strategy="cos",
                 three_phase=False,
-            )
+            ),
         ),
-        build(
-            sch.OneCycleLrConfig(
-                max_lr=0.01,
+        schedule_hook(
+            "lr",
+            sch.OneCycleSchedule(
+                max_value=0.01,
                 pct_start=0.5,
                 anneal_strategy="cos",
                 div_factor=25,
                 final_div_factor=1e4,
                 three_phase=False,
-            )
+            ),
         ),
     ]
     groups = TWO_GROUPS if two_groups else ONE_GROUP
@@ -187,14 +189,14 @@ def test_one_cycle_lr_and_momentum(two_groups):
 @pytest.mark.parametrize("max_iters", [2, 10])
 def test_one_cycle_total_steps_against_torch(max_iters):
     args = dict(
-        max_lr=0.01,
+        max_value=0.01,
         total_steps=5,
         pct_start=0.5,
         anneal_strategy="linear",
         div_factor=25.0,
         final_div_factor=1e4,
     )
-    hooks = [build(sch.OneCycleLrConfig(**args))]
+    hooks = [schedule_hook("lr", sch.OneCycleSchedule(**args))]
     state = fresh_state(ONE_GROUP, max_epochs=None, max_iters=max_iters)
     if max_iters > args["total_steps"]:
         with pytest.raises(ValueError, match="total_steps=5 must be >= the run's max_iters=10"):
@@ -203,7 +205,8 @@ def test_one_cycle_total_steps_against_torch(max_iters):
     logged, _ = preview_schedule(hooks, state)
     t = torch.tensor([0.0], requires_grad=True)
     optim = torch.optim.SGD([t], lr=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optim, **args)
+    torch_args = {("max_lr" if k == "max_value" else k): v for k, v in args.items()}
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optim, **torch_args)
     target = []
     for _ in range(max_iters):
         optim.step()
@@ -218,22 +221,22 @@ def test_one_cycle_total_steps_against_torch(max_iters):
 
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_cosine_restart_lr(two_groups):
-    cfg = sch.CosineRestartLrConfig(
-        by_epoch=False, periods=(5, 5), restart_weights=(0.5, 0.5), min_lr_ratio=0.0
+    cfg = sch.CosineRestartSchedule(
+        by_epoch=False, periods=(5, 5), restart_weights=(0.5, 0.5), min_ratio=0.0
     )
     groups = TWO_GROUPS if two_groups else ONE_GROUP
-    logged, _ = preview_schedule([build(cfg)], fresh_state(groups))
+    logged, _ = preview_schedule([schedule_hook("lr", cfg)], fresh_state(groups))
     lrs = {1: (0.01, 0.005), 6: (0.01, 0.005), 10: (0.0009549150281252633, 0.00047745751406263163)}
     n = len(groups[0])
     expect(logged, {s: (lr[:n], groups[1]) for s, lr in lrs.items()})
 
 
 def test_cosine_restart_periods_must_cover_the_run():
-    cfg = sch.CosineRestartLrConfig(
-        by_epoch=False, periods=(5, 2), restart_weights=(0.5, 0.5), min_lr=0.0001
+    cfg = sch.CosineRestartSchedule(
+        by_epoch=False, periods=(5, 2), restart_weights=(0.5, 0.5), min_value=0.0001
     )
     with pytest.raises(ValueError, match="past the last period"):
-        preview_schedule([build(cfg)], fresh_state(ONE_GROUP))
+        preview_schedule([schedule_hook("lr", cfg)], fresh_state(ONE_GROUP))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +246,10 @@ def test_cosine_restart_periods_must_cover_the_run():
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_step_int_lr_and_momentum(two_groups):
     hooks = [
-        build(sch.StepMomentumConfig(by_epoch=False, step=5, gamma=0.5, min_momentum=0.05)),
-        build(sch.StepLrConfig(by_epoch=False, step=5, gamma=0.5, min_lr=1e-3)),
+        schedule_hook(
+            "momentum", sch.StepSchedule(by_epoch=False, step=5, gamma=0.5, min_value=0.05)
+        ),
+        schedule_hook("lr", sch.StepSchedule(by_epoch=False, step=5, gamma=0.5, min_value=1e-3)),
     ]
     groups = TWO_GROUPS if two_groups else ONE_GROUP
     logged, _ = preview_schedule(hooks, fresh_state(groups, iters_per_epoch=30))
@@ -263,8 +268,8 @@ def test_step_int_lr_and_momentum(two_groups):
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_step_milestones_lr_and_momentum(two_groups):
     hooks = [
-        build(sch.StepMomentumConfig(by_epoch=False, step=(4, 6, 8), gamma=0.1)),
-        build(sch.StepLrConfig(by_epoch=False, step=(4, 6, 8), gamma=0.1)),
+        schedule_hook("momentum", sch.StepSchedule(by_epoch=False, step=(4, 6, 8), gamma=0.1)),
+        schedule_hook("lr", sch.StepSchedule(by_epoch=False, step=(4, 6, 8), gamma=0.1)),
     ]
     groups = TWO_GROUPS if two_groups else ONE_GROUP
     logged, _ = preview_schedule(hooks, fresh_state(groups))
@@ -296,7 +301,7 @@ def test_step_milestones_lr_and_momentum(two_groups):
     ],
 )
 def test_cyclic_lr(two_groups, gamma, cyclic_times, table):
-    cfg = sch.CyclicLrConfig(
+    cfg = sch.CyclicSchedule(
         by_epoch=False,
         target_ratio=(10.0, 1.0),
         cyclic_times=cyclic_times,
@@ -305,7 +310,9 @@ def test_cyclic_lr(two_groups, gamma, cyclic_times, table):
         gamma=gamma,
     )
     groups = TWO_GROUPS if two_groups else ONE_GROUP
-    logged, _ = preview_schedule([build(cfg)], fresh_state(groups, max_epochs=None, max_iters=8))
+    logged, _ = preview_schedule(
+        [schedule_hook("lr", cfg)], fresh_state(groups, max_epochs=None, max_iters=8)
+    )
     expect(logged, {s: (lr, groups[1]) for s, lr in table.items()})
 
 
@@ -341,19 +348,21 @@ def test_cyclic_lr(two_groups, gamma, cyclic_times, table):
 )
 def test_cyclic_momentum_with_cyclic_lr(two_groups, gamma, cyclic_times, table):
     hooks = [
-        build(
-            sch.CyclicMomentumConfig(
+        schedule_hook(
+            "momentum",
+            sch.CyclicSchedule(
                 by_epoch=False,
                 target_ratio=(0.85 / 0.95, 1.0),
                 cyclic_times=cyclic_times,
                 step_ratio_up=0.4,
                 gamma=gamma,
-            )
+            ),
         ),
-        build(
-            sch.CyclicLrConfig(
+        schedule_hook(
+            "lr",
+            sch.CyclicSchedule(
                 by_epoch=False, target_ratio=(10.0, 1.0), cyclic_times=1, step_ratio_up=0.4
-            )
+            ),
         ),
     ]
     logged, _ = preview_schedule(hooks, fresh_state(TWO_GROUPS if two_groups else ONE_GROUP))
@@ -384,11 +393,11 @@ def test_cyclic_momentum_with_cyclic_lr(two_groups, gamma, cyclic_times, table):
 )
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_momentum_warmup_divides(warmup, table, two_groups):
-    cfg = sch.StepMomentumConfig(
+    cfg = sch.StepSchedule(
         by_epoch=False, warmup=warmup, warmup_iters=5, warmup_ratio=0.5, step=(10,)
     )
     groups = TWO_GROUPS if two_groups else ONE_GROUP
-    logged, _ = preview_schedule([build(cfg)], fresh_state(groups))
+    logged, _ = preview_schedule([schedule_hook("momentum", cfg)], fresh_state(groups))
     for step, (first, second) in table.items():
         momentum = first + second if two_groups else first
         assert logged[step] == (groups[0], momentum), f"step {step}"

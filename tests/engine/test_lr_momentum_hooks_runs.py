@@ -7,13 +7,12 @@ import dataclasses
 from math import cos, pi
 
 import pytest
+from schedule_preview import preview_schedule, preview_state
 
 import detfn.engine.schedules as sch
 from detfn.engine.events import Event, Stage
-from detfn.engine.hooks.lr import LR_HOOK_NAME, build_lr_hook
-from detfn.engine.hooks.momentum import base_momentum
+from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.priority import Priority
-from detfn.engine.schedules.preview import preview_schedule, preview_state
 from detfn.registry import build
 
 ONE_GROUP = ((0.02,), (0.95,))
@@ -31,10 +30,10 @@ def fresh_state(groups, *, iters_per_epoch=10, max_epochs=1, max_iters=None):
 
 
 def test_1x_schedule_warmup_and_steps():
-    cfg = sch.StepLrConfig(step=(8, 11), warmup="linear", warmup_iters=500, warmup_ratio=0.001)
+    cfg = sch.StepSchedule(step=(8, 11), warmup="linear", warmup_iters=500, warmup_ratio=0.001)
     ipe = 300  # warmup runs into epoch 1, where the regular lr is still 0.02
     logged, _ = preview_schedule(
-        [build(cfg)], fresh_state(ONE_GROUP, iters_per_epoch=ipe, max_epochs=12)
+        [schedule_hook("lr", cfg)], fresh_state(ONE_GROUP, iters_per_epoch=ipe, max_epochs=12)
     )
     lr = {it: logged[it + 1][0][0] for it in (0, 250, 499, 500, 501, 8 * ipe - 1)}
     assert lr[0] == pytest.approx(2e-5, rel=1e-12)  # 0.02 * ratio
@@ -49,9 +48,9 @@ def test_1x_schedule_warmup_and_steps():
 
 
 def test_warmup_by_epoch_converts_epochs_to_iterations():
-    cfg = sch.FixedLrConfig(warmup="linear", warmup_iters=2, warmup_ratio=0.1, warmup_by_epoch=True)
+    cfg = sch.FixedSchedule(warmup="linear", warmup_iters=2, warmup_ratio=0.1, warmup_by_epoch=True)
     logged, _ = preview_schedule(
-        [build(cfg)], fresh_state(ONE_GROUP, iters_per_epoch=5, max_epochs=3)
+        [schedule_hook("lr", cfg)], fresh_state(ONE_GROUP, iters_per_epoch=5, max_epochs=3)
     )
     for it in range(10):  # 2 epochs of 5 iterations
         k = (1 - it / 10) * (1 - 0.1)
@@ -62,22 +61,22 @@ def test_warmup_by_epoch_converts_epochs_to_iterations():
 @pytest.mark.parametrize(
     "cfg, want",
     [
-        (sch.ExpLrConfig(gamma=0.5), lambda e: 0.02 * 0.5**e),
+        (sch.ExpSchedule(gamma=0.5), lambda e: 0.02 * 0.5**e),
         (
-            sch.PolyLrConfig(power=2.0, min_lr=1e-4),
+            sch.PolySchedule(power=2.0, min_value=1e-4),
             lambda e: (0.02 - 1e-4) * (1 - e / 4) ** 2 + 1e-4,
         ),
-        (sch.InvLrConfig(gamma=0.1, power=0.75), lambda e: 0.02 * (1 + 0.1 * e) ** -0.75),
+        (sch.InvSchedule(gamma=0.1, power=0.75), lambda e: 0.02 * (1 + 0.1 * e) ** -0.75),
         (
-            sch.CosineAnnealingLrConfig(min_lr=0.001),
+            sch.CosineSchedule(min_value=0.001),
             lambda e: 0.001 + 0.019 * (1 + cos(pi * e / 4)) / 2,
         ),
-        (sch.LinearAnnealingLrConfig(min_lr_ratio=0.5), lambda e: 0.02 - 0.01 * e / 4),
+        (sch.LinearSchedule(min_ratio=0.5), lambda e: 0.02 - 0.01 * e / 4),
     ],
 )
 def test_by_epoch_policies_change_once_per_epoch(cfg, want):
     logged, _ = preview_schedule(
-        [build(cfg)], fresh_state(ONE_GROUP, iters_per_epoch=3, max_epochs=4)
+        [schedule_hook("lr", cfg)], fresh_state(ONE_GROUP, iters_per_epoch=3, max_epochs=4)
     )
     for epoch in range(4):
         for it in range(epoch * 3, epoch * 3 + 3):
@@ -86,23 +85,26 @@ def test_by_epoch_policies_change_once_per_epoch(cfg, want):
 
 def test_resume_keeps_base_momentum_and_continues_the_schedule():
     make = lambda: [  # noqa: E731
-        build(sch.CosineAnnealingMomentumConfig(min_momentum=0.5, by_epoch=False)),
-        build(sch.StepLrConfig(by_epoch=False, step=(3,), warmup="exp", warmup_iters=4)),
+        schedule_hook("momentum", sch.CosineSchedule(min_value=0.5, by_epoch=False)),
+        schedule_hook(
+            "lr", sch.StepSchedule(by_epoch=False, step=(3,), warmup="exp", warmup_iters=4)
+        ),
     ]
     full, _ = preview_schedule(make(), fresh_state(TWO_GROUPS))
     first, state = preview_schedule(make(), fresh_state(TWO_GROUPS), stop_at=6)
     assert state.momentum != TWO_GROUPS[1]  # the scheduled value, not the base
     second, end = preview_schedule(make(), state)  # fresh hooks, resumed mid-epoch
-    assert base_momentum(end) == TWO_GROUPS[1]
+    assert end.base["momentum"] == TWO_GROUPS[1]
     assert {**first, **second} == full
 
 
 def test_hook_names_priorities_and_events_without_effect():
-    lr_hook = build(sch.FixedLrConfig())
-    momentum_hook = build(sch.StepMomentumConfig())
-    assert (lr_hook.name, lr_hook.priority) == ("lr", int(Priority.VERY_HIGH)) == (LR_HOOK_NAME, 10)
+    lr_hook = build(sch.FixedSchedule(), param="lr")
+    momentum_hook = build(sch.StepSchedule(), param="momentum")
+    wd_hook = build(sch.CosineSchedule(), param="weight_decay")
+    assert (lr_hook.name, lr_hook.priority) == ("lr", int(Priority.VERY_HIGH)) == ("lr", 10)
     assert (momentum_hook.name, momentum_hook.priority) == ("momentum", int(Priority.HIGH))
-    assert build_lr_hook(sch.FixedLrConfig()).name == "lr"
+    assert (wd_hook.name, wd_hook.priority) == ("weight_decay", int(Priority.HIGH))
     state = fresh_state(ONE_GROUP)
     for stage in (Stage.AFTER_TRAIN_ITER, Stage.AFTER_TRAIN_EPOCH, Stage.BEFORE_VAL_EPOCH):
         assert lr_hook.fn(Event(stage=stage, state=state)) is None
@@ -111,29 +113,27 @@ def test_hook_names_priorities_and_events_without_effect():
 def test_before_run_errors_are_one_line_value_errors():
     epochs_unknown = fresh_state(ONE_GROUP, max_epochs=None, max_iters=10)
     with pytest.raises(
-        ValueError, match=r"CosineAnnealingLrConfig\(by_epoch=True\) needs the run's max_epochs"
+        ValueError, match=r"CosineSchedule\(by_epoch=True\) needs the run's max_epochs"
     ):
-        build(sch.CosineAnnealingLrConfig()).fn(Event(Stage.BEFORE_RUN, epochs_unknown))
-    no_momentum = dataclasses.replace(fresh_state(ONE_GROUP), momentum=())
-    with pytest.raises(ValueError, match="state.momentum is empty"):
-        build(sch.StepMomentumConfig()).fn(Event(Stage.BEFORE_RUN, no_momentum))
+        schedule_hook("lr", sch.CosineSchedule()).fn(Event(Stage.BEFORE_RUN, epochs_unknown))
+    no_momentum = dataclasses.replace(fresh_state(ONE_GROUP), base={"lr": (0.02,)})
+    with pytest.raises(ValueError, match="state.base has no 'momentum' values"):
+        schedule_hook("momentum", sch.StepSchedule()).fn(Event(Stage.BEFORE_RUN, no_momentum))
     no_loader = dataclasses.replace(fresh_state(ONE_GROUP), iters_per_epoch=0)
-    cfg = sch.FixedLrConfig(warmup="linear", warmup_iters=1, warmup_by_epoch=True)
+    cfg = sch.FixedSchedule(warmup="linear", warmup_iters=1, warmup_by_epoch=True)
     with pytest.raises(ValueError, match="iters_per_epoch > 0"):
-        build(cfg).fn(Event(Stage.BEFORE_RUN, no_loader))
-    with pytest.raises(ValueError, match="max_lr has 1 values for 2 parameter groups"):
-        build(sch.OneCycleLrConfig(max_lr=(0.1,))).fn(
+        schedule_hook("lr", cfg).fn(Event(Stage.BEFORE_RUN, no_loader))
+    with pytest.raises(ValueError, match="max_value has 1 values for 2 parameter groups"):
+        schedule_hook("lr", sch.OneCycleSchedule(max_value=(0.1,))).fn(
             Event(Stage.BEFORE_RUN, fresh_state(TWO_GROUPS))
-        )
-    with pytest.raises(RuntimeError, match="before_run"):
-        build(sch.StepMomentumConfig(by_epoch=False)).fn(
-            Event(Stage.BEFORE_TRAIN_ITER, fresh_state(ONE_GROUP))
         )
 
 
 def test_preview_of_an_iteration_based_run_counts_passes_as_epochs():
     state = preview_state((0.1,), (0.9,), iters_per_epoch=10, max_iters=25)
-    steps, end = preview_schedule([build(sch.ExpLrConfig(gamma=0.5, by_epoch=False))], state)
+    steps, end = preview_schedule(
+        [schedule_hook("lr", sch.ExpSchedule(gamma=0.5, by_epoch=False))], state
+    )
     assert sorted(steps) == list(range(1, 26))
     assert steps[25][0] == (0.1 * 0.5**24,)
     assert (end.iter, end.epoch, end.inner_iter) == (25, 2, 5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detfn import registry
-from detfn.engine.events import Event, Stage
+from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.state import TrainState
 
@@ -31,9 +31,9 @@ def test_data_time_and_time_per_iteration():
     state = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state)) or state
     for i in range(2):
         state = hook.fn(Event(Stage.BEFORE_TRAIN_ITER, dataclasses.replace(state, iter=i))) or state
-        outputs = {"loss": torch.tensor(1.0)}
+        outputs = Outputs(loss=torch.tensor(1.0))
         state = hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, outputs)) or state
-        seen.append((outputs["data_time"], outputs["time"]))
+        seen.append((outputs.data_time, outputs.time))
     assert seen == [(0.5, 2.0), (0.25, 1.0)]
     assert state.hooks["timer"] == {"last": 13.0, "data_time": 0.0}
     assert clock.readings == []

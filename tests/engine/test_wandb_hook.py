@@ -12,7 +12,7 @@ import torch
 
 from detfn import registry
 from detfn.config import Config, to_dict
-from detfn.engine.events import Event, Stage
+from detfn.engine.events import Event, Outputs, Stage
 from detfn.engine.hooks.wandb import WandbHookConfig, has_api_key, resolve_mode
 from detfn.engine.state import TrainState
 
@@ -58,33 +58,30 @@ def make_state(**changes):
         opt_state=None,
         max_epochs=1,
         iters_per_epoch=4,
-        lr=(0.02, 0.01),
-        momentum=(0.9, 0.85),
+        hyper={"lr": (0.02, 0.01), "momentum": (0.9, 0.85)},
     )
     return dataclasses.replace(state, **changes)
 
 
 def drive(hook, run, *, error=None):
     """before_run, one epoch of 4 iterations, an evaluation at the epoch end, after_run."""
-    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), {}, run))
-    state = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state, {}, run)) or state
+    state = hook.fn(Event(Stage.BEFORE_RUN, make_state(), Outputs(), run))
+    state = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, state, Outputs(), run)) or state
     for i in range(4):
-        outputs = {
-            "loss": torch.tensor(float(i + 1)),
-            "losses": {"loss_cls": torch.tensor(1.0)},
-            "time": 0.5,
-        }
+        outputs = Outputs(
+            loss=torch.tensor(float(i + 1)), losses={"loss_cls": torch.tensor(1.0)}, time=0.5
+        )
         state = hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, outputs, run)) or state
         state = dataclasses.replace(state, iter=i + 1, inner_iter=i + 1)
     hook.fn(
         Event(
             Stage.AFTER_TRAIN_EPOCH,
             state,
-            {"metrics": {"bbox_mAP": 0.3, "copypaste": "0.3 0.5"}},
+            Outputs(metrics={"bbox_mAP": 0.3, "copypaste": "0.3 0.5"}),
             run,
         )
     )
-    hook.fn(Event(Stage.AFTER_RUN, state, {}, run, error=error))
+    hook.fn(Event(Stage.AFTER_RUN, state, Outputs(), run, error=error))
     return state
 
 
@@ -151,12 +148,12 @@ def test_finish_with_exit_code_one_after_a_failure_and_resume_id(tmp_path):
     assert fake.runs[0].init_kwargs["config"] is None and fake.runs[0].init_kwargs["dir"] is None
     # a resumed run continues the same wandb run
     resumed = make_state(hooks={"wandb": {"buffer": {}, "run_id": "run123"}})
-    hook.fn(Event(Stage.BEFORE_RUN, resumed, {}, run))
+    hook.fn(Event(Stage.BEFORE_RUN, resumed, Outputs(), run))
     assert (
         fake.runs[1].init_kwargs["id"] == "run123" and fake.runs[1].init_kwargs["resume"] == "allow"
     )
-    hook.fn(Event(Stage.AFTER_RUN, resumed, {}, run))
-    hook.fn(Event(Stage.AFTER_RUN, resumed, {}, run))  # a second after_run finishes nothing
+    hook.fn(Event(Stage.AFTER_RUN, resumed, Outputs(), run))
+    hook.fn(Event(Stage.AFTER_RUN, resumed, Outputs(), run))  # a second after_run finishes nothing
     assert fake.runs[1].finished == [0]
 
 

@@ -1,68 +1,22 @@
 """Standard hooks. Importing this package registers every hook config's builder.
 
 Default slots (mmcv's ``register_training_hooks`` plus mmdet's evaluation hook):
-lr VERY_HIGH (10), momentum HIGH (30), optimizer ABOVE_NORMAL (40), checkpoint NORMAL (50),
-timer LOW (70), evaluation LOW after the timer, loggers VERY_LOW (90); custom hooks NORMAL
-unless given. detfn's own extras: work dir HIGHEST (0), NaN guard 35 (before the optimizer),
-EMA 49 (after the optimizer, before checkpoints), sampler seed NORMAL.
+lr VERY_HIGH (10), momentum and other schedules HIGH (30), optimizer ABOVE_NORMAL (40),
+checkpoint NORMAL (50), timer LOW (70), evaluation LOW after the timer, loggers VERY_LOW (90);
+custom hooks NORMAL unless given. detfn's own extras: work dir HIGHEST (0), NaN guard 35 (before
+the optimizer), EMA 49 (after the optimizer, before checkpoints), sampler seed NORMAL.
 """
 
-from detfn.engine.hooks import (
+from detfn.engine.hooks import (  # noqa: F401  (importing registers the builders)
     checkpoint,
     ema,
     evaluation,
     guards,
     logger,
-    lr,
-    momentum,
     optimizer,
     sampler_seed,
+    schedule,
     timer,
     wandb,
     workdir,
 )
-from detfn.engine.hooks.checkpoint import CheckpointHookConfig
-from detfn.engine.hooks.ema import EMAConfig, ema_params
-from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.guards import NanGuardConfig, NonFiniteLossError
-from detfn.engine.hooks.logger import TextLoggerHookConfig
-from detfn.engine.hooks.optimizer import (
-    GradClipConfig,
-    LossScaleConfig,
-    OptimizerHookConfig,
-    current_loss_scale,
-)
-from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
-from detfn.engine.hooks.timer import TimerHookConfig
-from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.hooks.workdir import WorkDirHookConfig
-
-__all__ = [
-    "CheckpointHookConfig",
-    "EMAConfig",
-    "EvaluationHookConfig",
-    "GradClipConfig",
-    "LossScaleConfig",
-    "NanGuardConfig",
-    "NonFiniteLossError",
-    "OptimizerHookConfig",
-    "SamplerSeedConfig",
-    "TextLoggerHookConfig",
-    "TimerHookConfig",
-    "WandbHookConfig",
-    "WorkDirHookConfig",
-    "checkpoint",
-    "current_loss_scale",
-    "ema",
-    "ema_params",
-    "evaluation",
-    "guards",
-    "logger",
-    "lr",
-    "momentum",
-    "optimizer",
-    "sampler_seed",
-    "timer",
-    "wandb",
-    "workdir",
-]

@@ -1,53 +1,45 @@
-"""Checkpoint hook: save the whole train state every ``interval`` epochs or iterations.
+"""Checkpoint hook: the whole train state every ``interval`` epochs or iterations (mmcv's
+``CheckpointHook``), and the final state of every run that ends without an error.
 
-mmcv's ``CheckpointHook`` semantics:
-
-* ``epoch_N.pth`` (by epoch) or ``iter_N.pth`` (by iteration), N counted from 1, saved when N is
-  a multiple of ``interval``, and at the last epoch/iteration when ``save_last``;
-* ``max_keep_ckpts = k > 0``: after saving N, the files N - k·interval, N - (k+1)·interval, ...
-  of the interval grid are deleted, i.e. the newest k grid checkpoints stay;
-* a ``latest`` pointer (``latest.json`` plus a ``latest.pth`` symlink) names the newest file.
-
-The kept list lives in ``state.hooks["checkpoint"]`` (file names relative to the out dir), so a
-resumed run keeps deleting the files of the run before it. Each file holds the state as the loop
-will have it after the current event (see :func:`checkpoint_io.advance_counters`), written
-atomically, so a crash mid-save leaves the previous checkpoint and the pointer intact.
+* ``epoch_N.pth`` / ``iter_N.pth`` (N from 1) when N is a multiple of ``interval``, and at the
+  last epoch/iteration with ``save_last``; ``max_keep_ckpts = k`` keeps the newest k files of the
+  interval grid; ``latest.json`` (and a ``latest.pth`` symlink) names the newest file.
+* At ``after_run`` of a run that finished or stopped (a stop request, SIGTERM), a state the rule
+  did not save is saved as ``iter_N.pth`` (N iterations done). A state with non-finite weights is
+  saved but never made latest.
+* The kept list lives in ``state.hooks["checkpoint"]``; each file holds the state as the loop
+  will have it after the event (:func:`checkpoint_io.advance_counters`), written atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import Config, check, fail
+import torch
+
+from detfn.config import check
 from detfn.engine.checkpoint_io import advance_counters, save_checkpoint, write_latest
+from detfn.engine.combinators import any_of, compose, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.schedules.schedule import run_max_iters
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
-__all__ = [
-    "CHECKPOINT",
-    "CheckpointHookConfig",
-    "build_checkpoint_hook",
-    "checkpoint_fn",
-    "redundant_steps",
-    "resolve_out_dir",
-    "run_meta",
-    "total_iters",
-]
-
 CHECKPOINT = "checkpoint"
-# NORMAL: after the lr/momentum/optimizer hooks have produced this iteration's weights, and
-# before evaluation (LOW): a crash in evaluation still leaves the checkpoint to debug.
-DEFAULT_PRIORITY = Priority.NORMAL.name
 
 
 @dataclass(frozen=True)
-class CheckpointHookConfig(Config):
-    """Periodic checkpoints (mmcv ``CheckpointHook``; interval 1 as mmdet's default runtime)."""
+class CheckpointHookConfig(HookConfig):
+    """Periodic checkpoints (mmcv ``CheckpointHook``; interval 1 as mmdet's default runtime).
+
+    Priority NORMAL: after the schedule and optimizer hooks have produced this iteration's
+    weights, before evaluation (LOW), so a crash in evaluation still leaves the checkpoint.
+    """
 
     interval: int = 1
     """Save every ``interval`` epochs (``by_epoch``) or iterations; <= 0 saves only the last."""
@@ -60,36 +52,17 @@ class CheckpointHookConfig(Config):
     """Keep only the newest k checkpoints of the interval grid; <= 0 keeps all."""
     save_last: bool = True
     """Also save at the last epoch/iteration when it is off the interval grid."""
-    priority: int | str = DEFAULT_PRIORITY
 
     def __post_init__(self) -> None:
-        check(
-            self,
-            "out_dir",
-            self.out_dir is None or bool(self.out_dir.strip()),
-            "must be None or a directory path, got an empty string",
-        )
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
-
-
-def total_iters(state: TrainState) -> int | None:
-    """The run's length in iterations (``max_iters``, or ``max_epochs · iters_per_epoch``)."""
-    if state.max_iters is not None:
-        return state.max_iters
-    if state.max_epochs is not None and state.iters_per_epoch > 0:
-        return state.max_epochs * state.iters_per_epoch
-    return None
+        super().__post_init__()
+        ok = self.out_dir is None or bool(self.out_dir.strip())
+        check(self, "out_dir", ok, "must be None or a directory path, got an empty string")
 
 
 def redundant_steps(kept: list[int], current: int, interval: int, max_keep: int) -> list[int]:
-    """Kept checkpoint numbers that mmcv's rule deletes after saving ``current``.
-
-    Those on the interval grid through ``current`` at or below ``current - max_keep·interval``.
-    Off-grid files (a ``save_last`` file) are never deleted, as in mmcv.
-    """
+    """Kept checkpoint numbers that mmcv's rule deletes after saving ``current``: those on the
+    interval grid at or below ``current - max_keep·interval``. Off-grid files (``save_last``,
+    final states) are never deleted, as in mmcv."""
     if max_keep <= 0 or interval <= 0:
         return []
     oldest_kept = current - max_keep * interval
@@ -120,55 +93,88 @@ def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
     }
 
 
-def _due(cfg: CheckpointHookConfig, stage: Stage, state: TrainState) -> int | None:
-    """The 1-based number of the checkpoint to save at this event, or None."""
-    if cfg.by_epoch and stage is Stage.AFTER_TRAIN_EPOCH:
-        number, last = state.epoch + 1, state.max_epochs
-    elif not cfg.by_epoch and stage is Stage.AFTER_TRAIN_ITER:
-        number, last = state.iter + 1, total_iters(state)
-    else:
-        return None
-    on_grid = cfg.interval > 0 and number % cfg.interval == 0
-    return number if on_grid or (cfg.save_last and number == last) else None
+def all_finite(state: TrainState) -> bool:
+    """Whether every floating weight and buffer is finite (one fused reduction)."""
+    tensors = [
+        t for t in (*state.params.values(), *state.buffers.values()) if t.is_floating_point()
+    ]
+    if not tensors:
+        return True
+    return bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
 
 
-def checkpoint_fn(event: Event, cfg: CheckpointHookConfig) -> TrainState | None:
-    """Save a checkpoint when one is due; returns the state with the updated kept list."""
-    state = event.state
-    if event.stage is Stage.BEFORE_RUN:
-        resolve_out_dir(cfg.out_dir, event.run, "CheckpointHook").mkdir(parents=True, exist_ok=True)
-        if CHECKPOINT in state.hooks:
-            return None
-        return _put(state, {"kept": [], "last": None})
-    number = _due(cfg, event.stage, state)
-    if number is None:
-        return None
-    out_dir = resolve_out_dir(cfg.out_dir, event.run, "CheckpointHook")
-    name = f"{'epoch' if cfg.by_epoch else 'iter'}_{number}.pth"
-    mine = state.hooks.get(CHECKPOINT) or {"kept": [], "last": None}
-    kept = [n for n in mine["kept"] if n != number] + [number]
-    dropped = redundant_steps(kept, number, cfg.interval, cfg.max_keep_ckpts)
-    new_state = _put(state, {"kept": [n for n in kept if n not in dropped], "last": name})
-    path = out_dir / name
+def save_state(event: Event, state: TrainState, path: pathlib.Path, save_optimizer: bool) -> bool:
+    """Save ``state`` at ``path``; returns whether it is finite (only then may it be latest)."""
+    saved = advance_counters(state, event.stage)
     save_checkpoint(
-        path,
-        advance_counters(new_state, event.stage),
-        meta=run_meta(event.run, event.stage),
-        save_optimizer=cfg.save_optimizer,
+        path, saved, meta=run_meta(event.run, event.stage), save_optimizer=save_optimizer
     )
-    write_latest(out_dir, path)
-    prefix = "epoch" if cfg.by_epoch else "iter"
-    for n in dropped:
-        (out_dir / f"{prefix}_{n}.pth").unlink(missing_ok=True)
-    return new_state
+    if all_finite(saved):
+        return True
+    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+    logger.warning("%s holds non-finite weights; latest still points at the previous file", path)
+    return False
 
 
-def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return dataclasses.replace(state, hooks={**state.hooks, CHECKPOINT: mine})
+def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
+    """The checkpoint hook (see the module docstring)."""
+    unit = "epoch" if cfg.by_epoch else "iter"
+    out_dir = lambda event: resolve_out_dir(cfg.out_dir, event.run, "CheckpointHook")  # noqa: E731
+
+    def start(event: Event) -> TrainState | None:
+        out_dir(event).mkdir(parents=True, exist_ok=True)
+        if CHECKPOINT in event.state.hooks:
+            return None
+        return with_hook_state(event.state, CHECKPOINT, {"kept": [], "last": None})
+
+    def save(event: Event) -> TrainState:
+        state = event.state
+        number = getattr(state, unit) + 1
+        mine = state.hooks.get(CHECKPOINT) or {"kept": [], "last": None}
+        kept = [n for n in mine["kept"] if n != number] + [number]
+        dropped = redundant_steps(kept, number, cfg.interval, cfg.max_keep_ckpts)
+        name = f"{unit}_{number}.pth"
+        mine = {"kept": [n for n in kept if n not in dropped], "last": name}
+        new_state = with_hook_state(state, CHECKPOINT, mine)
+        directory = out_dir(event)
+        if save_state(event, new_state, directory / name, cfg.save_optimizer):
+            write_latest(directory, directory / name)
+        for n in dropped:
+            (directory / f"{unit}_{n}.pth").unlink(missing_ok=True)
+        return new_state
+
+    def saved(state: TrainState) -> bool:
+        """Whether the last completed epoch / iteration was saved by the interval rule."""
+        if cfg.by_epoch and state.inner_iter != 0:
+            return False
+        done = state.epoch if cfg.by_epoch else state.iter
+        total = state.max_epochs if cfg.by_epoch else run_max_iters(state)
+        return (cfg.interval > 0 and done % cfg.interval == 0) or (cfg.save_last and done == total)
+
+    def final(event: Event) -> TrainState | None:
+        state = event.state
+        if event.error is not None or state.iter == 0 or saved(state):
+            return None
+        name = f"iter_{state.iter}.pth"
+        mine = {**(state.hooks.get(CHECKPOINT) or {"kept": []}), "last": name}
+        new_state = with_hook_state(state, CHECKPOINT, mine)
+        directory = out_dir(event)
+        if save_state(event, new_state, directory / name, cfg.save_optimizer):
+            write_latest(directory, directory / name)
+        return new_state
+
+    due = any_of(
+        nth(cfg.interval, unit) if cfg.interval > 0 else lambda event: False,
+        last(unit) if cfg.save_last else lambda event: False,
+    )
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(
+            Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER, when(due, save)
+        ),
+        only_at(Stage.AFTER_RUN, final),
+    )
+    return Hook(CHECKPOINT, fn, get_priority(cfg.priority))
 
 
-@register(CheckpointHookConfig)
-def build_checkpoint_hook(cfg: CheckpointHookConfig, **context: Any) -> Hook:
-    """The checkpoint hook (default priority NORMAL)."""
-    del context
-    return Hook(CHECKPOINT, lambda event: checkpoint_fn(event, cfg), get_priority(cfg.priority))
+register(CheckpointHookConfig)(checkpoint_hook)

@@ -1,19 +1,11 @@
-"""Exponential moving average of the parameters, with mmcv 1.x ``EMAHook`` semantics.
+"""Exponential moving average of the parameters (mmcv 1.x ``EMAHook``).
 
-``momentum`` is the weight of the *new* value (the opposite of torch's "decay" convention)::
-
-    every `interval` iterations (when state.iter % interval == 0):
-        m = min(momentum ** interval, (1 + t) / (warm_up + t))       t = state.iter
-        ema = (1 - m) * ema + m * param
-
-The warm-up term lets early averages follow the fast-changing weights. At ``after_train_epoch``
-the hook swaps the raw and EMA weights, so evaluation and checkpoints that run after it (its
-default priority 49 sits between the optimizer, 40, and the checkpoint hook, 50) see the EMA
-weights in ``state.params``; ``before_train_epoch`` swaps back before training continues.
-
-State: ``state.hooks["ema"] = {"params": {name: Tensor}, "raw": {name: Tensor} | None}``:
-``params`` always holds the EMA weights (evaluation hooks may read them at any time); ``raw``
-holds the training weights while they are swapped out, else None.
+``momentum`` is the weight of the *new* value: every ``interval`` iterations (``iter % interval
+== 0``), ``m = min(momentum ** interval, (1 + t) / (warm_up + t))`` and ``ema = (1 - m) * ema +
+m * param``. At ``after_train_epoch`` the raw and EMA weights are swapped, so evaluation and
+checkpoints after it (priority 49: after the optimizer, 40, before checkpoints, 50) see the EMA
+weights; ``before_train_epoch`` swaps back. State: ``state.hooks["ema"] = {"params": EMA weights,
+"raw": the training weights while swapped out, else None}``.
 """
 
 from __future__ import annotations
@@ -24,19 +16,18 @@ from typing import Any
 
 import torch
 
-from detfn.config import Config, check, check_positive
+from detfn.config import check, check_positive
+from detfn.engine.combinators import compose, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
-
-__all__ = ["EMA_HOOK", "EMAConfig", "build_ema_hook", "ema_hook", "ema_momentum", "ema_params"]
 
 EMA_HOOK = "ema"
 
 
 @dataclass(frozen=True)
-class EMAConfig(Config):
+class EMAConfig(HookConfig):
     """mmcv ``EMAHook(momentum=0.0002, interval=1, warm_up=100)``.
 
     ``priority`` 49: after the optimizer update (40) of the same iteration, before the
@@ -49,11 +40,10 @@ class EMAConfig(Config):
     priority: int | str = 49
 
     def __post_init__(self) -> None:
-        check(
-            self, "momentum", 0.0 < self.momentum < 1.0, f"must be in (0, 1), got {self.momentum}"
-        )
+        super().__post_init__()
+        ok = 0.0 < self.momentum < 1.0
+        check(self, "momentum", ok, f"must be in (0, 1), got {self.momentum}")
         check_positive(self, "interval", "warm_up")
-        get_priority(self.priority)
 
 
 def ema_momentum(cfg: EMAConfig, iteration: int) -> float:
@@ -69,52 +59,59 @@ def ema_params(state: TrainState) -> Mapping[str, torch.Tensor]:
     return mine["params"]
 
 
-def _swap_in(state: TrainState, mine: Mapping[str, Any]) -> TrainState:
+def _mine(state: TrainState) -> Mapping[str, Any]:
+    mine = state.hooks.get(EMA_HOOK)
+    if mine is None:
+        raise RuntimeError("EMA hook: no EMA state; the hook must see before_run first")
+    return mine
+
+
+def _start(event: Event) -> TrainState | None:
+    """A copy of the weights, unless a resumed state already has the EMA."""
+    state = event.state
+    if EMA_HOOK in state.hooks:
+        return None
+    copies = {n: p.detach().clone() for n, p in state.params.items()}
+    return with_hook_state(state, EMA_HOOK, {"params": copies, "raw": None})
+
+
+def _swap_in(event: Event) -> TrainState | None:
     """EMA weights into ``state.params``; the training weights wait in ``raw``."""
+    state, mine = event.state, _mine(event.state)
+    if mine.get("raw") is not None:
+        return None
     new_mine = {"params": mine["params"], "raw": dict(state.params)}
-    return replace(state, params=dict(mine["params"]), hooks={**state.hooks, EMA_HOOK: new_mine})
+    return with_hook_state(replace(state, params=dict(mine["params"])), EMA_HOOK, new_mine)
 
 
-def _swap_out(state: TrainState, mine: Mapping[str, Any]) -> TrainState:
+def _swap_out(event: Event) -> TrainState | None:
     """The training weights back into ``state.params``."""
+    state, mine = event.state, _mine(event.state)
+    if mine.get("raw") is None:
+        return None
     new_mine = {"params": mine["params"], "raw": None}
-    return replace(state, params=dict(mine["raw"]), hooks={**state.hooks, EMA_HOOK: new_mine})
-
-
-def _update(cfg: EMAConfig, state: TrainState, mine: Mapping[str, Any]) -> None:
-    """In-place EMA step over all parameters (EMA tensors are donated hook state)."""
-    m = ema_momentum(cfg, state.iter)
-    names = list(mine["params"])
-    emas = [mine["params"][n] for n in names]
-    torch._foreach_lerp_(emas, [state.params[n].detach() for n in names], m)
+    return with_hook_state(replace(state, params=dict(mine["raw"])), EMA_HOOK, new_mine)
 
 
 def ema_hook(cfg: EMAConfig) -> Hook:
     """The EMA hook, named ``"ema"`` like its state (see the module docstring)."""
 
-    def fn(event: Event) -> TrainState | None:
-        state = event.state
-        mine = state.hooks.get(EMA_HOOK)
-        if event.stage is Stage.BEFORE_RUN:
-            if mine is not None:
-                return None
-            copies = {n: p.detach().clone() for n, p in state.params.items()}
-            return replace(state, hooks={**state.hooks, EMA_HOOK: {"params": copies, "raw": None}})
-        if mine is None:
-            raise RuntimeError("EMA hook: no EMA state; the hook must see before_run first")
-        swapped = mine.get("raw") is not None
-        if event.stage is Stage.AFTER_TRAIN_ITER and state.iter % cfg.interval == 0:
-            _update(cfg, state, mine)
-        elif event.stage is Stage.AFTER_TRAIN_EPOCH and not swapped:
-            return _swap_in(state, mine)
-        elif event.stage is Stage.BEFORE_TRAIN_EPOCH and swapped:
-            return _swap_out(state, mine)
-        return None
+    def update(event: Event) -> None:
+        """In-place EMA step over all parameters (EMA tensors are donated hook state)."""
+        state, mine = event.state, _mine(event.state)
+        names = list(mine["params"])
+        emas = [mine["params"][n] for n in names]
+        weight = ema_momentum(cfg, state.iter)
+        torch._foreach_lerp_(emas, [state.params[n].detach() for n in names], weight)
 
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, _start),
+        # mmcv counts 0-based here: update when iter % interval == 0
+        only_at(Stage.AFTER_TRAIN_ITER, when(nth(cfg.interval, "iter", start=1), update)),
+        only_at(Stage.AFTER_TRAIN_EPOCH, _swap_in),
+        only_at(Stage.BEFORE_TRAIN_EPOCH, _swap_out),
+    )
     return Hook(EMA_HOOK, fn, get_priority(cfg.priority))
 
 
-@register(EMAConfig)
-def build_ema_hook(cfg: EMAConfig) -> Hook:
-    """``build(EMAConfig(...))``."""
-    return ema_hook(cfg)
+register(EMAConfig)(ema_hook)

@@ -1,23 +1,13 @@
-"""Evaluation hook: evaluate during training, keep the best checkpoint.
+"""Evaluation hook: evaluate during training, keep the best checkpoint (mmcv 1.x ``EvalHook``).
 
-mmcv 1.x ``EvalHook`` semantics:
-
-* by epoch (``after_train_epoch``) or by iteration (``after_train_iter``); with ``start = None``
-  every ``interval``-th epoch/iteration (1-based), else the 1-based count c is evaluated when
-  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights
-  before the first train epoch/iteration;
-* ``save_best``: ``"auto"`` tracks the first metric key of the first result, a name tracks that
-  key; ``rule`` ``"greater"``/``"less"``, or ``"auto"`` inferred from the key as mmcv does (a key
-  equal to, then containing, one of ``greater_keys`` -> greater, of ``less_keys`` -> less);
-* one ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
-
-The evaluation function comes from the run context: ``event.run.evaluate(state) -> dict[str,
-float]``. When an EMA hook keeps averaged weights in ``state.hooks["ema"]["params"]`` (and
-optionally ``["buffers"]``), those are evaluated instead (``use_ema``). The metrics are put in
-the event's outputs (``outputs["metrics"]``) for the loggers, which run later (VERY_LOW).
-
-The best score, its key and rule and the best file name live in ``state.hooks["evaluation"]``,
-so they survive a resume.
+* When: every ``interval``-th epoch/iteration (1-based count c), or with ``start`` when
+  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights.
+* ``save_best``: "auto" tracks the first metric key, a name tracks that key; ``rule`` "auto" is
+  inferred from the key as mmcv does (equal to, then containing, a greater/less key); one
+  ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
+* ``event.run.evaluate(state)`` computes the metrics, on the EMA weights when an EMA hook keeps
+  them (``use_ema``); they are written to ``outputs.metrics`` for the loggers (VERY_LOW). The
+  best score, key, rule and file live in ``state.hooks["evaluation"]`` and survive a resume.
 """
 
 from __future__ import annotations
@@ -32,39 +22,28 @@ from typing import Any, Literal
 
 import torch
 
-from detfn.config import Config, check, fail
+from detfn.config import check, fail
 from detfn.engine.checkpoint_io import advance_counters, save_checkpoint
+from detfn.engine.combinators import Condition, all_of, any_of, at, compose, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.hooks.checkpoint import resolve_out_dir, run_meta
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
-
-__all__ = [
-    "EVALUATION",
-    "GREATER_KEYS",
-    "LESS_KEYS",
-    "EvaluationHookConfig",
-    "build_evaluation_hook",
-    "evaluation_fn",
-    "infer_rule",
-    "is_better",
-    "should_evaluate",
-    "weights_to_evaluate",
-]
 
 EVALUATION = "evaluation"
 # mmcv's default key lists for inferring the rule of a key.
 GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc")
 LESS_KEYS = ("loss",)
-# LOW, registered after the timer (mmdet's train.py): after the checkpoint hook (NORMAL), so a
-# failing evaluation leaves the epoch's checkpoint; before the loggers, which print the metrics.
-DEFAULT_PRIORITY = Priority.LOW.name
 
 
 @dataclass(frozen=True)
-class EvaluationHookConfig(Config):
-    """Periodic evaluation with best-checkpoint tracking (mmcv ``EvalHook``)."""
+class EvaluationHookConfig(HookConfig):
+    """Periodic evaluation with best-checkpoint tracking (mmcv ``EvalHook``).
+
+    Priority LOW, registered after the timer (mmdet's train.py): after the checkpoint hook
+    (NORMAL), so a failing evaluation leaves the epoch's checkpoint; before the loggers.
+    """
 
     start: int | None = None
     """First epoch/iteration (1-based) to evaluate; 0 also evaluates before training."""
@@ -81,31 +60,20 @@ class EvaluationHookConfig(Config):
     """Evaluate the EMA weights of ``state.hooks[ema_key]`` when an EMA hook provides them."""
     ema_key: str = "ema"
     save_optimizer: bool = True
-    priority: int | str = DEFAULT_PRIORITY
+    priority: int | str = "LOW"
 
     def __post_init__(self) -> None:
-        check(
-            self,
-            "start",
-            self.start is None or self.start >= 0,
-            f"must be None or >= 0, got {self.start}",
-        )
+        super().__post_init__()
+        ok = self.start is None or self.start >= 0
+        check(self, "start", ok, f"must be None or >= 0, got {self.start}")
         check(self, "interval", self.interval > 0, f"must be > 0, got {self.interval}")
-        check(
-            self,
-            "save_best",
-            self.save_best is None or bool(self.save_best.strip()),
-            "must be None, 'auto' or a metric key, got an empty string",
-        )
+        ok = self.save_best is None or bool(self.save_best.strip())
+        check(self, "save_best", ok, "must be None, 'auto' or a metric key, got an empty string")
         if self.save_best not in (None, "auto"):
             try:
                 infer_rule(self.save_best, self.rule, self.greater_keys, self.less_keys)
             except ValueError as error:
                 fail(self, "rule", str(error))
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
 
 
 def infer_rule(
@@ -114,23 +82,15 @@ def infer_rule(
     greater_keys: tuple[str, ...] = GREATER_KEYS,
     less_keys: tuple[str, ...] = LESS_KEYS,
 ) -> str:
-    """``rule`` unless it is "auto"; then mmcv's inference from the key name.
-
-    An exact (case-insensitive) match of a greater/less key wins over a substring match.
-    """
+    """``rule`` unless it is "auto"; then mmcv's inference from the key name: an exact
+    (case-insensitive) match of a greater/less key wins over a substring match."""
     if rule != "auto":
         return rule
     lowered = key.lower()
-    greater = [k.lower() for k in greater_keys]
-    less = [k.lower() for k in less_keys]
-    if lowered in greater:
-        return "greater"
-    if lowered in less:
-        return "less"
-    if any(k in lowered for k in greater):
-        return "greater"
-    if any(k in lowered for k in less):
-        return "less"
+    for matches in (lambda k: lowered == k.lower(), lambda k: k.lower() in lowered):
+        for verdict, keys in (("greater", greater_keys), ("less", less_keys)):
+            if any(matches(k) for k in keys):
+                return verdict
     raise ValueError(
         f"cannot infer whether a greater or a smaller {key!r} is better; "
         "set rule='greater' or rule='less'"
@@ -141,27 +101,19 @@ def is_better(score: float, best: float | None, rule: str) -> bool:
     """Strictly better (mmcv compares with > / <); anything beats no best yet; NaN never wins."""
     if math.isnan(score):
         return False
-    if best is None:
-        return True
-    return score > best if rule == "greater" else score < best
+    return best is None or (score > best if rule == "greater" else score < best)
 
 
-def should_evaluate(cfg: EvaluationHookConfig, stage: Stage, state: TrainState) -> bool:
-    """Whether this event evaluates (mmcv's ``_should_evaluate`` plus the initial evaluation)."""
+def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
+    """When the hook evaluates: mmcv's ``_should_evaluate``, plus once before training when
+    ``start == 0`` (mmcv evaluates then when start <= the first epoch/iter of a fresh run)."""
+    unit = "epoch" if cfg.by_epoch else "iter"
     before = Stage.BEFORE_TRAIN_EPOCH if cfg.by_epoch else Stage.BEFORE_TRAIN_ITER
-    if stage is before:
-        # mmcv evaluates once before training when start <= the first epoch/iter of the run;
-        # for a fresh run (iter 0) that is start == 0
-        return cfg.start == 0 and state.iter == 0
-    if cfg.by_epoch and stage is Stage.AFTER_TRAIN_EPOCH:
-        count = state.epoch + 1
-    elif not cfg.by_epoch and stage is Stage.AFTER_TRAIN_ITER:
-        count = state.iter + 1
-    else:
-        return False
-    if cfg.start is None:
-        return count % cfg.interval == 0
-    return count >= cfg.start and (count - cfg.start) % cfg.interval == 0
+    after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
+    fresh = lambda event: cfg.start == 0 and event.state.iter == 0  # noqa: E731
+    return any_of(
+        all_of(at(before), fresh), all_of(at(after), nth(cfg.interval, unit, start=cfg.start))
+    )
 
 
 def weights_to_evaluate(state: TrainState, use_ema: bool, ema_key: str) -> TrainState:
@@ -190,24 +142,22 @@ def _numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def evaluation_fn(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
-    """Evaluate when due; put the metrics in the outputs; update the best checkpoint."""
-    state = event.state
-    if event.stage is Stage.BEFORE_RUN:
-        if not callable(getattr(event.run, "evaluate", None)):
-            raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
-        if cfg.save_best is not None:
-            resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook").mkdir(
-                parents=True, exist_ok=True
-            )
-        if EVALUATION in state.hooks:
-            return None
-        return _put(state, {"best_score": None, "best_ckpt": None, "key": None, "rule": None})
-    if not should_evaluate(cfg, event.stage, state):
+def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
+    if not callable(getattr(event.run, "evaluate", None)):
+        raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
+    if cfg.save_best is not None:
+        resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook").mkdir(parents=True, exist_ok=True)
+    if EVALUATION in event.state.hooks:
         return None
+    mine = {"best_score": None, "best_ckpt": None, "key": None, "rule": None}
+    return with_hook_state(event.state, EVALUATION, mine)
+
+
+def _evaluate(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
+    """Evaluate; write the metrics to the outputs; update the best checkpoint."""
+    state = event.state
     metrics = _numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
-    if isinstance(event.outputs, dict):
-        event.outputs["metrics"] = metrics
+    event.outputs.metrics = metrics
     if cfg.save_best is None:
         return None
     return _track_best(event, cfg, metrics)
@@ -231,12 +181,12 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     mine.update(key=key, rule=rule)
     score = metrics[key]
     if not is_better(score, mine.get("best_score"), rule):
-        return _put(state, mine)
+        return with_hook_state(state, EVALUATION, mine)
     out_dir = resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook")
     name = f"best_{key.replace('/', '_')}_{_progress_name(event.stage, state, cfg.by_epoch)}.pth"
     old = mine.get("best_ckpt")
     mine.update(best_score=score, best_ckpt=name)
-    new_state = _put(state, mine)
+    new_state = with_hook_state(state, EVALUATION, mine)
     save_checkpoint(
         out_dir / name,
         advance_counters(new_state, event.stage),
@@ -250,12 +200,13 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     return new_state
 
 
-def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return dataclasses.replace(state, hooks={**state.hooks, EVALUATION: mine})
+def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
+    """The evaluation hook (see the module docstring)."""
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, lambda event: _start(event, cfg)),
+        when(evaluation_due(cfg), lambda event: _evaluate(event, cfg)),
+    )
+    return Hook(EVALUATION, fn, get_priority(cfg.priority), writes=("metrics",))
 
 
-@register(EvaluationHookConfig)
-def build_evaluation_hook(cfg: EvaluationHookConfig, **context: Any) -> Hook:
-    """The evaluation hook (default priority LOW; register it after the timer)."""
-    del context
-    return Hook(EVALUATION, lambda event: evaluation_fn(event, cfg), get_priority(cfg.priority))
+register(EvaluationHookConfig)(evaluation_hook)

@@ -1,27 +1,17 @@
 """Text logger: console lines with ETA and a progress bar, and a JSON-lines metrics file.
 
-mmcv's ``TextLoggerHook`` semantics: with ``interval = n`` a train record is written after every
-n-th iteration (counted in the epoch when ``by_epoch``, globally otherwise) and after the last
-iteration of an epoch unless ``ignore_last``; its numbers are averaged over the iterations since
-the previous record. Evaluation metrics (``metrics`` in the outputs of ``after_train_epoch``,
-``after_train_iter`` or ``after_val_epoch``) are written as a ``"mode": "val"`` record.
-
-A train line of ``metrics.jsonl`` holds: ``mode``, ``epoch`` (1-based), ``iter`` (1-based, in the
-epoch when ``by_epoch``), ``global_iter`` (iterations done), ``lr`` and ``momentum`` (group 0),
-``lr_groups`` and ``momentum_groups`` (every parameter group), ``data_time``, ``time``, each named
-loss, ``loss``, ``grad_norm`` (when the optimizer hook reports it), ``memory`` (MiB, CUDA only).
-
-Console lines are plain text (no carriage returns), so they read well in a non-tty log::
-
-    Epoch [1][20/50]  [############------------------]  lr: 2.000e-02, eta: 0:01:05, ...
-
-The running sums live in ``state.hooks["text_logger"]`` (0-d tensors and floats: no device sync
-until a record is written).
+mmcv's ``TextLoggerHook``: a train record after every ``interval``-th iteration (in the epoch
+when ``by_epoch``) and at an epoch's end unless ``ignore_last``, averaged since the previous one;
+``outputs.metrics`` become a ``"mode": "val"`` record. A train record holds ``mode``, ``epoch``,
+``iter``, ``global_iter`` (iterations done), ``lr`` / ``momentum`` (group 0) and ``*_groups``,
+``data_time``, ``time``, each loss, ``loss``, ``grad_norm``, ``memory`` (MiB, CUDA). Console
+lines are plain text: ``Epoch [1][20/50]  [######------]  lr: 2.000e-02, eta: 0:01:05, ...``.
+Running sums (0-d tensors: no device sync until a record) live in ``state.hooks``; a resumed
+run first drops the records of iterations after its checkpoint, so none repeats.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -32,39 +22,29 @@ from typing import Any
 
 import torch
 
-from detfn.config import Config, check_positive, fail
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.hooks.checkpoint import resolve_out_dir, total_iters
+from detfn.config import check_positive, fail
+from detfn.engine.checkpoint_io import atomic_write
+from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
+from detfn.engine.events import Event, Hook, Outputs, Stage
+from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.hooks.workdir import METRICS_FILE
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.schedules.schedule import run_max_iters
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
-__all__ = [
-    "TEXT_LOGGER",
-    "TextLoggerHookConfig",
-    "accumulate",
-    "averages",
-    "build_text_logger_hook",
-    "eta_seconds",
-    "format_line",
-    "iter_values",
-    "progress_bar",
-    "should_log",
-    "text_logger_fn",
-    "train_record",
-    "val_record",
-]
-
 TEXT_LOGGER = "text_logger"
-# VERY_LOW: after the timer and the evaluation hook (LOW) have added their outputs.
-DEFAULT_PRIORITY = Priority.VERY_LOW.name
 _TIMING_KEYS = ("data_time", "time")
+_HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
+_SCHEDULE_KEYS = ("lr", "momentum", "lr_groups", "momentum_groups")
+# what the loggers read when some hook produces it
+LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
-class TextLoggerHookConfig(Config):
-    """Console + JSON-lines logger (mmcv ``TextLoggerHook``)."""
+class TextLoggerHookConfig(HookConfig):
+    """Console + JSON-lines logger (mmcv ``TextLoggerHook``). Priority VERY_LOW: after the timer
+    and the evaluation hook (LOW) have written their outputs."""
 
     interval: int = 10
     """Write a train record every ``interval`` iterations."""
@@ -79,39 +59,39 @@ class TextLoggerHookConfig(Config):
     """Directory of the JSON-lines file; None uses the run's work_dir."""
     bar_width: int = 30
     """Characters of the text progress bar; 0 hides it."""
-    priority: int | str = DEFAULT_PRIORITY
+    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive(self, "interval")
         if self.bar_width < 0:
             fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # pure pieces (also used by the wandb hook)
 
 
-def should_log(state: TrainState, interval: int, by_epoch: bool, ignore_last: bool) -> bool:
-    """Whether ``after_train_iter`` of ``state``'s iteration writes a record (mmcv's rule)."""
-    count = state.inner_iter + 1 if by_epoch else state.iter + 1
-    if count % interval == 0:
-        return True
-    end_of_epoch = state.iters_per_epoch > 0 and state.inner_iter + 1 == state.iters_per_epoch
-    return end_of_epoch and not ignore_last
+def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
+    """mmcv's rule for a train record: every ``interval`` iterations (in the epoch when
+    ``by_epoch``), and at the end of an epoch unless ``ignore_last``; counted globally, detfn also
+    writes the run's last iteration, so a run shorter than the interval still has a record."""
+    every = nth(interval, "inner_iter" if by_epoch else "iter")
+    if not by_epoch:
+        every = any_of(every, last("iter"))
+    return every if ignore_last else any_of(every, epoch_end)
 
 
-def iter_values(outputs: Mapping[str, Any]) -> dict[str, Any]:
+def iter_values(outputs: Outputs) -> dict[str, Any]:
     """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
-    values: dict[str, Any] = {k: outputs[k] for k in _TIMING_KEYS if k in outputs}
-    values.update(outputs.get("losses", {}) or {})
-    for key in ("loss", "grad_norm"):
-        if outputs.get(key) is not None:
-            values[key] = outputs[key]
-    return {k: v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()}
+    values = {k: getattr(outputs, k) for k in _TIMING_KEYS}
+    values.update(outputs.losses)
+    values.update(loss=outputs.loss, grad_norm=outputs.grad_norm)
+    return {
+        k: v.detach() if isinstance(v, torch.Tensor) else float(v)
+        for k, v in values.items()
+        if v is not None
+    }
 
 
 def accumulate(buffer: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,9 +110,7 @@ def averages(buffer: Mapping[str, Any]) -> dict[str, float]:
 
 def eta_seconds(time_sum: float, timed_iters: int, iters_left: int) -> float:
     """Remaining seconds: mean iteration time since this process started, times iterations left."""
-    if timed_iters <= 0:
-        return 0.0
-    return time_sum / timed_iters * max(iters_left, 0)
+    return time_sum / timed_iters * max(iters_left, 0) if timed_iters > 0 else 0.0
 
 
 def progress_bar(done: int, total: int, width: int) -> str:
@@ -151,34 +129,33 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
         "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
         "global_iter": state.iter + 1,
     }
-    if state.lr:
-        record["lr"] = float(state.lr[0])
-    if state.momentum:
-        record["momentum"] = float(state.momentum[0])
-    if state.lr:
-        record["lr_groups"] = [float(v) for v in state.lr]
-    if state.momentum:
-        record["momentum_groups"] = [float(v) for v in state.momentum]
+    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+        if values:
+            record[key] = float(values[0])
+    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+        if values:
+            record[f"{key}_groups"] = [float(v) for v in values]
     record.update(means)
     return record
 
 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON record of an evaluation.
-
-    ``epoch`` is the number of train epochs done when the metrics were computed (mmcv's
-    ``get_epoch``); ``global_iter`` the number of train iterations done.
-    """
+    """The JSON record of an evaluation: ``epoch`` is the number of train epochs done when the
+    metrics were computed (mmcv's ``get_epoch``), ``global_iter`` the iterations done."""
     if stage is Stage.AFTER_TRAIN_ITER:
         epoch, done = state.epoch + 1, state.iter + 1
     elif stage is Stage.AFTER_TRAIN_EPOCH:
         epoch, done = state.epoch + 1, state.iter
     else:
         epoch, done = state.epoch, state.iter
-    values = {
+    return {"mode": "val", "epoch": epoch, "global_iter": done, **numbers(metrics)}
+
+
+def numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
+    return {
         k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
     }
-    return {"mode": "val", "epoch": epoch, "global_iter": done, **values}
 
 
 def format_line(
@@ -191,10 +168,9 @@ def format_line(
             if by_epoch
             else f"Iter(val) [{record['global_iter']}]"
         )
-        skip = {"mode", "epoch", "global_iter"}
-        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in skip)
+        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{head}  {values}"
-    total = total_iters(state) or 0
+    total = run_max_iters(state) or 0
     if by_epoch:
         head = f"Epoch [{record['epoch']}][{record['iter']}/{state.iters_per_epoch}]"
         bar = progress_bar(record["iter"], state.iters_per_epoch, bar_width)
@@ -206,19 +182,8 @@ def format_line(
         parts.append(f"lr: {record['lr']:.3e}")
     if eta is not None:
         parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
-    skip = {
-        "mode",
-        "epoch",
-        "iter",
-        "global_iter",
-        "lr",
-        "momentum",
-        "lr_groups",
-        "momentum_groups",
-    }
-    parts += [
-        f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in record.items() if k not in skip
-    ]
+    shown = [(k, v) for k, v in record.items() if k not in _HEAD_KEYS + _SCHEDULE_KEYS]
+    parts += [f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
     return "  ".join(p for p in (head, bar, ", ".join(parts)) if p)
 
 
@@ -226,53 +191,86 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-# ---------------------------------------------------------------------------------------------
-# the hook
+def drop_records_after(path: pathlib.Path, done: int) -> None:
+    """Remove the records of iterations after ``done`` (a killed run wrote them after the
+    checkpoint it is resumed from), so the file holds no repeated iterations after a resume."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("global_iter", 0) <= done]
+    if len(kept) != len(lines):
+        text = "".join(line + "\n" for line in kept)
+        atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def text_logger_fn(event: Event, cfg: TextLoggerHookConfig) -> TrainState | None:
+def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     """Accumulate iteration values in the state; write console lines and JSON records."""
-    stage, state = event.stage, event.state
-    mine = dict(state.hooks.get(TEXT_LOGGER) or {})
-    if stage is Stage.BEFORE_RUN:
+
+    def emit(event: Event, record: dict[str, Any], eta: float | None) -> None:
+        if cfg.console:
+            logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
         if cfg.json_file:
-            resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook").mkdir(
-                parents=True, exist_ok=True
-            )
+            path = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook") / METRICS_FILE
+            with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
+                f.write(json.dumps(record) + "\n")
+
+    def start(event: Event) -> TrainState:
+        if cfg.json_file:
+            out_dir = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            drop_records_after(out_dir / METRICS_FILE, event.state.iter)
         # the ETA averages over this process's iterations only (a resumed run restarts it)
-        return _put(state, {"buffer": {}, "time_sum": 0.0, "timed": 0})
-    if stage is Stage.AFTER_TRAIN_ITER:
-        return _after_train_iter(event, cfg, mine)
-    metrics = event.outputs.get("metrics")
-    if metrics:  # an evaluation before training, after an epoch, or a val phase
-        _emit(event, cfg, val_record(stage, state, metrics), None)
-    if stage is Stage.BEFORE_TRAIN_EPOCH:
-        return _put(state, {**mine, "buffer": {}})
-    return None
+        return with_hook_state(
+            event.state, TEXT_LOGGER, {"buffer": {}, "time_sum": 0.0, "timed": 0}
+        )
 
+    def mine(state: TrainState) -> dict[str, Any]:
+        return dict(state.hooks.get(TEXT_LOGGER) or {})
 
-def _after_train_iter(event: Event, cfg: TextLoggerHookConfig, mine: dict[str, Any]) -> TrainState:
-    state = event.state
-    values = iter_values(event.outputs)
-    mine["buffer"] = accumulate(mine.get("buffer"), values)
-    if "time" in values:
-        mine["time_sum"] = mine.get("time_sum", 0.0) + values["time"]
-        mine["timed"] = mine.get("timed", 0) + 1
-    if should_log(state, cfg.interval, cfg.by_epoch, cfg.ignore_last):
-        record = train_record(state, averages(mine["buffer"]), cfg.by_epoch)
-        memory = _cuda_memory_mib(event.outputs.get("loss"))
+    def add(event: Event) -> TrainState:
+        values, new = iter_values(event.outputs), mine(event.state)
+        new["buffer"] = accumulate(new.get("buffer"), values)
+        if "time" in values:
+            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
+            new["timed"] = new.get("timed", 0) + 1
+        return with_hook_state(event.state, TEXT_LOGGER, new)
+
+    def write_train(event: Event) -> TrainState:
+        state, new = event.state, mine(event.state)
+        record = train_record(state, averages(new["buffer"]), cfg.by_epoch)
+        memory = _cuda_memory_mib(event.outputs.loss)
         if memory is not None:
             record["memory"] = memory
-        total = total_iters(state)
-        eta = None
-        if mine.get("timed") and total is not None:
-            eta = eta_seconds(mine["time_sum"], mine["timed"], total - (state.iter + 1))
-        _emit(event, cfg, record, eta)
-        mine["buffer"] = {}
-    metrics = event.outputs.get("metrics")
-    if metrics:
-        _emit(event, cfg, val_record(Stage.AFTER_TRAIN_ITER, state, metrics), None)
-    return _put(state, mine)
+        total, eta = run_max_iters(state), None
+        if new.get("timed") and total is not None:
+            eta = eta_seconds(new["time_sum"], new["timed"], total - (state.iter + 1))
+        emit(event, record, eta)
+        return with_hook_state(state, TEXT_LOGGER, {**new, "buffer": {}})
+
+    def write_val(event: Event) -> None:
+        emit(event, val_record(event.stage, event.state, event.outputs.metrics), None)
+
+    def reset(event: Event) -> TrainState:
+        return with_hook_state(event.state, TEXT_LOGGER, {**mine(event.state), "buffer": {}})
+
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(Stage.AFTER_TRAIN_ITER, add),
+        only_at(
+            Stage.AFTER_TRAIN_ITER,
+            when(log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last), write_train),
+        ),
+        when(lambda event: bool(event.outputs.metrics), write_val),
+        only_at(Stage.BEFORE_TRAIN_EPOCH, reset),
+    )
+    return Hook(
+        TEXT_LOGGER,
+        fn,
+        get_priority(cfg.priority),
+        reads=("loss", "losses"),
+        reads_optional=LOGGED_OUTPUTS,
+    )
 
 
 def _cuda_memory_mib(loss: Any) -> int | None:
@@ -284,27 +282,4 @@ def _cuda_memory_mib(loss: Any) -> int | None:
     return int(peak)
 
 
-def _emit(event: Event, cfg: TextLoggerHookConfig, record: dict[str, Any], eta: float | None):
-    if cfg.console:
-        logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-        logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
-    if cfg.json_file:
-        path = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook") / METRICS_FILE
-        _append_json(path, record)
-
-
-def _append_json(path: pathlib.Path, record: Mapping[str, Any]) -> None:
-    """One line per record; opened per write so a crash never loses earlier lines."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return dataclasses.replace(state, hooks={**state.hooks, TEXT_LOGGER: mine})
-
-
-@register(TextLoggerHookConfig)
-def build_text_logger_hook(cfg: TextLoggerHookConfig, **context: Any) -> Hook:
-    """The console + JSON-lines logger (default priority VERY_LOW)."""
-    del context
-    return Hook(TEXT_LOGGER, lambda event: text_logger_fn(event, cfg), get_priority(cfg.priority))
+register(TextLoggerHookConfig)(text_logger_hook)

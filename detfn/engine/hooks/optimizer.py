@@ -1,21 +1,18 @@
-"""The optimizer hook: gradient accumulation, fp16 loss scaling, clipping, then the update.
+"""The optimizer hook: accumulation, fp16 loss scaling, clipping, the gradient check, the update.
 
-It runs on ``after_train_iter`` at ABOVE_NORMAL, after the lr/momentum hooks have set
-``state.lr`` / ``state.momentum`` and before checkpoints, timers and loggers. Its state lives in
-``state.hooks["optimizer"]`` so a resume continues an accumulation window and the loss scale:
-``{"accum": grads summed so far or None, "scaler": {"scale": float, "growth_tracker": int}}``.
+It runs on ``after_train_iter`` at ABOVE_NORMAL, after the schedule hooks set ``state.hyper``;
+its state ``{"accum": grads summed so far, "scaler": {"scale", "growth_tracker"}}`` lives in
+``state.hooks["optimizer"]``, so a resume continues an accumulation window and the loss scale.
 
-Gradient accumulation follows mmcv's ``GradientCumulativeOptimizerHook``: the loss of every
-micro-batch is divided by ``cumulative_iters``, except in the trailing remainder of the run, where
-it is divided by the remainder's size; the update happens every ``cumulative_iters`` iterations
-and at the last one. So k batches of size 1 give the update of one batch of size k (models
-without BatchNorm statistics that depend on the batch). Dividing the gradients is the same as
-dividing the loss, since gradients are linear in it.
-
-fp16 follows ``torch.amp.GradScaler``: the step multiplies the loss by ``scale``; here the grads
-are multiplied by ``1/scale``; a window with a non-finite gradient is skipped and the scale
-backs off; after ``growth_interval`` finite windows it grows. A static scale (mmcv's default
-``loss_scale=512.``) is ``dynamic=False``: growth and backoff factors are 1.
+* Accumulation (mmcv's ``GradientCumulativeOptimizerHook``): grads are divided by
+  ``cumulative_iters`` (by the remainder's size at the end of the run); the update happens every
+  ``cumulative_iters`` iterations and at the last one.
+* fp16 (``torch.amp.GradScaler`` rules): grads are multiplied by ``1/scale``; a window with a
+  non-finite gradient is skipped and the scale backs off; it grows after ``growth_interval``
+  finite windows. ``dynamic=False`` is mmcv's static ``loss_scale=512.``.
+* ``check_grads`` (default on): a finite loss can have infinite gradients. The total norm (one
+  fused ``_foreach_norm``, which clipping needs anyway; reported as ``grad_norm``) must be
+  finite or :class:`NonFiniteGradError` names the parameters, and the weights stay finite.
 """
 
 from __future__ import annotations
@@ -29,22 +26,20 @@ from detfn.config import Config, check, check_positive
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.optim.base import Optimizer
 from detfn.engine.priority import Priority
-from detfn.engine.state import TrainState
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
-__all__ = [
-    "OPTIMIZER_HOOK",
-    "GradClipConfig",
-    "LossScaleConfig",
-    "OptimizerHookConfig",
-    "build_optimizer_hook",
-    "clip_grad_norm_",
-    "current_loss_scale",
-    "loss_divisor",
-    "optimizer_hook",
-]
-
 OPTIMIZER_HOOK = "optimizer"
+
+
+class NonFiniteGradError(FloatingPointError):
+    """A gradient became NaN or Inf while the loss was finite; ``iteration`` and ``names`` say
+    where (library code never exits the process)."""
+
+    def __init__(self, message: str, iteration: int, names: list[str]):
+        super().__init__(message)
+        self.iteration = iteration
+        self.names = names
 
 
 @dataclass(frozen=True)
@@ -78,16 +73,18 @@ class LossScaleConfig(Config):
 @dataclass(frozen=True)
 class OptimizerHookConfig(Config):
     """Attributes:
-    grad_clip: clip the global gradient norm (None: no clipping, no ``grad_norm`` output).
+    grad_clip: clip the global gradient norm (None: no clipping).
     cumulative_iters: micro-batches per update (mmcv's gradient accumulation).
     precision: "fp32"; "bf16" autocast; "fp16" autocast with loss scaling.
     loss_scale: fp16 only.
+    check_grads: refuse an update with a non-finite gradient norm (see module docstring).
     """
 
     grad_clip: GradClipConfig | None = None
     cumulative_iters: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
+    check_grads: bool = True
 
     def __post_init__(self) -> None:
         check_positive(self, "cumulative_iters")
@@ -115,22 +112,20 @@ def loss_divisor(iteration: int, total_iters: int, cumulative_iters: int) -> int
     return cumulative_iters if iteration < divisible else total_iters - divisible
 
 
+def total_norm(grads: list[torch.Tensor], norm_type: float = 2.0) -> torch.Tensor:
+    """The norm of all ``grads`` together, from one fused per-tensor norm."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, norm_type)), norm_type)
+
+
 def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float, norm_type: float) -> torch.Tensor:
     """Scale ``grads`` in place so their total norm is at most ``max_norm`` (as
     ``torch.nn.utils.clip_grad_norm_``); returns the total norm before clipping."""
-    if not grads:
-        return torch.zeros(())
-    norms = torch._foreach_norm(grads, norm_type)
-    total = torch.linalg.vector_norm(torch.stack(norms), norm_type)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
+    total = total_norm(grads, norm_type)
+    if grads:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
-
-
-def _all_finite(grads: list[torch.Tensor]) -> bool:
-    if not grads:
-        return True
-    return bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
 
 
 def _next_scaler(scaler: dict[str, Any], finite: bool, cfg: LossScaleConfig) -> dict[str, Any]:
@@ -158,6 +153,20 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
     return accum
 
 
+def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], iteration: int):
+    """Raise :class:`NonFiniteGradError` when ``norm`` is not finite (one device sync)."""
+    if bool(torch.isfinite(norm)):
+        return
+    bad = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
+    raise NonFiniteGradError(
+        f"non-finite gradient at iteration {iteration} (total norm {float(norm)}) in "
+        f"{len(bad)} parameters: {bad[:5]}{' ...' if len(bad) > 5 else ''}; the update is "
+        "refused so no non-finite weights are saved",
+        iteration,
+        bad,
+    )
+
+
 def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
     """The hook function over ``optimizer`` (see the module docstring)."""
     fp16 = cfg.precision == "fp16"
@@ -169,47 +178,49 @@ def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
     def on_iter(event: Event) -> TrainState:
         state, outputs = event.state, event.outputs
         mine = dict(state.hooks.get(OPTIMIZER_HOOK) or initial())
-        grads = dict(outputs["grads"])
-        divisor = loss_divisor(state.iter, state.max_iters, cfg.cumulative_iters)
-        factor = 1.0 / divisor
+        grads = dict(outputs.grads or {})
+        factor = 1.0 / loss_divisor(state.iter, state.max_iters, cfg.cumulative_iters)
         if fp16:
             factor /= mine["scaler"]["scale"]
-            outputs["loss_scale"] = mine["scaler"]["scale"]
+            outputs.loss_scale = mine["scaler"]["scale"]
         if factor != 1.0 and grads:
             torch._foreach_mul_(list(grads.values()), factor)
         accum = _accumulate(mine["accum"], grads)
         last = state.iter + 1 == state.max_iters
         if (state.iter + 1) % cfg.cumulative_iters != 0 and not last:
-            return _with(state, {**mine, "accum": accum})
+            return with_hook_state(state, OPTIMIZER_HOOK, {**mine, "accum": accum})
         mine["accum"] = None
-        names = list(accum)
+        tensors = list(accum.values())
         if fp16:
-            finite = _all_finite([accum[n] for n in names])
+            finite = bool(torch.isfinite(total_norm(tensors, float("inf"))))
             mine["scaler"] = _next_scaler(mine["scaler"], finite, cfg.loss_scale)
             if not finite:
-                return _with(state, mine)
+                return with_hook_state(state, OPTIMIZER_HOOK, mine)
         if cfg.grad_clip is not None:
             clip = cfg.grad_clip
-            outputs["grad_norm"] = clip_grad_norm_(
-                [accum[n] for n in names], clip.max_norm, clip.norm_type
-            )
-        params, opt_state = optimizer.update(
-            accum, state.opt_state, state.params, state.lr, state.momentum
-        )
-        return replace(_with(state, mine), params=params, opt_state=opt_state)
+            outputs.grad_norm = clip_grad_norm_(tensors, clip.max_norm, clip.norm_type)
+        elif cfg.check_grads:
+            outputs.grad_norm = total_norm(tensors)
+        if cfg.check_grads:
+            _refuse_non_finite(outputs.grad_norm, accum, state.iter)
+        params, opt_state = optimizer.update(accum, state.opt_state, state.params, state.hyper)
+        new = replace(state, params=params, opt_state=opt_state)
+        return with_hook_state(new, OPTIMIZER_HOOK, mine)
 
     def fn(event: Event) -> TrainState | None:
         if event.stage is Stage.BEFORE_RUN and OPTIMIZER_HOOK not in event.state.hooks:
-            return _with(event.state, initial())
+            return with_hook_state(event.state, OPTIMIZER_HOOK, initial())
         if event.stage is Stage.AFTER_TRAIN_ITER:
             return on_iter(event)
         return None
 
-    return Hook(OPTIMIZER_HOOK, fn, int(Priority.ABOVE_NORMAL))
-
-
-def _with(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return replace(state, hooks={**state.hooks, OPTIMIZER_HOOK: mine})
+    return Hook(
+        OPTIMIZER_HOOK,
+        fn,
+        int(Priority.ABOVE_NORMAL),
+        reads=("grads",),
+        writes=("grad_norm", "loss_scale"),
+    )
 
 
 @register(OptimizerHookConfig)

@@ -11,32 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import Config
+from detfn.engine.combinators import only_at
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import get_priority
+from detfn.engine.priority import HookConfig, get_priority
 from detfn.registry import register
-
-__all__ = ["SAMPLER_SEED_HOOK", "SamplerSeedConfig", "build_sampler_seed", "sampler_seed_hook"]
 
 SAMPLER_SEED_HOOK = "sampler_seed"
 
 
 @dataclass(frozen=True)
-class SamplerSeedConfig(Config):
+class SamplerSeedConfig(HookConfig):
     """Priority NORMAL, as a custom hook in mmdet's ``train_detector``."""
-
-    priority: int | str = "NORMAL"
-
-    def __post_init__(self) -> None:
-        get_priority(self.priority)
 
 
 def _set_epoch_target(loader: Any) -> Any:
     """The object whose ``set_epoch`` to call: the loader, its batch sampler or its sampler."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
     candidates = (
         loader,
-        getattr(loader, "batch_sampler", None),
-        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+        batch_sampler,
+        getattr(batch_sampler, "sampler", None),
         getattr(loader, "sampler", None),
     )
     for candidate in candidates:
@@ -51,15 +45,11 @@ def _set_epoch_target(loader: Any) -> Any:
 def sampler_seed_hook(cfg: SamplerSeedConfig) -> Hook:
     """The hook (see the module docstring)."""
 
-    def fn(event: Event) -> None:
-        if event.stage is Stage.BEFORE_TRAIN_EPOCH:
-            _set_epoch_target(event.run.train_loader).set_epoch(event.state.epoch)
-        return None
+    def set_epoch(event: Event) -> None:
+        _set_epoch_target(event.run.train_loader).set_epoch(event.state.epoch)
 
+    fn = only_at(Stage.BEFORE_TRAIN_EPOCH, set_epoch)
     return Hook(SAMPLER_SEED_HOOK, fn, get_priority(cfg.priority))
 
 
-@register(SamplerSeedConfig)
-def build_sampler_seed(cfg: SamplerSeedConfig) -> Hook:
-    """``build(SamplerSeedConfig())``."""
-    return sampler_seed_hook(cfg)
+register(SamplerSeedConfig)(sampler_seed_hook)

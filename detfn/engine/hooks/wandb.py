@@ -1,17 +1,10 @@
-"""Weights & Biases logger hook.
+"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``).
 
-* ``before_run``: ``init(project, name, tags, entity, mode, dir, config)`` with the full experiment
-  config (``detfn.config.to_dict(run.cfg)``, type tags included); a resumed run passes the stored
-  run id with ``resume="allow"`` so the curves continue.
-* train records every ``interval`` iterations (the text logger's rule and averaging) under
-  ``train/...``, evaluation metrics under ``val/...``; always with ``step`` = the number of train
-  iterations done, a single monotonic axis (wandb drops a step lower than the last one).
-* ``after_run``: ``finish(exit_code=1 if the run failed else 0)``, always.
-
-``mode="auto"`` logs online only when the user is logged in (``WANDB_API_KEY`` or a netrc entry
-for the wandb host), else offline; ``WANDB_MODE`` in the environment wins over that guess;
-explicit "online" / "offline" / "disabled" are passed through. ``wandb`` is imported only when the
-hook starts a real run; tests pass ``init=`` to the builder instead.
+``before_run``: ``init(...)`` with the experiment config (a resumed run passes its stored run id
+with ``resume="allow"``); train records (the text logger's rule and averages) under ``train/``,
+metrics under ``val/``, with ``step`` = train iterations done; ``after_run``: ``finish(exit_code=1
+if the run failed else 0)``, always. ``mode="auto"``: ``WANDB_MODE`` if set, else online when
+logged in (``WANDB_API_KEY`` or a netrc entry), else offline. ``wandb`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -25,31 +18,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detfn.config import Config, check_positive, fail
+from detfn.config import check_positive
+from detfn.engine.combinators import compose, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.hooks.logger import (
+    LOGGED_OUTPUTS,
     accumulate,
     averages,
     iter_values,
-    should_log,
+    log_due,
     val_record,
 )
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
-__all__ = [
-    "WANDB",
-    "WandbHookConfig",
-    "build_wandb_hook",
-    "has_api_key",
-    "resolve_mode",
-    "train_payload",
-    "wandb_fn",
-]
-
 WANDB = "wandb"
-DEFAULT_PRIORITY = Priority.VERY_LOW.name
 _ENV_MODES = {
     "online": "online",
     "run": "online",
@@ -60,7 +44,7 @@ _ENV_MODES = {
 
 
 @dataclass(frozen=True)
-class WandbHookConfig(Config):
+class WandbHookConfig(HookConfig):
     """Weights & Biases logging (mmcv ``WandbLoggerHook``, interval 10)."""
 
     project: str | None = None
@@ -74,14 +58,11 @@ class WandbHookConfig(Config):
     by_epoch: bool = True
     ignore_last: bool = True
     log_config: bool = True
-    priority: int | str = DEFAULT_PRIORITY
+    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive(self, "interval")
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
 
 
 def has_api_key(environ: Mapping[str, str] | None = None, netrc_file: str | None = None) -> bool:
@@ -157,43 +138,57 @@ def _real_init(**kwargs: Any) -> Any:
     return wandb.init(**kwargs, settings=wandb.Settings(silent=True))
 
 
-def wandb_fn(
-    event: Event, cfg: WandbHookConfig, live: dict[str, Any], init: Callable[..., Any]
-) -> TrainState | None:
-    """Start, feed and finish the wandb run held in ``live["run"]`` (not checkpointable)."""
-    stage, state = event.stage, event.state
-    mine = dict(state.hooks.get(WANDB) or {})
-    if stage is Stage.BEFORE_RUN:
+def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
+    """Start, feed and finish a wandb run; the live run object is not checkpointable, so it is
+    held here, and only its id goes into ``state.hooks["wandb"]``."""
+    live: dict[str, Any] = {"run": None}
+
+    def start(event: Event) -> TrainState:
+        mine = event.state.hooks.get(WANDB) or {}
         live["run"] = init(**_init_kwargs(cfg, event, mine.get("run_id")))
         run_id = getattr(live["run"], "id", None)
-        return _put(state, {"buffer": {}, "run_id": run_id if isinstance(run_id, str) else None})
-    if stage is Stage.AFTER_RUN:
-        run, live["run"] = live.get("run"), None
+        mine = {"buffer": {}, "run_id": run_id if isinstance(run_id, str) else None}
+        return with_hook_state(event.state, WANDB, mine)
+
+    def finish(event: Event) -> None:
+        run, live["run"] = live["run"], None
         if run is not None:
             run.finish(exit_code=1 if event.error is not None else 0)
-        return None
-    run = live.get("run")
-    if run is None:
-        return None
-    if stage is Stage.AFTER_TRAIN_ITER:
+
+    def add(event: Event) -> TrainState:
+        state = event.state
+        mine = dict(state.hooks.get(WANDB) or {})
         mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
-        if should_log(state, cfg.interval, cfg.by_epoch, cfg.ignore_last):
-            run.log(train_payload(state, averages(mine["buffer"])), step=state.iter + 1)
+        if log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)(event):
+            live["run"].log(train_payload(state, averages(mine["buffer"])), step=state.iter + 1)
             mine["buffer"] = {}
-    metrics = event.outputs.get("metrics")
-    if metrics:
-        record = val_record(stage, state, metrics)
+        return with_hook_state(state, WANDB, mine)
+
+    def log_metrics(event: Event) -> None:
+        metrics = event.outputs.metrics
+        record = val_record(event.stage, event.state, metrics)
         values = {f"val/{k}": record[k] for k in metrics if isinstance(record[k], float)}
-        run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
-    if stage is Stage.BEFORE_TRAIN_EPOCH:
-        mine["buffer"] = {}
-    if stage in (Stage.AFTER_TRAIN_ITER, Stage.BEFORE_TRAIN_EPOCH):
-        return _put(state, mine)
-    return None
+        live["run"].log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
+    def reset(event: Event) -> TrainState:
+        mine = dict(event.state.hooks.get(WANDB) or {})
+        return with_hook_state(event.state, WANDB, {**mine, "buffer": {}})
 
-def _put(state: TrainState, mine: dict[str, Any]) -> TrainState:
-    return dataclasses.replace(state, hooks={**state.hooks, WANDB: mine})
+    running = lambda event: live["run"] is not None  # noqa: E731
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(Stage.AFTER_RUN, finish),
+        when(running, only_at(Stage.AFTER_TRAIN_ITER, add)),
+        when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
+        when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
+    )
+    return Hook(
+        WANDB,
+        fn,
+        get_priority(cfg.priority),
+        reads=("loss", "losses"),
+        reads_optional=LOGGED_OUTPUTS,
+    )
 
 
 @register(WandbHookConfig)
@@ -202,6 +197,4 @@ def build_wandb_hook(
 ) -> Hook:
     """The wandb hook; ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
     del context
-    live: dict[str, Any] = {"run": None}
-    chosen = init if init is not None else _real_init
-    return Hook(WANDB, lambda event: wandb_fn(event, cfg, live, chosen), get_priority(cfg.priority))
+    return wandb_hook(cfg, init if init is not None else _real_init)

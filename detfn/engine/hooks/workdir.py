@@ -22,35 +22,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import Config, fail, save
+from detfn.config import save
+from detfn.engine.combinators import compose, only_at
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.priority import HookConfig, get_priority
 from detfn.registry import register
-
-__all__ = [
-    "CONFIG_FILE",
-    "LOG_FORMAT",
-    "METRICS_FILE",
-    "WORK_DIR",
-    "WorkDirHookConfig",
-    "add_file_handler",
-    "build_work_dir_hook",
-    "config_path",
-    "dump_config",
-    "log_file_path",
-    "make_logger",
-    "metrics_path",
-    "timestamp",
-    "work_dir_fn",
-]
 
 WORK_DIR = "work_dir"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-# HIGHEST: the config is on disk before any other hook can fail at before_run.
-DEFAULT_PRIORITY = Priority.HIGHEST.name
 # marks on the handlers make_logger adds, so a later call replaces them and nothing else
 _CONSOLE_MARK = "_detfn_console"
 _FILE_MARK = "_detfn_run_log"
@@ -123,36 +104,32 @@ def make_logger(
 
 
 @dataclass(frozen=True)
-class WorkDirHookConfig(Config):
-    """Dump the experiment config into the work dir at the start of the run."""
+class WorkDirHookConfig(HookConfig):
+    """Dump the experiment config into the work dir at the start of the run; priority HIGHEST,
+    so the config is on disk before any other hook can fail at before_run."""
 
     dump_config: bool = True
-    priority: int | str = DEFAULT_PRIORITY
-
-    def __post_init__(self) -> None:
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
+    priority: int | str = "HIGHEST"
 
 
-def work_dir_fn(event: Event, cfg: WorkDirHookConfig) -> TrainState | None:
+def work_dir_hook(cfg: WorkDirHookConfig) -> Hook:
     """``before_run``: write config.json; ``after_run``: flush the run logger's handlers."""
-    work_dir = getattr(event.run, "work_dir", None)
-    if event.stage is Stage.BEFORE_RUN and work_dir is not None:
+
+    def start(event: Event) -> None:
+        work_dir = getattr(event.run, "work_dir", None)
+        if work_dir is None:
+            return
         pathlib.Path(work_dir).mkdir(parents=True, exist_ok=True)
         run_cfg = getattr(event.run, "cfg", None)
         if cfg.dump_config and dataclasses.is_dataclass(run_cfg):
             dump_config(run_cfg, work_dir)
-    elif event.stage is Stage.AFTER_RUN:
-        logger = getattr(event.run, "logger", None)
-        for handler in getattr(logger, "handlers", ()):
+
+    def flush(event: Event) -> None:
+        for handler in getattr(getattr(event.run, "logger", None), "handlers", ()):
             handler.flush()
-    return None
+
+    fn = compose(only_at(Stage.BEFORE_RUN, start), only_at(Stage.AFTER_RUN, flush))
+    return Hook(WORK_DIR, fn, get_priority(cfg.priority))
 
 
-@register(WorkDirHookConfig)
-def build_work_dir_hook(cfg: WorkDirHookConfig, **context: Any) -> Hook:
-    """The work-dir hook (default priority HIGHEST)."""
-    del context
-    return Hook(WORK_DIR, lambda event: work_dir_fn(event, cfg), get_priority(cfg.priority))
+register(WorkDirHookConfig)(work_dir_hook)

@@ -26,8 +26,6 @@ from detfn.engine.optim.base import (
 from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, config_param_groups
 from detfn.registry import register
 
-__all__ = ["AdamWConfig", "adamw", "build_adamw"]
-
 
 @dataclass(frozen=True)
 class AdamWConfig(Config):
@@ -47,14 +45,14 @@ class AdamWConfig(Config):
         check(self, "betas", ok, f"must be two values in [0, 1), got {self.betas!r}")
 
 
-def _update_group(group, grads, params, state, lr, beta1, beta2, eps, fused) -> None:
+def _update_group(group, grads, params, state, values, beta2, eps, fused) -> None:
     """One group's in-place step."""
     names, ps, gs, (ms, vs, steps) = group_tensors(
         group, grads, params, state["exp_avg"], state["exp_avg_sq"], state["step"]
     )
     if not names:
         return
-    wd = group.weight_decay
+    lr, beta1, wd = values["lr"], values["momentum"], values["weight_decay"]
     torch._foreach_add_(steps, 1.0)
     if fused:
         torch._fused_adamw_(
@@ -90,8 +88,8 @@ def adamw(
             "exp_avg_sq": {n: torch.zeros_like(p) for n, p in params.items()},
         }
 
-    def step_group(group, grads, params, state, lr, beta1) -> None:
-        _update_group(group, grads, params, state, lr, beta1, beta2, eps, fused)
+    def step_group(group, grads, params, state, values) -> None:
+        _update_group(group, grads, params, state, values, beta2, eps, fused)
 
     return per_group_optimizer(groups, init, step_group)
 

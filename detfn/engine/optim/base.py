@@ -6,9 +6,11 @@ ops and returned. In-place updates avoid allocating new full-size tensors every 
 a pure out-of-place version 2.4x slower than ``torch.optim`` on CPU (functional-pytorch.md §2).
 Callers must therefore treat the ``params`` and ``state`` they pass in as consumed.
 
-Hyperparameters that schedules change (lr, momentum / beta1) are arguments of ``update``, one
-value per :class:`~detfn.engine.optim.groups.ParamGroup`, read from ``TrainState.lr`` and
-``TrainState.momentum``. Everything else is fixed when the optimizer is built.
+Hyperparameters that schedules change (lr, momentum / beta1, weight_decay) are the ``hyper``
+argument of ``update``: one value per :class:`~detfn.engine.optim.groups.ParamGroup` for each
+name, read from ``TrainState.hyper``; a name it lacks takes the group's configured value. This
+adapter alone knows that Adam's beta1 is called ``momentum``. Everything else is fixed when the
+optimizer is built.
 """
 
 from __future__ import annotations
@@ -20,32 +22,24 @@ import torch
 
 from detfn.engine.optim.groups import ParamGroup
 
-__all__ = [
-    "Grads",
-    "OptState",
-    "Optimizer",
-    "Params",
-    "group_tensors",
-    "initial_hyperparams",
-    "per_group_optimizer",
-]
-
 Params = Mapping[str, torch.Tensor]
 Grads = Mapping[str, torch.Tensor]
 OptState = dict[str, Any]
-UpdateFn = Callable[
-    [Grads, OptState, Params, Sequence[float], Sequence[float]], tuple[Params, OptState]
-]
-# step_group(group, grads, params, opt_state, lr, momentum): one group's in-place step.
-GroupStepFn = Callable[[ParamGroup, Grads, Params, OptState, float, float], None]
+Hyper = Mapping[str, Sequence[float]]
+UpdateFn = Callable[[Grads, OptState, Params, Hyper], tuple[Params, OptState]]
+# step_group(group, grads, params, opt_state, values): one group's in-place step, with
+# values = {"lr": float, "momentum": float, "weight_decay": float} of that group.
+GroupStepFn = Callable[[ParamGroup, Grads, Params, OptState, Mapping[str, float]], None]
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay")
 
 
 class Optimizer(NamedTuple):
     """Attributes:
     groups: the parameter groups, fixed at build time.
     init: ``init(params) -> opt_state`` (checkpointable: dicts of tensors and numbers).
-    update: ``update(grads, opt_state, params, lr, momentum) -> (params, opt_state)`` with ``lr``
-        and ``momentum`` one value per group. Parameters without a gradient (absent from
+    update: ``update(grads, opt_state, params, hyper) -> (params, opt_state)`` with ``hyper``
+        ``{"lr": (...), "momentum": (...), "weight_decay": (...)}``, one value per group for each
+        name (missing names: the configured values). Parameters without a gradient (absent from
         ``grads``) are skipped, like ``torch.optim`` skips ``p.grad is None``.
     """
 
@@ -55,18 +49,24 @@ class Optimizer(NamedTuple):
 
 
 def initial_hyperparams(groups: Sequence[ParamGroup]) -> dict[str, tuple[float, ...]]:
-    """``base_lr``, ``lr`` and ``momentum`` tuples for a fresh :class:`TrainState`."""
-    base_lr = tuple(g.lr for g in groups)
-    return {"base_lr": base_lr, "lr": base_lr, "momentum": tuple(g.momentum for g in groups)}
+    """The configured value of every hyperparameter per group: ``TrainState.base``."""
+    return {name: tuple(getattr(g, name) for g in groups) for name in HYPERPARAMETERS}
 
 
-def check_hyperparams(groups: Sequence[ParamGroup], lr: Sequence[float], momentum: Sequence[float]):
-    """Raise a one-line error when the per-group tuples do not match the groups."""
-    if len(lr) != len(groups) or len(momentum) != len(groups):
-        raise ValueError(
-            f"optimizer has {len(groups)} parameter groups but got {len(lr)} lr values and "
-            f"{len(momentum)} momentum values; state.lr/state.momentum need one per group"
-        )
+def _group_values(groups: Sequence[ParamGroup], hyper: Hyper) -> list[dict[str, float]]:
+    """Per group, its value of every hyperparameter; a one-line error for a wrong length."""
+    values = [dict(zip(HYPERPARAMETERS, (g.lr, g.momentum, g.weight_decay))) for g in groups]
+    for name, given in hyper.items():
+        if name not in HYPERPARAMETERS:
+            raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {HYPERPARAMETERS}")
+        if len(given) != len(groups):
+            raise ValueError(
+                f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
+                f"values; state.hyper[{name!r}] needs one per group"
+            )
+        for group_values, value in zip(values, given):
+            group_values[name] = value
+    return values
 
 
 def group_tensors(
@@ -88,14 +88,13 @@ def group_tensors(
 def per_group_optimizer(
     groups: Sequence[ParamGroup], init: Callable[[Params], OptState], step_group: GroupStepFn
 ) -> Optimizer:
-    """The :class:`Optimizer` whose ``update`` checks the per-group lr / momentum tuples and runs
+    """The :class:`Optimizer` whose ``update`` checks the per-group values and runs
     ``step_group`` on each group in order with its own values (what SGD and AdamW share)."""
     groups = tuple(groups)
 
-    def update(grads: Grads, state: OptState, params: Params, lr, momentum):
-        check_hyperparams(groups, lr, momentum)
-        for group, group_lr, group_momentum in zip(groups, lr, momentum):
-            step_group(group, grads, params, state, group_lr, group_momentum)
+    def update(grads: Grads, state: OptState, params: Params, hyper: Hyper):
+        for group, values in zip(groups, _group_values(groups, hyper)):
+            step_group(group, grads, params, state, values)
         return params, state
 
     return Optimizer(groups, init, update)

@@ -1,19 +1,11 @@
 """Parameter groups: which parameters share an lr multiplier and a weight-decay multiplier.
 
-mmcv's ``DefaultOptimizerConstructor`` gives every parameter its own group with multipliers from
-``paramwise_cfg``. detfn applies the same rules and then merges parameters with equal multipliers
-into one group, so the optimizer runs one ``torch._foreach_*`` call per group, and
-``state.base_lr`` / ``state.lr`` / ``state.momentum`` hold one value per group.
-
-Rules for a parameter ``name`` (first match wins, as in mmcv):
-
-1. ``custom_keys``: the longest pattern that is a substring of ``name`` (ties: alphabetical)
-   sets both multipliers;
-2. otherwise a ``bias`` of a non-norm module gets ``bias_lr_mult`` / ``bias_decay_mult``, and
-   every parameter of a norm layer (BatchNorm, GroupNorm, LayerNorm, InstanceNorm) gets
-   ``norm_decay_mult``.
-
-"No weight decay on norms and biases" is ``ParamGroupsConfig(norm_decay_mult=0.0,
+mmcv's ``DefaultOptimizerConstructor`` rules for a parameter ``name``, first match wins:
+``custom_keys`` (the longest pattern contained in the name, ties alphabetical) sets both
+multipliers; else every parameter of a norm layer gets ``norm_decay_mult`` and a ``bias`` gets
+``bias_lr_mult`` / ``bias_decay_mult``. Parameters with equal multipliers are merged into one
+group (one ``torch._foreach_*`` call each); ``state.base`` / ``state.hyper`` hold one value per
+group. "No decay on norms and biases" is ``ParamGroupsConfig(norm_decay_mult=0.0,
 bias_decay_mult=0.0)``.
 """
 
@@ -27,15 +19,6 @@ import torch
 from torch import nn
 
 from detfn.config import Config, check, check_non_negative
-
-__all__ = [
-    "CustomKeyConfig",
-    "config_param_groups",
-    "ParamGroup",
-    "ParamGroupsConfig",
-    "make_param_groups",
-    "norm_param_names",
-]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

@@ -26,8 +26,6 @@ from detfn.engine.optim.base import (
 from detfn.engine.optim.groups import ParamGroup, ParamGroupsConfig, config_param_groups
 from detfn.registry import register
 
-__all__ = ["SGDConfig", "build_sgd", "sgd"]
-
 
 @dataclass(frozen=True)
 class SGDConfig(Config):
@@ -49,12 +47,12 @@ class SGDConfig(Config):
         check(self, "nesterov", not self.nesterov or self.momentum > 0, "needs momentum > 0")
 
 
-def _update_group(group: ParamGroup, grads, params, bufs, lr, momentum, nesterov, fused) -> None:
-    """One group's in-place step."""
+def _update_group(group: ParamGroup, grads, params, bufs, values, nesterov, fused) -> None:
+    """One group's in-place step with its ``values`` (lr, momentum, weight_decay)."""
     names, ps, gs, (bs,) = group_tensors(group, grads, params, bufs)
     if not names:
         return
-    wd = group.weight_decay
+    lr, momentum, wd = values["lr"], values["momentum"], values["weight_decay"]
     if fused:
         torch._fused_sgd_(
             ps, gs, bs, weight_decay=wd, momentum=momentum, lr=lr, dampening=0.0,
@@ -71,14 +69,13 @@ def _update_group(group: ParamGroup, grads, params, bufs, lr, momentum, nesterov
 
 
 def sgd(groups: Sequence[ParamGroup], *, nesterov: bool = False, fused: bool = False) -> Optimizer:
-    """SGD over ``groups``; lr and momentum come per call from the train state."""
+    """SGD over ``groups``; lr, momentum and weight decay come per call from the train state."""
 
     def init(params: Params) -> OptState:
         return {"momentum_buffer": {n: torch.zeros_like(p) for n, p in params.items()}}
 
-    def step_group(group, grads, params, state, lr, momentum) -> None:
-        bufs = state["momentum_buffer"]
-        _update_group(group, grads, params, bufs, lr, momentum, nesterov, fused)
+    def step_group(group, grads, params, state, values) -> None:
+        _update_group(group, grads, params, state["momentum_buffer"], values, nesterov, fused)
 
     return per_group_optimizer(groups, init, step_group)
 

@@ -1,4 +1,5 @@
-"""Preview lr / momentum schedules without a model, in the order mmcv's runner calls hooks.
+"""Test helper: run lr / momentum schedules without a model, in the order mmcv's runner calls
+hooks (what mmcv's own hook tests log).
 
 The analogue of mmcls' ``tools/visualizations/vis_lr.py``: feed the schedule hooks the events
 of a run (``before_run``, then per epoch ``before_train_epoch`` and per iteration
@@ -6,7 +7,7 @@ of a run (``before_run``, then per epoch ``before_train_epoch`` and per iteratio
 as :mod:`detfn.engine.state` describes, and record the values each step trains with::
 
     state = preview_state((0.02,), (0.9,), iters_per_epoch=500, max_epochs=12)
-    steps, _ = preview_schedule([build(StepLrConfig(warmup="linear", warmup_iters=500))], state)
+    steps, _ = preview_schedule([schedule_hook("lr", StepSchedule(warmup="linear", ...))], state)
     steps[1]  # ((2e-05,), (0.9,)): lr and momentum of the first step
 
 An iteration-based run (``max_epochs=None``) restarts the loader until ``max_iters``; the epoch
@@ -19,10 +20,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.schedules.updater import run_max_iters
+from detfn.engine.schedules.schedule import run_max_iters
 from detfn.engine.state import TrainState
-
-__all__ = ["StepValues", "preview_schedule", "preview_state"]
 
 StepValues = dict[int, tuple[tuple[float, ...], tuple[float, ...]]]
 """1-based step -> (lr per group, momentum per group) used by that step."""
@@ -48,9 +47,8 @@ def preview_state(
         max_epochs=max_epochs,
         max_iters=max_iters,
         iters_per_epoch=iters_per_epoch,
-        base_lr=tuple(base_lr),
-        lr=tuple(base_lr),
-        momentum=tuple(momentum),
+        base={"lr": tuple(base_lr), "momentum": tuple(momentum)},
+        hyper={"lr": tuple(base_lr), "momentum": tuple(momentum)},
     )
     return dataclasses.replace(state, max_iters=run_max_iters(state))
 

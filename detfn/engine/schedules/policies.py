@@ -1,0 +1,351 @@
+"""Every mmcv 1.x schedule policy, for any hyperparameter: one frozen config per policy whose
+``value`` method is the policy, a pure function of progress (see :mod:`.schedule`).
+
+mmcv -> detfn: ``lr_config=dict(policy='step', step=[8, 11], warmup='linear', warmup_iters=500,
+warmup_ratio=0.001)`` is ``lr=StepSchedule(step=(8, 11), warmup="linear", warmup_iters=500,
+warmup_ratio=0.001)``; ``momentum_config=dict(policy='cyclic', ...)`` is
+``momentum=CyclicSchedule(...)``. ``min_lr`` / ``min_momentum`` are ``min_value``, ``min_lr_ratio``
+/ ``min_momentum_ratio`` are ``min_ratio``. Where mmcv has a required argument, detfn picks a
+default and says so.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Union
+
+from detfn.config import check, check_positive, fail
+from detfn.engine.schedules.curves import (
+    AnnealStrategy,
+    anneal_fn,
+    annealing_cos,
+    annealing_linear,
+    cyclic_value,
+    one_cycle_ends,
+    one_cycle_value,
+    step_decay,
+)
+from detfn.engine.schedules.schedule import Schedule, per_group
+from detfn.engine.state import TrainState
+
+
+def _check_min_pair(cfg) -> None:
+    if cfg.min_value is not None and cfg.min_ratio is not None:
+        fail(cfg, "min_value", "and min_ratio are alternatives: set one of them, not both")
+
+
+def _target(base: float, min_value: float | None, min_ratio: float | None) -> float:
+    """``base * min_ratio`` or ``min_value``; neither set means 0 (mmcv requires one)."""
+    if min_ratio is not None:
+        return base * min_ratio
+    return 0.0 if min_value is None else min_value
+
+
+def _check_per_iteration(cfg) -> None:
+    """Cyclic and one-cycle policies change every iteration (mmcv supports nothing else)."""
+    check(cfg, "by_epoch", not cfg.by_epoch, "must be False: this policy changes every iteration")
+    try:
+        anneal_fn(cfg.anneal_strategy)
+    except ValueError as error:
+        fail(cfg, "anneal_strategy", str(error))
+
+
+@dataclass(frozen=True)
+class FixedSchedule(Schedule):
+    """The configured value (only the warmup changes it)."""
+
+    def value(self, base, progress, total, group):
+        return base
+
+
+@dataclass(frozen=True)
+class StepSchedule(Schedule):
+    """``base * gamma ** n`` after ``n`` steps, never below ``min_value``.
+
+    Attributes:
+        step: an int decays every ``step`` epochs/iterations; a tuple lists the milestones.
+            mmcv requires it; detfn defaults to the 1x schedule's (8, 11).
+        gamma: decay factor per step (mmcv's lr default; its momentum default is 0.5).
+    """
+
+    step: int | tuple[int, ...] = (8, 11)
+    gamma: float = 0.1
+    min_value: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        step = self.step
+        if isinstance(step, int) and not isinstance(step, bool):
+            check(self, "step", step > 0, f"must be > 0, got {step!r}")
+        elif not isinstance(step, tuple) or not step:
+            fail(self, "step", f"must be an int or a non-empty tuple of ints, got {step!r}")
+        elif not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in step):
+            fail(self, "step", f"must hold positive ints, got {step!r}")
+        else:
+            check(self, "step", list(step) == sorted(step), f"milestones must be sorted: {step}")
+        check_positive(self, "gamma")
+
+    def value(self, base, progress, total, group):
+        return step_decay(base, progress, self.step, self.gamma, self.min_value)
+
+
+@dataclass(frozen=True)
+class ExpSchedule(Schedule):
+    """``base * gamma ** progress``. mmcv requires gamma; detfn defaults to 0.9."""
+
+    gamma: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "gamma")
+
+    def value(self, base, progress, total, group):
+        return base * self.gamma**progress
+
+
+@dataclass(frozen=True)
+class PolySchedule(Schedule):
+    """``(base - min_value) * (1 - progress / total) ** power + min_value``."""
+
+    power: float = 1.0
+    min_value: float = 0.0
+
+    def value(self, base, progress, total, group):
+        coeff = (1 - progress / self.total(total)) ** self.power
+        return (base - self.min_value) * coeff + self.min_value
+
+
+@dataclass(frozen=True)
+class InvSchedule(Schedule):
+    """``base * (1 + gamma * progress) ** -power`` (Caffe's 'inv'; detfn's gamma default is
+    Caffe's example value 1e-4, mmcv requires one)."""
+
+    gamma: float = 1e-4
+    power: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "gamma")
+
+    def value(self, base, progress, total, group):
+        return base * (1 + self.gamma * progress) ** (-self.power)
+
+
+@dataclass(frozen=True)
+class CosineSchedule(Schedule):
+    """Half a cosine from the base to ``min_value`` (or ``base * min_ratio``; neither: 0)."""
+
+    min_value: float | None = None
+    min_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_min_pair(self)
+
+    def value(self, base, progress, total, group):
+        target = _target(base, self.min_value, self.min_ratio)
+        return annealing_cos(base, target, progress / self.total(total))
+
+
+@dataclass(frozen=True)
+class LinearSchedule(CosineSchedule):
+    """Straight line from the base to ``min_value`` (or ``base * min_ratio``) over the run."""
+
+    def value(self, base, progress, total, group):
+        target = _target(base, self.min_value, self.min_ratio)
+        return annealing_linear(base, target, progress / self.total(total))
+
+
+@dataclass(frozen=True)
+class FlatCosineSchedule(CosineSchedule):
+    """Flat at the base for ``start_percent`` of the run (in [0, 1]), then cosine."""
+
+    start_percent: float = 0.75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = isinstance(self.start_percent, float) and 0 <= self.start_percent <= 1
+        check(self, "start_percent", ok, f"must be a float in [0, 1], got {self.start_percent!r}")
+
+    def value(self, base, progress, total, group):
+        total = self.total(total)
+        start = round(total * self.start_percent)  # Python's round, as mmcv: round(2.5) == 2
+        target = _target(base, self.min_value, self.min_ratio)
+        if progress - start < 0:
+            return base
+        return annealing_cos(base, target, (progress - start) / (total - start))
+
+
+def restart_position(progress: int, cumulative_periods: tuple[int, ...]) -> int:
+    """Index of the period holding ``progress`` (the first cumulative end above it)."""
+    for i, end in enumerate(cumulative_periods):
+        if progress < end:
+            return i
+    raise ValueError(
+        f"CosineRestart: progress {progress} is past the last period "
+        f"(cumulative periods {cumulative_periods}); the periods must cover the whole run"
+    )
+
+
+@dataclass(frozen=True)
+class CosineRestartSchedule(CosineSchedule):
+    """Cosine annealing restarted at the end of each period (SGDR).
+
+    Attributes:
+        periods: length of each cycle in epochs/iterations, together covering the run. mmcv
+            requires it; None means one period spanning the whole run.
+        restart_weights: the peak of cycle ``i`` is ``w_i * base + (1 - w_i) * target``.
+    """
+
+    periods: tuple[int, ...] | None = None
+    restart_weights: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = 1 if self.periods is None else len(self.periods)
+        if self.periods is not None:
+            ok = bool(self.periods) and all(p > 0 for p in self.periods)
+            check(self, "periods", ok, f"must be positive ints, got {self.periods!r}")
+        ok = len(self.restart_weights) == n
+        check(self, "restart_weights", ok, f"needs one weight per period ({n})")
+
+    def value(self, base, progress, total, group):
+        periods = self.periods if self.periods is not None else (self.total(total),)
+        cumulative = tuple(accumulate(periods))
+        target = _target(base, self.min_value, self.min_ratio)
+        idx = restart_position(progress, cumulative)
+        nearest_restart = 0 if idx == 0 else cumulative[idx - 1]
+        alpha = min((progress - nearest_restart) / periods[idx], 1)
+        return annealing_cos(base, target, alpha, self.restart_weights[idx])
+
+
+@dataclass(frozen=True)
+class CyclicSchedule(Schedule):
+    """Cyclic value (see :func:`~.curves.cyclic_value`); iteration-based only.
+
+    Attributes:
+        target_ratio: (peak, end) as multiples of the base; a single ``r`` means
+            ``(r, r / 1e5)``. The default is mmcv's lr one; its momentum one is (0.85/0.95, 1).
+        cyclic_times: cycles in the run. step_ratio_up: rising fraction of a cycle, in [0, 1).
+        gamma: in (0, 1]; each cycle's peak shrinks toward the base by this factor.
+    """
+
+    by_epoch: bool = False
+    target_ratio: tuple[float, ...] = (10.0, 1e-4)
+    cyclic_times: int = 1
+    step_ratio_up: float = 0.4
+    anneal_strategy: AnnealStrategy = "cos"
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_per_iteration(self)
+        ok = len(self.target_ratio) in (1, 2)
+        check(self, "target_ratio", ok, f"must hold 1 or 2 numbers, got {self.target_ratio!r}")
+        check_positive(self, "cyclic_times")
+        ok = 0 <= self.step_ratio_up < 1
+        check(self, "step_ratio_up", ok, f"must be in [0, 1), got {self.step_ratio_up!r}")
+        check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
+
+    def value(self, base, progress, total, group):
+        return cyclic_value(
+            base, progress, self.total(total), self.cyclic_times, self.step_ratio_up,
+            self.target_ratio, self.gamma, self.anneal_strategy,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OneCycleSchedule(Schedule):
+    """The 1cycle policy (Smith & Topin; torch's ``OneCycleLR``); iteration-based only.
+
+    Rising (the lr's cycle): from ``max_value / div_factor`` up to ``max_value`` over
+    ``pct_start`` of the cycle, then down to ``max_value / div_factor / final_div_factor``.
+    ``inverse`` (the momentum's cycle, mmcv's ``OneCycleMomentumUpdaterHook``): from
+    ``max_value`` down to ``min_value`` while the lr rises, then back.
+
+    Attributes:
+        max_value: one number or one per group; None takes each group's configured value.
+        min_value: the low point of an ``inverse`` cycle (mmcv's ``base_momentum``, 0.85).
+        total_steps: iterations in the cycle; None means the run's ``max_iters``.
+        three_phase: rise, fall back symmetrically, then anneal to the final value
+            (``inverse``: hold ``max_value`` in the third phase).
+    """
+
+    by_epoch: bool = False
+    max_value: float | tuple[float, ...] | None = None
+    min_value: float | tuple[float, ...] | None = None
+    inverse: bool = False
+    total_steps: int | None = None
+    pct_start: float = 0.3
+    anneal_strategy: AnnealStrategy = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_per_iteration(self)
+        ok = isinstance(self.pct_start, float) and 0 <= self.pct_start <= 1
+        check(self, "pct_start", ok, f"must be a float in [0, 1], got {self.pct_start!r}")
+        ok = self.total_steps is None or (
+            isinstance(self.total_steps, int) and self.total_steps > 0
+        )
+        check(self, "total_steps", ok, f"must be a positive int or None, got {self.total_steps!r}")
+        check_positive(self, "div_factor", "final_div_factor")
+        ok = not self.inverse or self.min_value is not None
+        check(self, "min_value", ok, "must be set for an inverse cycle (the momentum's)")
+        for name in ("max_value", "min_value"):
+            ok = getattr(self, name) != ()
+            check(self, name, ok, "must not be an empty tuple")
+
+    def value(self, base, progress, total, group):
+        steps = self.total_steps if self.total_steps is not None else self.total(total)
+        ends = one_cycle_ends(steps, self.pct_start, self.three_phase)
+        high = base if self.max_value is None else per_group(self.max_value, group)
+        if self.inverse:
+            low = per_group(self.min_value, group)
+            points = ((high, low), (low, high), (high, high))
+        else:
+            initial = high / self.div_factor
+            peak = initial * self.div_factor
+            final = initial * (1 / self.final_div_factor)
+            if self.three_phase:
+                points = ((initial * 1, peak), (peak, initial * 1), (initial * 1, final))
+            else:
+                points = ((initial * 1, peak), (peak, final))
+        return one_cycle_value(progress, ends, points[: len(ends)], self.anneal_strategy)
+
+    def check_run(self, bases, state: TrainState) -> None:
+        name = type(self).__name__
+        for field in ("max_value", "min_value"):
+            value = getattr(self, field)
+            if isinstance(value, tuple) and len(value) != len(bases):
+                raise ValueError(
+                    f"{name}.{field} has {len(value)} values for {len(bases)} parameter groups"
+                )
+        max_iters = self.progress(state)[1]
+        if self.total_steps is not None and max_iters is not None and self.total_steps < max_iters:
+            raise ValueError(
+                f"{name}.total_steps={self.total_steps} must be >= the run's max_iters={max_iters}"
+            )
+        super().check_run(bases, state)
+
+
+ScheduleConfig = Union[
+    FixedSchedule,
+    StepSchedule,
+    ExpSchedule,
+    PolySchedule,
+    InvSchedule,
+    CosineSchedule,
+    LinearSchedule,
+    FlatCosineSchedule,
+    CosineRestartSchedule,
+    CyclicSchedule,
+    OneCycleSchedule,
+]
+"""Any policy: use it as a field type (tyro subcommands, JSON type tags)."""
+
+SCHEDULES: tuple[type[Schedule], ...] = typing.get_args(ScheduleConfig)

@@ -1,0 +1,162 @@
+"""The base of every schedule: warmup, the run length a policy sees, and when a value is set.
+
+A schedule drives one per-group hyperparameter (lr, momentum, weight decay, ...). Its policy is
+``value(base, progress, total, group) -> float``, a pure function of progress: ``progress`` is
+the epoch (``by_epoch``) or the global iteration, ``total`` the run's ``max_epochs`` or
+``max_iters``. The value a step trains with is that, warmed up at the start of the run.
+
+Warmup (mmcv 1.x), at global iteration ``t`` of ``W`` warmup iterations, ratio ``r``:
+
+==========  ====================================  ===============================
+type        factor f                              value
+==========  ====================================  ===============================
+constant    r                                     v * f, or v / f when dividing
+linear      1 - k,  k = (1 - t/W)(1 - r)
+exp         r ** (1 - t/W)
+==========  ====================================  ===============================
+
+Momentum's warmup divides (it starts *higher*, as mmcv's momentum hooks do): that is the
+schedule's ``warmup_divides``, which by default is on for ``momentum`` and off otherwise.
+
+When a value is set (mmcv's ``LrUpdaterHook`` / ``MomentumUpdaterHook`` rules):
+
+* ``before_train_epoch``: a ``by_epoch`` schedule sets the epoch's regular value;
+* ``before_train_iter``, iteration-based: the regular value of ``t``, warmed up while ``t < W``;
+* ``before_train_iter``, ``by_epoch``: the warmed-up epoch value while ``t < W``, the regular
+  value at ``t == W``, afterwards nothing. Warmup counts global iterations, so a warmup longer
+  than an epoch continues from the next epoch's regular value, as in mmcv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from detfn.config import Config, check, fail
+from detfn.engine.events import Stage
+from detfn.engine.state import TrainState
+
+WarmupType = Literal["constant", "linear", "exp"]
+WARMUP_TYPES = ("constant", "linear", "exp")
+
+
+def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, ratio: float) -> float:
+    """The warmup multiplier at global iteration ``cur_iter`` (< ``warmup_iters``)."""
+    if warmup == "constant":
+        return ratio
+    if warmup == "linear":
+        return 1 - (1 - cur_iter / warmup_iters) * (1 - ratio)
+    if warmup == "exp":
+        return ratio ** (1 - cur_iter / warmup_iters)
+    raise ValueError(f"warmup must be one of {WARMUP_TYPES}, got {warmup!r}")
+
+
+def run_max_iters(state: TrainState) -> int | None:
+    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
+    if state.max_iters is not None:
+        return state.max_iters
+    if state.max_epochs is not None and state.iters_per_epoch > 0:
+        return state.max_epochs * state.iters_per_epoch
+    return None
+
+
+@dataclass(frozen=True)
+class Schedule(Config):
+    """Fields every policy has; not a policy itself.
+
+    Attributes:
+        by_epoch: the regular value changes once per epoch (set when the epoch starts) instead of
+            every iteration. Warmup always counts global iterations.
+        warmup: None, 'constant', 'linear' or 'exp'. Only this switches warmup on.
+        warmup_iters: warmup length in iterations (in epochs when ``warmup_by_epoch``).
+        warmup_ratio: the warmup factor at iteration 0.
+        warmup_by_epoch: ``warmup_iters`` counts epochs.
+        warmup_divides: divide by the warmup factor instead of multiplying; None: divide for
+            ``momentum`` (mmcv's momentum warmup), multiply for everything else.
+    """
+
+    by_epoch: bool = True
+    warmup: WarmupType | None = None
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1
+    warmup_by_epoch: bool = False
+    warmup_divides: bool | None = None
+
+    def __post_init__(self) -> None:
+        if type(self) is Schedule:
+            raise ValueError("Schedule is the base of the policies; use StepSchedule, ...")
+        for name, value in vars(self).items():  # mmcv habit: lists for tuple fields
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if self.warmup is not None and self.warmup not in WARMUP_TYPES:
+            fail(
+                self, "warmup", f"must be None, 'constant', 'linear' or 'exp', got {self.warmup!r}"
+            )
+        ok = isinstance(self.warmup_iters, int) and self.warmup_iters >= 0
+        check(self, "warmup_iters", ok, f"must be an int >= 0, got {self.warmup_iters!r}")
+        if self.warmup is None:
+            return
+        when = f"when warmup={self.warmup!r}"
+        check(self, "warmup_iters", self.warmup_iters > 0, f"must be > 0 {when}, got 0")
+        ok = 0 < self.warmup_ratio <= 1
+        check(self, "warmup_ratio", ok, f"must be in (0, 1] {when}, got {self.warmup_ratio!r}")
+
+    def value(self, base: float, progress: int, total: int | None, group: int) -> float:
+        """The regular value of one group at ``progress`` of ``total`` (see module docstring)."""
+        raise NotImplementedError
+
+    def check_run(self, bases: Sequence[float], state: TrainState) -> None:
+        """Fail at the start of a run, not midway, when the schedule cannot cover it: evaluate
+        the policy at the run's last epoch/iteration for every group."""
+        if self.warmup is not None and self.warmup_by_epoch and state.iters_per_epoch <= 0:
+            raise ValueError(
+                f"{type(self).__name__}(warmup_by_epoch=True) needs state.iters_per_epoch > 0, "
+                f"got {state.iters_per_epoch}"
+            )
+        _, total = self.progress(state)
+        for group, base in enumerate(bases):
+            self.value(base, max(total - 1, 0) if total is not None else 0, total, group)
+
+    def progress(self, state: TrainState) -> tuple[int, int | None]:
+        """(progress, total): epochs when ``by_epoch``, else global iterations."""
+        if self.by_epoch:
+            return state.epoch, state.max_epochs
+        return state.iter, run_max_iters(state)
+
+    def total(self, total: int | None) -> int:
+        """``total``, or a clear error for a policy that needs the run's length."""
+        if total is None:
+            unit = "max_epochs" if self.by_epoch else "max_iters"
+            raise ValueError(
+                f"{type(self).__name__}(by_epoch={self.by_epoch}) needs the run's {unit}, "
+                "which is not set for this run"
+            )
+        return total
+
+    def values_at(
+        self, stage: Stage, state: TrainState, bases: Sequence[float], divides: bool
+    ) -> tuple[float, ...] | None:
+        """The per-group values to set at ``stage``, or None to keep them (module docstring)."""
+        if stage is Stage.BEFORE_TRAIN_EPOCH:
+            return self.regular(state, bases) if self.by_epoch else None
+        if stage is not Stage.BEFORE_TRAIN_ITER:
+            return None
+        cur = state.iter
+        length = self.warmup_iters * (state.iters_per_epoch if self.warmup_by_epoch else 1)
+        if self.by_epoch and (self.warmup is None or cur > length):
+            return None
+        values = self.regular(state, bases)
+        if self.warmup is None or cur >= length:
+            return values
+        factor = warmup_factor(self.warmup, cur, length, self.warmup_ratio)
+        return tuple(v / factor if divides else v * factor for v in values)
+
+    def regular(self, state: TrainState, bases: Sequence[float]) -> tuple[float, ...]:
+        progress, total = self.progress(state)
+        return tuple(self.value(b, progress, total, g) for g, b in enumerate(bases))
+
+
+def per_group(value: Any, group: int) -> Any:
+    """One value for all groups, or the ``group``-th of a tuple."""
+    return value[group] if isinstance(value, tuple) else value
