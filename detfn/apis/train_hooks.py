@@ -147,8 +147,9 @@ def wandb_media_hook(
         dets = predict(state.params, state.buffers, batch.images.to(device), batch.metas)
         names = list(val_set.class_names)
         table = wandb.Table(columns=["image_id", "file", "detections"])
-        for i, (meta, det) in enumerate(zip(batch.metas, dets)):
-            record = val_set.records[i]
+        records = {r.image_id: r for r in val_set.records[:count]}  # a skipped image is absent
+        for meta, det in zip(batch.metas, dets):
+            record = records[meta.image_id]
             truth = ImageDetections(record.boxes, None, record.labels)
             boxes = {
                 "predictions": wandb_boxes(det.to("cpu"), names, media.score_thr),
