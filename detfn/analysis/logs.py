@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detfn.analysis.plotting import new_figure, save_figure
-
 __all__ = [
     "METRICS_FILE",
     "TrainTime",
@@ -126,6 +124,8 @@ def plot_curves(
         ValueError: a key no run has (the message lists the keys there are), or legends that do
             not match the runs.
     """
+    from detfn.analysis.plotting import new_figure, save_figure  # matplotlib only when drawing
+
     if not runs or not keys:
         raise ValueError("plot_curves needs at least one run and one key")
     names = list(legends) if legends is not None else [_run_name(r) for r in runs]
