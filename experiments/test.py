@@ -15,9 +15,9 @@ from typing import Literal
 import tyro
 
 from detfn.apis import evaluate_dataset, load_detector
+from detfn.apis.tta import predict_fn_for
 from detfn.data import CocoDatasetConfig, build_loader
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
-from detfn.models.functional import detector_predict_fn
 from detfn.registry import build
 from detfn.structures import Batch, ImageDetections
 from detfn.visualization import draw_detections, save_png
@@ -46,6 +46,8 @@ class TestArgs:
     device: str = "auto"
     batch_size: int = 1
     num_workers: int = 2
+    tta: bool = False
+    """test-time augmentation: flip (and the pipeline's TestTimeAugConfig scales), merged"""
 
 
 def dataset_config(args: TestArgs, detector) -> CocoDatasetConfig:
@@ -96,7 +98,7 @@ def main(args: TestArgs) -> dict:
     if args.show_dir is not None:
         on_batch = drawer(Path(args.show_dir), dataset.class_names, args.show_score_thr)
     metrics = evaluate_dataset(
-        detector_predict_fn(detector.model),
+        predict_fn_for(detector.model, cfg.pipeline, args.tta),
         detector.params,
         detector.buffers,
         dataset,

@@ -10,11 +10,13 @@ from detfn.apis.experiment import (
 )
 from detfn.apis.inference import Detector, inference_detector, load_detector, save_drawing
 from detfn.apis.train import build_experiment, resolve_device, train_detector
+from detfn.apis.tta import TestTimeAugConfig  # registered: a pipeline may name it
 
 __all__ = [
     "FASTER_RCNN_R50_FPN_1X_COCO",
     "DataConfig",
     "Detector",
+    "TestTimeAugConfig",
     "ExperimentConfig",
     "bccd_cpu_preset",
     "build_experiment",

@@ -11,6 +11,7 @@ import torch
 
 from detfn.apis.evaluate import evaluate_dataset
 from detfn.apis.experiment import ExperimentConfig
+from detfn.apis.train_hooks import training_hooks
 from detfn.data import build_loader
 from detfn.engine import Hook, TrainState, train
 from detfn.engine.optim import norm_param_names
@@ -98,7 +99,7 @@ def train_detector(
         work_dir=cfg.work_dir,
         experiment_cfg=cfg,
         norm_names=norm_param_names(built.model),
-        hooks=hooks,
+        hooks=[*hooks, *training_hooks(cfg, built)],
         hook_context=hook_context,
         device=device,
     )
