@@ -19,7 +19,8 @@ import torch
 from detfn.analysis.logs import METRICS_FILE, available_keys, plot_curves, read_metrics
 from detfn.data import collate
 from detfn.data.transforms.loading import read_rgb
-from detfn.engine import Event, Hook, Priority
+from detfn.engine.events import Event, Hook
+from detfn.engine.priority import Priority
 from detfn.structures import ImageDetections
 
 __all__ = [
@@ -55,7 +56,7 @@ def write_curves(work_dir: str | Path) -> Path | None:
 
 
 def _has_metrics(event: Event) -> bool:
-    return bool(event.outputs.get("metrics"))
+    return bool(event.outputs.metrics)
 
 
 def curves_hook() -> Hook:
@@ -71,7 +72,7 @@ def curves_hook() -> Hook:
             _log.warning("curves.png not written: %s", error)
         return None
 
-    return Hook("curves", fn, int(Priority.LOWEST))
+    return Hook("curves", fn, int(Priority.LOWEST), reads_optional=("metrics",))
 
 
 def wandb_boxes(
@@ -157,7 +158,7 @@ def wandb_media_hook(
             }
             image = wandb.Image(read_rgb(meta.file_name).permute(1, 2, 0).numpy(), boxes=boxes)
             table.add_data(meta.image_id, Path(meta.file_name).name, image)
-        metrics = {k: v for k, v in event.outputs["metrics"].items() if isinstance(v, float)}
+        metrics = {k: v for k, v in event.outputs.metrics.items() if isinstance(v, float)}
         payload: dict[str, Any] = {"val/samples": table}
         work_dir = getattr(event.run, "work_dir", None)
         curves = Path(work_dir) / CURVES_FILE if work_dir is not None else None
@@ -169,7 +170,7 @@ def wandb_media_hook(
             _log_best(run, wandb, Path(work_dir), logged_best)
         return None
 
-    return Hook("wandb_media", fn, int(Priority.LOWEST))
+    return Hook("wandb_media", fn, int(Priority.LOWEST), reads_optional=("metrics",))
 
 
 def _log_best(run: Any, wandb: Any, work_dir: Path, logged: dict[str, str]) -> None:

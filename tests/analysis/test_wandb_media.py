@@ -10,7 +10,7 @@ import torch
 
 from detfn.apis import load_detector
 from detfn.apis.train_hooks import WandbMedia, wandb_boxes, wandb_media_hook
-from detfn.engine import Event, Stage, TrainState
+from detfn.engine import Event, Outputs, Stage, TrainState
 from detfn.models.functional import detector_predict_fn
 from detfn.registry import build
 from detfn.structures import ImageDetections
@@ -61,9 +61,11 @@ def test_media_hook_logs_table_curves_summary_and_checkpoint(tiny_run):
     )
     state = TrainState(params=detector.params, buffers=detector.buffers, opt_state=None)
     context = SimpleNamespace(work_dir=work_dir)
-    assert hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, {}, context)) is None and not run.logged
+    assert (
+        hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, Outputs(), context)) is None and not run.logged
+    )
     metrics = {"bbox_mAP": 0.25, "bbox_mAP_50": 0.5}
-    hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, {"metrics": metrics}, context))
+    hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, Outputs(metrics=metrics), context))
     [payload] = run.logged
     table = payload["val/samples"]
     assert isinstance(table, wandb.Table) and len(table.data) == 3
@@ -76,5 +78,5 @@ def test_media_hook_logs_table_curves_summary_and_checkpoint(tiny_run):
     assert isinstance(payload["val/curves"], wandb.Image)
     assert run.summary == {"val/bbox_mAP": 0.25, "val/bbox_mAP_50": 0.5}
     assert len(run.artifacts) == 1 and run.artifacts[0].type == "model"
-    hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, {"metrics": metrics}, context))
+    hook.fn(Event(Stage.AFTER_TRAIN_ITER, state, Outputs(metrics=metrics), context))
     assert len(run.artifacts) == 1  # the same best checkpoint is not uploaded twice
