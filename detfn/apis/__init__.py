@@ -1,18 +1,23 @@
 """Train / test / inference APIs: plain functions over an :class:`ExperimentConfig`."""
 
 from detfn.apis.evaluate import collect_detections, evaluate_dataset
-from detfn.apis.experiment import (
+from detfn.apis.experiment import DataConfig, ExperimentConfig
+from detfn.apis.inference import Detector, inference_detector, load_detector, save_drawing
+from detfn.apis.presets import (
     FASTER_RCNN_R50_FPN_1X_COCO,
-    DataConfig,
-    ExperimentConfig,
+    PRESETS,
+    RETINANET_R50_FPN_1X_COCO,
     bccd_cpu_preset,
     coco_preset,
+    retinanet_bccd_preset,
+    retinanet_coco_preset,
 )
-from detfn.apis.inference import Detector, inference_detector, load_detector, save_drawing
 from detfn.apis.train import build_experiment, resolve_device, train_detector
 
 __all__ = [
     "FASTER_RCNN_R50_FPN_1X_COCO",
+    "PRESETS",
+    "RETINANET_R50_FPN_1X_COCO",
     "DataConfig",
     "Detector",
     "ExperimentConfig",
@@ -24,6 +29,8 @@ __all__ = [
     "inference_detector",
     "load_detector",
     "resolve_device",
+    "retinanet_bccd_preset",
+    "retinanet_coco_preset",
     "save_drawing",
     "train_detector",
 ]

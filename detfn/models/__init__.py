@@ -18,11 +18,20 @@ from detfn.models import (
     roi_heads,
     samplers,
 )
-from detfn.models.detectors import FasterRCNN, FasterRCNNConfig
+from detfn.models.detectors import (
+    FASTER_RCNN_R50_FPN,
+    RETINANET_R50_FPN,
+    DetectorConfig,
+    SingleStageDetectorConfig,
+    TwoStageDetectorConfig,
+)
 
 __all__ = [
-    "FasterRCNN",
-    "FasterRCNNConfig",
+    "FASTER_RCNN_R50_FPN",
+    "RETINANET_R50_FPN",
+    "DetectorConfig",
+    "SingleStageDetectorConfig",
+    "TwoStageDetectorConfig",
     "anchors",
     "assigners",
     "backbones",

@@ -1,5 +1,23 @@
-"""Detectors: backbone + neck + heads assembled from one config."""
+"""Detectors: the interface, the single- and two-stage assemblies and the named presets."""
 
-from detfn.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
+from detfn.models.detectors.presets import (
+    FASTER_RCNN_R50_FPN,
+    RETINANET_R50_FPN,
+    DetectorConfigs,
+)
+from detfn.models.detectors.single_stage import SingleStageDetector, SingleStageDetectorConfig
+from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorConfig
 
-__all__ = ["FasterRCNN", "FasterRCNNConfig", "build_faster_rcnn"]
+__all__ = [
+    "FASTER_RCNN_R50_FPN",
+    "RETINANET_R50_FPN",
+    "Detector",
+    "DetectorConfig",
+    "DetectorConfigs",
+    "SingleStageDetector",
+    "SingleStageDetectorConfig",
+    "TwoStageDetector",
+    "TwoStageDetectorConfig",
+    "sum_losses",
+]
