@@ -252,7 +252,8 @@ def format_classwise_table(
         cat_ids: the evaluated categories, in ``precision``'s order (default all of ``gt``).
     """
     rows = []
-    for k, cat_id in enumerate(gt.getCatIds() if cat_ids is None else cat_ids):
+    # COCOeval sorts its catIds, so precision's class axis is in increasing id order
+    for k, cat_id in enumerate(sorted(gt.getCatIds() if cat_ids is None else cat_ids)):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
         ap = float(np.mean(p)) if p.size else float("nan")
