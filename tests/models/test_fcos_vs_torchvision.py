@@ -119,14 +119,17 @@ def _tv_anchors(tv, feats, batch_size):
     return tv.anchor_generator(images, feats)
 
 
+def _tv_targets(batch):
+    return [
+        {"boxes": batch.boxes[i][batch.box_mask[i]], "labels": batch.labels[i][batch.box_mask[i]]}
+        for i in range(len(batch))
+    ]
+
+
 def test_losses_equal_torchvision(heads):
     tv, ours = heads
     feats, batch = _inputs()
-    anchors = _tv_anchors(tv, feats, 2)
-    targets = [
-        {"boxes": batch.boxes[i][batch.box_mask[i]], "labels": batch.labels[i][batch.box_mask[i]]}
-        for i in range(2)
-    ]
+    anchors, targets = _tv_anchors(tv, feats, 2), _tv_targets(batch)
     expected = tv.compute_loss(targets, tv.head(feats), anchors, [f[0, 0].numel() for f in feats])
     got = ours.loss(feats, batch)
     _, fcos_targets = ours.targets(ours(feats), batch)
@@ -145,11 +148,7 @@ def test_losses_equal_torchvision(heads):
 def test_gradients_equal_torchvision(heads):
     tv, ours = heads
     feats, batch = _inputs()
-    anchors = _tv_anchors(tv, feats, 2)
-    targets = [
-        {"boxes": batch.boxes[i][batch.box_mask[i]], "labels": batch.labels[i][batch.box_mask[i]]}
-        for i in range(2)
-    ]
+    anchors, targets = _tv_anchors(tv, feats, 2), _tv_targets(batch)
     tv.zero_grad()
     ours.zero_grad()
     sum(

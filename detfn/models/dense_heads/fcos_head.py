@@ -41,7 +41,13 @@ from detfn.models.dense_heads.fcos_targets import (
     fcos_targets,
     per_point,
 )
-from detfn.models.dense_heads.towers import HeadNorm, Scale, conv_tower, init_head_convs_
+from detfn.models.dense_heads.towers import (
+    HeadNorm,
+    Scale,
+    conv_tower,
+    flatten_levels,
+    init_head_convs_,
+)
 from detfn.models.distance_coder import DistancePointBBoxCoder, DistancePointBBoxCoderConfig
 from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig, GIoULossConfig
 from detfn.models.losses.iou import IoULossConfig
@@ -49,7 +55,7 @@ from detfn.models.points import PointGeneratorConfig, grid_points, point_strides
 from detfn.registry import build, register
 from detfn.structures import Batch, Detections
 
-__all__ = ["FCOSHead", "FCOSHeadConfig", "FCOSOutputs", "build_fcos_head", "flatten_levels"]
+__all__ = ["FCOSHead", "FCOSHeadConfig", "FCOSOutputs", "build_fcos_head"]
 
 DEFAULT_REGRESS_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF))
 
@@ -119,11 +125,6 @@ class FCOSOutputs(NamedTuple):
     cls_scores: list[Tensor]
     bbox_preds: list[Tensor]
     centernesses: list[Tensor]
-
-
-def flatten_levels(maps: Sequence[Tensor]) -> Tensor:
-    """Per-level Tensor[B, K, H, W] -> Tensor[B, N, K], location-major like the points."""
-    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps], 1)
 
 
 class FCOSHead(DenseHead):
@@ -200,9 +201,9 @@ class FCOSHead(DenseHead):
     def loss_of_outputs(self, outputs: FCOSOutputs, batch: Batch) -> dict[str, Tensor]:
         """The losses of already computed head outputs (see the module docstring)."""
         points, targets = self.targets(outputs, batch)
-        logits = flatten_levels(outputs.cls_scores)  # [B, N, C]
-        distances = flatten_levels(outputs.bbox_preds)  # [B, N, 4]
-        centerness = flatten_levels(outputs.centernesses).squeeze(2)  # [B, N]
+        logits = flatten_levels(outputs.cls_scores, self.num_classes)  # [B, N, C]
+        distances = flatten_levels(outputs.bbox_preds, 4)  # [B, N, 4]
+        centerness = flatten_levels(outputs.centernesses, 1).squeeze(2)  # [B, N]
         positive = targets.assigned > 0  # [B, N]
         num_pos = positive.sum().clamp(min=1).to(logits.dtype)
         loss_cls = self.loss_cls(

@@ -9,6 +9,7 @@ norm is an option). Parameter names follow mmdetection's ``ConvModule`` (``cls_c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -17,7 +18,15 @@ from torch import Tensor, nn
 
 from detfn.models.backbones.norm import GN_GROUPS
 
-__all__ = ["ConvGNReLU", "HeadNorm", "Scale", "conv_tower", "init_head_convs_", "prior_bias"]
+__all__ = [
+    "ConvGNReLU",
+    "HeadNorm",
+    "Scale",
+    "conv_tower",
+    "flatten_levels",
+    "init_head_convs_",
+    "prior_bias",
+]
 
 HeadNorm = Literal["GN", "none"]
 
@@ -88,3 +97,16 @@ def init_head_convs_(head: nn.Module, cls_conv: nn.Conv2d, prior_prob: float) ->
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     nn.init.constant_(cls_conv.bias, prior_bias(prior_prob))
+
+
+def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """Concatenate per-level head outputs in prior order.
+
+    Args:
+        maps: per level Tensor[B, A * channels, H, W] (A priors per location).
+        channels: values per prior (C logits, 4 box values, 1 centerness).
+
+    Returns:
+        Tensor[B, N, channels], N = sum of H * W * A, location-major like points and anchors.
+    """
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps], 1)
