@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from detfn.models.anchors import grid_anchors
-from detfn.models.assigners import AssignInput
+from detfn.models.assigners import AssignInput, MaxIoUAssignerConfig
 from detfn.models.atss_assigner import ATSSAssignerConfig, assign_atss
 from detfn.models.dense_heads.atss_head import ATSSHeadConfig
 from detfn.models.losses import aligned_giou, sigmoid_focal_loss
@@ -173,3 +173,19 @@ def test_predict_gives_clipped_padded_detections():
     assert bool(((dets.labels >= 0) & (dets.labels < NUM_CLASSES)).all())
     anchors = torch.cat(grid_anchors(head.cfg.anchor_generator, [f.shape[-2:] for f in feats]))
     assert anchors.shape[0] == sum((SIZE // s) ** 2 for s in STRIDES)
+
+
+def test_assigner_is_pluggable_through_the_registry():
+    torch.manual_seed(0)
+    cfg = ATSSHeadConfig(
+        feat_channels=32, assigner=MaxIoUAssignerConfig(pos_iou_thr=0.5, neg_iou_thr=0.4)
+    )
+    head = build(cfg, in_channels=32, num_classes=NUM_CLASSES)
+    batch, feats = _batch(), _feats()
+    outputs = head(feats)
+    anchors = head.anchors(outputs.cls_scores)
+    targets = head.targets(anchors, [tuple(m.shape[-2:]) for m in outputs.cls_scores], batch)
+    # MaxIoU ignores anchors with IoU in [0.4, 0.5): some label weights are 0 in image 0.
+    assert bool((targets.label_weights[0] == 0).any())
+    assert int(targets.positive.sum()) > 0
+    assert all(torch.isfinite(v) for v in head.loss(feats, batch).values())
