@@ -190,3 +190,23 @@ def test_options_change_the_forward_as_documented():
         assert not torch.allclose(out.centernesses[0], expected)
     biased = _head(conv_bias=True)
     assert biased.cls_convs[0].conv.bias is not None and base.cls_convs[0].conv.bias is None
+
+
+def test_no_gt_and_no_detection_edge_cases():
+    head, feats, batch = _head(), _feats(), _batch()
+    empty = dataclasses.replace(
+        batch,
+        boxes=torch.zeros(2, 0, 4),
+        labels=torch.zeros(2, 0, dtype=torch.long),
+        box_mask=torch.zeros(2, 0, dtype=torch.bool),
+    )
+    losses = head.loss(feats, empty)
+    assert float(losses["loss_bbox"].detach()) == 0.0
+    assert float(losses["loss_centerness"].detach()) == 0.0
+    assert float(losses["loss_cls"].detach()) > 0
+    sum(losses.values()).backward()
+    with torch.no_grad():
+        head.conv_cls.bias.fill_(-20.0)  # every score below 0.05
+        dets = head.predict(feats, torch.tensor([[256.0, 256.0]] * 2))
+    assert dets.boxes.shape == (2, 100, 4) and not bool(dets.mask.any())
+    assert bool((dets.labels == -1).all())
