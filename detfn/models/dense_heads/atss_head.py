@@ -33,11 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from detfn.config import check, check_positive
-from detfn.models.anchors import AnchorGeneratorConfig, grid_anchors, inside_flags, valid_flags
-from detfn.models.anchors import num_base_anchors as anchors_per_location
+from detfn.models.anchors import AnchorGeneratorConfig, inside_flags
 from detfn.models.assigners import AssignInput, MaxIoUAssignerConfig, gather_assigned
 from detfn.models.atss_assigner import ATSSAssignerConfig
-from detfn.models.coders import DeltaXYWHBBoxCoder, DeltaXYWHBBoxCoderConfig
+from detfn.models.coders import DeltaXYWHBBoxCoderConfig
 from detfn.models.dense_heads.base import DenseHead, DenseHeadConfig
 from detfn.models.dense_heads.centerness_predict import (
     CenternessTestConfig,
@@ -157,7 +156,8 @@ class ATSSHead(DenseHead):
     def __init__(self, cfg: ATSSHeadConfig, in_channels: int, num_classes: int):
         super().__init__()
         self.cfg, self.num_classes = cfg, num_classes
-        self.num_anchors = anchors_per_location(cfg.anchor_generator)
+        self.prior_generator = build(cfg.anchor_generator)
+        self.num_anchors = self.prior_generator.num_base_anchors
         tower = (in_channels, cfg.feat_channels, cfg.stacked_convs, cfg.norm, cfg.conv_bias)
         self.cls_convs = conv_tower(*tower)
         self.reg_convs = conv_tower(*tower)
@@ -167,7 +167,7 @@ class ATSSHead(DenseHead):
         self.atss_centerness = nn.Conv2d(feat, anchors, 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.anchor_generator.strides)
         init_head_convs_(self, self.atss_cls, cfg.prior_prob)
-        self.coder = DeltaXYWHBBoxCoder(cfg.bbox_coder)
+        self.coder = build(cfg.bbox_coder)
         self.assigner = build(cfg.assigner)
         self.loss_cls = build(cfg.loss_cls)
         self.loss_bbox = build(cfg.loss_bbox)
@@ -191,14 +191,14 @@ class ATSSHead(DenseHead):
     def anchors(self, maps: Sequence[Tensor]) -> list[Tensor]:
         """Per level anchors Tensor[H * W * A, 4] for the head's output sizes."""
         sizes = [tuple(m.shape[-2:]) for m in maps]
-        return grid_anchors(self.cfg.anchor_generator, sizes, maps[0].device)
+        return self.prior_generator.grid_anchors(sizes, maps[0].device)
 
     def targets(self, anchors: Sequence[Tensor], sizes, batch: Batch) -> ATSSTargets:
         """:class:`ATSSTargets` of the per-level ``anchors`` for ``batch``."""
         flat = torch.cat(anchors)  # [N, 4]
         device = flat.device
         pad_shapes = _shapes(batch, "pad_shape", device)
-        flags = torch.cat(valid_flags(self.cfg.anchor_generator, sizes, pad_shapes), dim=1)
+        flags = torch.cat(self.prior_generator.valid_flags(sizes, pad_shapes), dim=1)
         valid = inside_flags(
             flat, flags, batch.img_shapes.to(device), self.cfg.allowed_border
         )  # [B, N]

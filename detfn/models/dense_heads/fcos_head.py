@@ -48,10 +48,10 @@ from detfn.models.dense_heads.towers import (
     flatten_levels,
     init_head_convs_,
 )
-from detfn.models.distance_coder import DistancePointBBoxCoder, DistancePointBBoxCoderConfig
+from detfn.models.distance_coder import DistancePointBBoxCoderConfig
 from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig, GIoULossConfig
 from detfn.models.losses.iou import IoULossConfig
-from detfn.models.points import PointGeneratorConfig, grid_points, point_strides
+from detfn.models.points import PointGeneratorConfig
 from detfn.registry import build, register
 from detfn.structures import Batch, Detections
 
@@ -141,7 +141,8 @@ class FCOSHead(DenseHead):
         self.conv_centerness = nn.Conv2d(cfg.feat_channels, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.point_generator.strides)
         init_head_convs_(self, self.conv_cls, cfg.prior_prob)
-        self.coder = DistancePointBBoxCoder(cfg.bbox_coder)
+        self.prior_generator = build(cfg.point_generator)
+        self.coder = build(cfg.bbox_coder)
         self.loss_cls = build(cfg.loss_cls)
         self.loss_bbox = build(cfg.loss_bbox)
         self.loss_centerness = build(cfg.loss_centerness)
@@ -168,8 +169,8 @@ class FCOSHead(DenseHead):
         """Per level points Tensor[n_l, 2] and their strides Tensor[n_l] for the output sizes."""
         sizes = [tuple(m.shape[-2:]) for m in maps]
         device = maps[0].device
-        gen = self.cfg.point_generator
-        return grid_points(gen, sizes, device), point_strides(gen, sizes, device)
+        gen = self.prior_generator
+        return gen.grid_points(sizes, device), gen.point_strides(sizes, device)
 
     def targets(self, outputs: FCOSOutputs, batch: Batch) -> tuple[Tensor, FCOSTargets]:
         """All points Tensor[N, 2] and their :class:`FCOSTargets` for ``batch``."""
