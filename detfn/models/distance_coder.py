@@ -30,13 +30,18 @@ __all__ = [
 ]
 
 
-def _check_points(points: Tensor, other: Tensor, other_name: str) -> None:
+def _as_points(points: Tensor, other: Tensor, other_name: str) -> Tensor:
+    """``points`` [..., 2] as given, or the centres of prior boxes [..., 4] (points given as
+    zero-size boxes, as the prior-generator interface returns them)."""
     check_boxes(other, other_name)
-    if points.shape[-1:] != (2,) or points.shape[:-1] != other.shape[:-1]:
+    if points.shape[-1:] not in ((2,), (4,)) or points.shape[:-1] != other.shape[:-1]:
         raise ValueError(
-            f"points must be [..., 2] with the leading dims of {other_name} "
-            f"{tuple(other.shape[:-1])}, got {tuple(points.shape)}"
+            f"points must be [..., 2] (or prior boxes [..., 4]) with the leading dims of "
+            f"{other_name} {tuple(other.shape[:-1])}, got {tuple(points.shape)}"
         )
+    if points.shape[-1] == 4:
+        return (points[..., :2] + points[..., 2:]) * 0.5
+    return points
 
 
 def boxes_to_distances(
@@ -45,7 +50,8 @@ def boxes_to_distances(
     """Distances from each point to the sides of its box.
 
     Args:
-        points (Tensor[..., 2]): ``(x, y)``.
+        points (Tensor[..., 2]): ``(x, y)``; or Tensor[..., 4] prior boxes, whose centres are
+            used (points as zero-size boxes).
         boxes (Tensor[..., 4]): xyxy, same leading dims.
         max_dis: if given, distances are clamped to ``[0, max_dis - eps]`` (mmdetection's GFL
             option, so that an integral over ``max_dis`` bins can represent them).
@@ -53,7 +59,7 @@ def boxes_to_distances(
     Returns:
         Tensor[..., 4]: ``(l, t, r, b)``; negative where the point lies outside the box.
     """
-    _check_points(points, boxes, "boxes")
+    points = _as_points(points, boxes, "boxes")
     px, py = points[..., 0], points[..., 1]
     dist = torch.stack(
         (px - boxes[..., 0], py - boxes[..., 1], boxes[..., 2] - px, boxes[..., 3] - py), dim=-1
@@ -69,7 +75,7 @@ def distances_to_boxes(
     """Boxes whose sides lie at ``distances`` from ``points``.
 
     Args:
-        points (Tensor[..., 2]): ``(x, y)``.
+        points (Tensor[..., 2]): ``(x, y)``, or Tensor[..., 4] prior boxes (their centres).
         distances (Tensor[..., 4]): ``(l, t, r, b)``, same leading dims.
         max_shape: ``(H, W)`` or Tensor[*P, 2] per image (P a prefix of the leading dims); the
             boxes are clipped to it when given.
@@ -77,7 +83,7 @@ def distances_to_boxes(
     Returns:
         Tensor[..., 4]: xyxy.
     """
-    _check_points(points, distances, "distances")
+    points = _as_points(points, distances, "distances")
     px, py = points[..., 0], points[..., 1]
     boxes = torch.stack(
         (

@@ -124,8 +124,22 @@ class PointGenerator:
     def num_levels(self) -> int:
         return len(self.cfg.strides)
 
+    @property
+    def num_base_priors(self) -> int:
+        """One point per location (the prior-generator interface shared with anchors)."""
+        return 1
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(self.cfg.strides)
+
     def grid_points(self, featmap_sizes, device=None) -> list[Tensor]:
         return grid_points(self.cfg, featmap_sizes, device)
+
+    def grid_priors(self, featmap_sizes, device=None) -> list[Tensor]:
+        """The prior-generator interface: each point as a zero-size xyxy box, Tensor[H * W, 4]
+        per level, so code written for anchors (centres, ``[..., 4]`` priors) takes points."""
+        return [p.repeat(1, 2) for p in grid_points(self.cfg, featmap_sizes, device)]
 
     def point_strides(self, featmap_sizes, device=None) -> list[Tensor]:
         return point_strides(self.cfg, featmap_sizes, device)

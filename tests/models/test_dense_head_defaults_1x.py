@@ -25,8 +25,8 @@ def test_fcos_head_defaults():
     c = FCOSHeadConfig()
     assert (c.feat_channels, c.stacked_convs, c.norm, c.conv_bias) == (256, 4, "GN", None)
     assert c.prior_prob == 0.01
-    assert c.point_generator.strides == (8, 16, 32, 64, 128)
-    assert c.point_generator.offset == 0.5
+    assert c.prior_generator.strides == (8, 16, 32, 64, 128)
+    assert c.prior_generator.offset == 0.5
     assert c.regress_ranges == ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
     assert (c.center_sampling, c.center_sample_radius) == (False, 1.5)
     assert (c.norm_on_bbox, c.centerness_on_reg) == (False, False)

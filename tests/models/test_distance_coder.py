@@ -46,3 +46,14 @@ def test_max_dis_clamps_and_bad_shapes_fail():
     torch.testing.assert_close(clamped, torch.tensor([[0.0, 10.0, 15.9, 1.0]]))
     with pytest.raises(ValueError, match="points must be"):
         boxes_to_distances(torch.zeros(3, 2), torch.zeros(2, 4))
+
+
+def test_prior_boxes_code_from_their_centres():
+    coder = build(DistancePointBBoxCoderConfig())
+    points = torch.tensor([[10.0, 20.0]])
+    as_boxes = torch.tensor([[10.0, 20.0, 10.0, 20.0]])  # a point as a zero-size box
+    anchors = torch.tensor([[6.0, 16.0, 14.0, 24.0]])  # centre (10, 20)
+    boxes = torch.tensor([[4.0, 5.0, 30.0, 50.0]])
+    for priors in (as_boxes, anchors):
+        assert torch.equal(coder.encode(priors, boxes), coder.encode(points, boxes))
+        assert torch.equal(coder.decode(priors, coder.encode(points, boxes)), boxes)

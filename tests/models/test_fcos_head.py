@@ -110,7 +110,7 @@ def test_losses_match_mmdetection_formulas():
 def _reference_predict(head, feats, img_shapes, cfg):
     """mmdetection's ``_get_bboxes_single`` + ``_bbox_post_process`` for one image at a time."""
     out = head(feats)
-    points = grid_points(head.cfg.point_generator, [f.shape[-2:] for f in feats])
+    points = grid_points(head.cfg.prior_generator, [f.shape[-2:] for f in feats])
     results = []
     for i in range(2):
         boxes, scores, labels = [], [], []

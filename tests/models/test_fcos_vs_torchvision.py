@@ -42,7 +42,7 @@ TORCHVISION_SETTINGS = FCOSHeadConfig(
     centerness_on_reg=True,
     center_sampling=True,
     center_sample_radius=1.5,
-    point_generator=PointGeneratorConfig(strides=STRIDES, offset=0.0),
+    prior_generator=PointGeneratorConfig(strides=STRIDES, offset=0.0),
     regress_ranges=((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF)),
     loss_bbox=GIoULossConfig(eps=1e-7),
     centerness_weighted=False,

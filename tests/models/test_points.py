@@ -47,3 +47,10 @@ def test_bad_config_and_level_count():
         PointGeneratorConfig(offset=1.0)
     with pytest.raises(ValueError, match="num_outs"):
         grid_points(PointGeneratorConfig(), [(2, 2)])
+
+
+def test_prior_generator_interface_gives_zero_size_boxes():
+    gen = build(PointGeneratorConfig(strides=(8, 16)))
+    assert (gen.num_base_priors, gen.num_levels, gen.strides) == (1, 2, (8, 16))
+    boxes, _ = gen.grid_priors([(1, 2), (1, 1)])
+    assert boxes.tolist() == [[4, 4, 4, 4], [12, 4, 12, 4]]

@@ -75,7 +75,7 @@ class FCOSHeadConfig(DenseHeadConfig):
     norm: HeadNorm = "GN"
     conv_bias: bool | None = None
     prior_prob: float = 0.01
-    point_generator: PointGeneratorConfig = field(default_factory=PointGeneratorConfig)
+    prior_generator: PointGeneratorConfig = field(default_factory=PointGeneratorConfig)
     regress_ranges: tuple[tuple[float, float], ...] = DEFAULT_REGRESS_RANGES
     center_sampling: bool = False
     center_sample_radius: float = 1.5
@@ -94,14 +94,14 @@ class FCOSHeadConfig(DenseHeadConfig):
         check_positive(self, "feat_channels", "stacked_convs", "center_sample_radius")
         check(self, "prior_prob", 0.0 < self.prior_prob < 1.0, "must be in (0, 1)")
         check(self, "norm", self.norm in ("GN", "none"), f"must be 'GN' or 'none': {self.norm!r}")
-        levels = len(self.point_generator.strides)
+        levels = len(self.prior_generator.strides)
         check(
             self,
             "regress_ranges",
             len(self.regress_ranges) == levels
             and all(len(r) == 2 and r[0] <= r[1] for r in self.regress_ranges),
             f"must be {levels} (lower, upper) pairs with lower <= upper, one per stride of "
-            f"point_generator {self.point_generator.strides}, got {self.regress_ranges!r}",
+            f"prior_generator {self.prior_generator.strides}, got {self.regress_ranges!r}",
         )
         check(
             self,
@@ -139,9 +139,9 @@ class FCOSHead(DenseHead):
         self.conv_cls = nn.Conv2d(cfg.feat_channels, num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(cfg.feat_channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(cfg.feat_channels, 1, 3, padding=1)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.point_generator.strides)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.prior_generator.strides)
         init_head_convs_(self, self.conv_cls, cfg.prior_prob)
-        self.prior_generator = build(cfg.point_generator)
+        self.prior_generator = build(cfg.prior_generator)
         self.coder = build(cfg.bbox_coder)
         self.loss_cls = build(cfg.loss_cls)
         self.loss_bbox = build(cfg.loss_bbox)
@@ -151,7 +151,7 @@ class FCOSHead(DenseHead):
         """:class:`FCOSOutputs` of the FPN levels ``feats`` (Tensor[B, in_channels, H, W] each)."""
         if len(feats) != len(self.scales):
             raise ValueError(
-                f"FCOSHead got {len(feats)} feature maps but point_generator.strides has "
+                f"FCOSHead got {len(feats)} feature maps but prior_generator.strides has "
                 f"{len(self.scales)} levels"
             )
         out = FCOSOutputs([], [], [])
@@ -235,7 +235,7 @@ class FCOSHead(DenseHead):
         points, _ = self._points(outputs.cls_scores)
         preds = outputs.bbox_preds
         if self.cfg.norm_on_bbox:  # stride units -> pixels
-            preds = [p * s for p, s in zip(preds, self.cfg.point_generator.strides)]
+            preds = [p * s for p, s in zip(preds, self.cfg.prior_generator.strides)]
 
         def decode(priors: Tensor, pred: Tensor, shapes: Tensor) -> Tensor:
             return self.coder.decode(priors, pred, max_shape=shapes)
