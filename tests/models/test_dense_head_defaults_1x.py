@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from detfn.config import from_json, to_json
+from detfn.models.assigners import MaxIoUAssignerConfig
 from detfn.models.atss_assigner import ATSSAssignerConfig
 from detfn.models.dense_heads import ATSSHeadConfig, FCOSHeadConfig
+from detfn.models.dense_heads.centerness_predict import CenternessTestConfig
 from detfn.models.dense_heads.towers import prior_bias
 from detfn.models.losses import (
     CrossEntropyLossConfig,
@@ -87,3 +89,18 @@ def test_bad_values_fail_with_one_line():
         ATSSHeadConfig(loss_centerness=CrossEntropyLossConfig(use_sigmoid=False))
     with pytest.raises(ValueError, match="feat_channels divisible by 32"):
         build(FCOSHeadConfig(feat_channels=48), in_channels=48, num_classes=3)
+
+
+def test_variants_round_trip_through_json():
+    giou_variant = FCOSHeadConfig(
+        center_sampling=True,
+        norm_on_bbox=True,
+        centerness_on_reg=True,
+        conv_bias=True,
+        loss_bbox=GIoULossConfig(),
+        test_cfg=CenternessTestConfig(iou_threshold=0.6),
+    )
+    assert from_json(to_json(giou_variant), FCOSHeadConfig) == giou_variant
+    max_iou = ATSSHeadConfig(assigner=MaxIoUAssignerConfig(pos_iou_thr=0.5, neg_iou_thr=0.4))
+    decoded = from_json(to_json(max_iou), ATSSHeadConfig)
+    assert decoded == max_iou and isinstance(decoded.assigner, MaxIoUAssignerConfig)
