@@ -120,3 +120,9 @@ def test_no_gt_at_all():
         num_classes=5,
     )
     assert t.labels.tolist() == [[5] * 3] * 2 and t.distances.shape == (2, 3, 4)
+
+
+def test_centerness_of_a_point_outside_its_box_is_zero_not_nan():
+    # A MaxIoU-assigned anchor's centre may lie outside its gt: l = -2 is clamped to 0.
+    d = torch.tensor([[-2.0, 5.0, 12.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    assert centerness_targets(d).tolist() == [0.0, 0.0]

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from detfn.boxes import EPS
 from detfn.models.distance_coder import boxes_to_distances
 
 __all__ = [
@@ -77,19 +78,22 @@ def per_point(values: Sequence[float] | Tensor, num_per_level: Sequence[int]) ->
 
 
 def centerness_targets(distances: Tensor) -> Tensor:
-    """Centerness of points with all four distances positive.
+    """Centerness of points, from their distances to the sides of their box.
 
     Args:
-        distances (Tensor[..., 4]): ``(l, t, r, b)`` > 0 (positives only: a zero maximum would
-            give 0 / 0).
+        distances (Tensor[..., 4]): ``(l, t, r, b)``. A point outside its box (a negative
+            distance, possible with an assigner other than FCOS's or ATSS's) is clamped to the
+            border and gets centerness 0; mmdetection would produce NaN there.
 
     Returns:
-        Tensor[...] in ``(0, 1]``.
+        Tensor[...] in ``[0, 1]``; 1 at the box centre.
     """
+    distances = distances.clamp(min=0)
     left_right = distances[..., 0::2]  # [..., 2]
     top_bottom = distances[..., 1::2]  # [..., 2]
-    ratio_x = left_right.amin(dim=-1) / left_right.amax(dim=-1)
-    ratio_y = top_bottom.amin(dim=-1) / top_bottom.amax(dim=-1)
+    # The larger side of a box with positive width is > 0; EPS only guards empty boxes.
+    ratio_x = left_right.amin(dim=-1) / left_right.amax(dim=-1).clamp(min=EPS)
+    ratio_y = top_bottom.amin(dim=-1) / top_bottom.amax(dim=-1).clamp(min=EPS)
     return torch.sqrt(ratio_x * ratio_y)
 
 
