@@ -24,11 +24,7 @@ import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 from torchvision.models.detection.image_list import ImageList
 
-from detfn.models.dense_heads.centerness_predict import CenternessTestConfig
-from detfn.models.dense_heads.fcos_head import FCOSHeadConfig, build_fcos_head
-from detfn.models.dense_heads.fcos_targets import INF
-from detfn.models.losses import GIoULossConfig
-from detfn.models.points import PointGeneratorConfig
+from detfn.models.dense_heads.fcos_head import build_fcos_head, torchvision_fcos_head
 from detfn.structures import Batch, ImageMeta
 
 NUM_CLASSES = 4
@@ -36,20 +32,7 @@ SIZE = 256
 CHANNELS = 256
 STRIDES = (8, 16, 32, 64, 128)
 
-TORCHVISION_SETTINGS = FCOSHeadConfig(
-    conv_bias=True,
-    norm_on_bbox=True,
-    centerness_on_reg=True,
-    center_sampling=True,
-    center_sample_radius=1.5,
-    prior_generator=PointGeneratorConfig(strides=STRIDES, offset=0.0),
-    regress_ranges=((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF)),
-    loss_bbox=GIoULossConfig(eps=1e-7),
-    centerness_weighted=False,
-    test_cfg=CenternessTestConfig(
-        nms_pre=1000, score_thr=0.2, iou_threshold=0.6, max_per_img=100, score_mode="geometric_mean"
-    ),
-)
+TORCHVISION_SETTINGS = torchvision_fcos_head()
 
 
 def _torchvision_to_detfn(tv_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

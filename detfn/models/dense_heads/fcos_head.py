@@ -55,7 +55,13 @@ from detfn.models.points import PointGeneratorConfig
 from detfn.registry import build, register
 from detfn.structures import Batch, Detections
 
-__all__ = ["FCOSHead", "FCOSHeadConfig", "FCOSOutputs", "build_fcos_head"]
+__all__ = [
+    "FCOSHead",
+    "FCOSHeadConfig",
+    "FCOSOutputs",
+    "build_fcos_head",
+    "torchvision_fcos_head",
+]
 
 DEFAULT_REGRESS_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF))
 
@@ -110,6 +116,37 @@ class FCOSHeadConfig(DenseHeadConfig):
             "must be a sigmoid loss (CrossEntropyLossConfig(use_sigmoid=True)): centerness is "
             "one logit per point",
         )
+
+
+def torchvision_fcos_head() -> FCOSHeadConfig:
+    """The settings under which :class:`FCOSHead` computes what torchvision's ``FCOS`` head does
+    (``fcos_resnet50_fpn``), for comparisons with equal weights (mmdet-facts.md section 2.7).
+
+    Points at ``(x * s, y * s)`` (``offset=0``); tower convs with bias; ReLU distances in stride
+    units (torchvision has no per-level Scale: keep the scales at 1); centerness on the regression
+    tower; center sampling (radius 1.5); ranges (0, 64) ... (512, inf), whose bounds torchvision
+    makes strict (a point exactly on a bound is the one difference); GIoU (eps 1e-7) not
+    weighted by centerness, divided by the positives; scores ``sqrt(cls * centerness)`` above
+    0.2, NMS 0.6, 100 per image.
+    """
+    return FCOSHeadConfig(
+        conv_bias=True,
+        norm_on_bbox=True,
+        centerness_on_reg=True,
+        center_sampling=True,
+        center_sample_radius=1.5,
+        prior_generator=PointGeneratorConfig(strides=(8, 16, 32, 64, 128), offset=0.0),
+        regress_ranges=((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF)),
+        loss_bbox=GIoULossConfig(eps=1e-7),
+        centerness_weighted=False,
+        test_cfg=CenternessTestConfig(
+            nms_pre=1000,
+            score_thr=0.2,
+            iou_threshold=0.6,
+            max_per_img=100,
+            score_mode="geometric_mean",
+        ),
+    )
 
 
 class FCOSOutputs(NamedTuple):
