@@ -2,7 +2,9 @@
 
 from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
 from detfn.models.detectors.presets import (
+    ATSS_R50_FPN,
     FASTER_RCNN_R50_FPN,
+    FCOS_R50_CAFFE_FPN_GN_HEAD,
     RETINANET_R50_FPN,
     DetectorConfigs,
 )
@@ -10,7 +12,9 @@ from detfn.models.detectors.single_stage import SingleStageDetector, SingleStage
 from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorConfig
 
 __all__ = [
+    "ATSS_R50_FPN",
     "FASTER_RCNN_R50_FPN",
+    "FCOS_R50_CAFFE_FPN_GN_HEAD",
     "RETINANET_R50_FPN",
     "Detector",
     "DetectorConfig",
