@@ -128,3 +128,32 @@ def test_the_single_stage_assembly_trains_each_head(preset):
     )
     total, losses = detector_loss_fn(model)(*split(model), batch)
     assert torch.isfinite(total) and total > 0 and len(losses) == 3
+
+
+@pytest.mark.parametrize("preset", [fcos_bccd_preset, atss_bccd_preset])
+def test_trained_then_loaded_back_from_its_config_json(preset, tmp_path):
+    from tiny_bccd import TINY, tiny_data_updates
+
+    from detfn.apis import inference_detector, load_detector, train_detector
+    from detfn.config import override
+
+    cfg = override(
+        preset(),
+        {
+            "work_dir": str(tmp_path),
+            "device": "cpu",
+            "runner.max_epochs": None,
+            "runner.max_iters": 1,
+            "runner.evaluation": None,
+            "runner.wandb": None,
+            "runner.checkpoint.by_epoch": False,
+            "model.bbox_head.test_cfg.score_thr": 0.0,
+            **tiny_data_updates((96, 64)),
+        },
+    )
+    train_detector(cfg)
+    detector = load_detector(tmp_path / "config.json", tmp_path / "latest.pth", "cpu")
+    assert detector.cfg == cfg and detector.class_names == ("RBC", "WBC", "Platelets")
+    [det] = inference_detector(detector, [sorted((TINY / "JPEGImages").glob("*.jpg"))[0]])
+    assert 0 < len(det.boxes) <= 100 and int(det.labels.max()) < 3
+    assert float(det.boxes[:, 2].max()) <= 640 and float(det.boxes[:, 3].max()) <= 480
