@@ -16,7 +16,32 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Detections", "ImageDetections", "ImageMeta", "img_shapes_of"]
+__all__ = [
+    "Batch",
+    "Detections",
+    "ImageDetections",
+    "ImageMeta",
+    "img_shapes_of",
+    "mix_seed",
+]
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed that depends on every value (splitmix64 steps), e.g. ``(seed, epoch, k)``.
+
+    Nearby inputs (iteration 5 and 6) give unrelated seeds, so generators seeded from them draw
+    independent streams; the result fits ``torch.Generator.manual_seed``.
+    """
+    state = 0
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) + 0x9E3779B97F4A7C15 & _MASK64
+        z = state
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+        state = z ^ (z >> 31)
+    return state >> 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,9 @@ class Batch:
             loads no masks.
         skipped: files of the bad images left out of this batch (``skip_bad_images``); the
             loader counts them and reports them at the end of the epoch.
+        rng_key: the seed of the randomness a loss may draw for this batch (the RoI sampler),
+            stamped by the training loader from (seed, epoch, position in the epoch), which its
+            resume restores; None for batches built by hand (the loss then uses a fixed seed).
     """
 
     images: Tensor
@@ -79,6 +107,7 @@ class Batch:
     img_shapes: Tensor | None = None
     masks: tuple[Tensor, ...] | None = None
     skipped: tuple[str, ...] = ()
+    rng_key: int | None = None
 
     def __post_init__(self) -> None:
         if self.img_shapes is None:  # built by hand (tests, inference): derive it once here

@@ -106,7 +106,7 @@ def detfn_times(args: BenchArgs, batch: Batch, device: torch.device) -> tuple[fl
     cfg = override(
         cfg,
         {
-            "roi_head.bbox_head.num_classes": args.num_classes,
+            "num_classes": args.num_classes,
             "roi_head.bbox_roi_extractor.sampling_ratio": args.sampling_ratio,
         },
     )

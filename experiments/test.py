@@ -1,8 +1,10 @@
 """Evaluate a checkpoint: ``python -m experiments.test --config <work_dir>/config.json --checkpoint <file>``.
 
-Evaluates on the dataset the config names (``data.test``, else ``data.val``), or on a COCO-format
-set given by ``--ann-file`` / ``--img-prefix``; prints pycocotools' table, writes the results json
-(original category ids) with ``--out``, and draws predictions as PNGs with ``--show-dir``.
+Works for every detector from its saved config. Evaluates on the dataset the config names
+(``data.test``, else ``data.val``), or on a COCO-format set given by ``--ann-file`` /
+``--img-prefix``, mapping the model's classes to the set's categories by name; prints
+pycocotools' table, writes the results json (original category ids) with ``--out``, and draws
+predictions as PNGs with ``--show-dir``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 import tyro
 
 from detfn.apis import evaluate_dataset, load_detector
+from detfn.apis.cli_errors import run_cli
 from detfn.apis.tta import predict_fn_for
 from detfn.data import CocoDatasetConfig, build_loader
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
@@ -63,7 +66,11 @@ def dataset_config(args: TestArgs, detector) -> CocoDatasetConfig:
     if args.img_prefix is None:
         raise SystemExit("--ann-file needs --img-prefix (the folder of its images)")
     pipeline = (LoadImageConfig(), *detector.pipeline)
-    classes = getattr(base, "classes", None) if base is not None else None
+    # The evaluation maps the model's classes by name, so the set keeps all its categories;
+    # a model saved without names falls back to the training config's classes.
+    classes = None
+    if detector.cfg.model.class_names is None and base is not None:
+        classes = getattr(base, "classes", None)
     return CocoDatasetConfig(
         ann_file=args.ann_file,
         img_prefix=args.img_prefix,
@@ -96,13 +103,14 @@ def main(args: TestArgs) -> dict:
     )
     on_batch = None
     if args.show_dir is not None:
-        on_batch = drawer(Path(args.show_dir), dataset.class_names, args.show_score_thr)
+        on_batch = drawer(Path(args.show_dir), detector.class_names, args.show_score_thr)
     metrics = evaluate_dataset(
         predict_fn_for(detector.model, cfg.pipeline, args.tta),
         detector.params,
         detector.buffers,
         dataset,
         build_loader(dataset, loader_cfg),
+        class_names=detector.cfg.model.class_names,
         device=detector.device,
         classwise=args.classwise,
         results_json=args.out,
@@ -116,4 +124,4 @@ def main(args: TestArgs) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(TestArgs))
+    run_cli(lambda: main(tyro.cli(TestArgs)))

@@ -11,10 +11,12 @@ from detfn.config import load
 
 
 def presets() -> dict:
-    """Preset name -> function building its config (the training entry points' presets)."""
-    from experiments.faster_rcnn import PRESETS
+    """Preset name -> function building its config: ``<detector>.<preset>`` for every detector
+    (``retinanet.bccd``, ``fcos.coco``, ...), and Faster R-CNN's by their short names."""
+    from detfn.apis import PRESETS
 
-    return dict(PRESETS)
+    named = {f"{det}.{name}": fn for det, table in PRESETS.items() for name, fn in table.items()}
+    return {**PRESETS["faster_rcnn"], **named}
 
 
 def resolve_config(config: str | None, preset: str | None) -> ExperimentConfig:

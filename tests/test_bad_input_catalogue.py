@@ -109,7 +109,7 @@ def checkpoint(write: Callable[[Any], None] | None) -> Trigger:
 def other_num_classes(path):
     from detfn.config import override
 
-    model = build(override(bccd_cpu_preset().model, "roi_head.bbox_head.num_classes", 5))
+    model = build(override(bccd_cpu_preset().model, {"num_classes": 5, "class_names": None}))
     torch.save(model.state_dict(), path)
 
 

@@ -1,18 +1,33 @@
-"""Evaluate a detector on a dataset: predictions -> COCO results json -> pycocotools metrics."""
+"""The one evaluation of detfn: predictions -> COCO results -> pycocotools metrics.
+
+The evaluation hook during training, the metrics at the end of an experiment and
+``experiments.test`` all call :func:`evaluate_dataset`. Labels are mapped to the dataset's
+categories BY NAME, through the model's ``class_names``, and only the model's categories are
+scored: a json with extra categories, or with its category ids in another order, gives the same
+mAP, and a json that lacks one of the model's classes is an error naming it.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from detfn.evaluation.coco import coco_evaluate, detections_to_coco_results, write_results_json
+from detfn.evaluation.coco import (
+    category_ids_by_name,
+    coco_evaluate,
+    detections_to_coco_results,
+    write_results_json,
+)
 from detfn.structures import Batch, ImageDetections
 
-__all__ = ["collect_detections", "evaluate_dataset"]
+__all__ = ["collect_detections", "evaluate_dataset", "label_to_category"]
+
+logger = logging.getLogger("detfn.apis")
 
 Tensors = Mapping[str, torch.Tensor]
 PredictFn = Callable[[Tensors, Tensors, torch.Tensor, Any], list]
@@ -40,6 +55,24 @@ def collect_detections(
     return detections, image_ids
 
 
+def label_to_category(dataset: Any, class_names: Sequence[str] | None) -> list[int]:
+    """Category id of each model label in ``dataset``'s ground truth, matched by class name.
+
+    ``class_names=None`` (a model saved without names) falls back to the dataset's own label
+    order, with a warning: that is only right if the model was trained on the same classes.
+    """
+    if class_names is None:
+        logger.warning(
+            "the model config has no class_names: labels are mapped to %s's categories in its "
+            "own label order %s",
+            getattr(dataset, "source", "the dataset"),
+            list(dataset.class_names),
+        )
+        return list(dataset.label_to_cat_id)
+    source = str(getattr(dataset, "source", "") or getattr(dataset, "ann_file", ""))
+    return category_ids_by_name(dataset.coco, class_names, source)
+
+
 def evaluate_dataset(
     predict: PredictFn,
     params: Mapping[str, torch.Tensor],
@@ -47,6 +80,7 @@ def evaluate_dataset(
     dataset: Any,
     loader: Iterable[Batch],
     *,
+    class_names: Sequence[str] | None,
     device: torch.device | str = "cpu",
     classwise: bool = False,
     results_json: str | os.PathLike[str] | None = None,
@@ -54,10 +88,18 @@ def evaluate_dataset(
 ) -> dict[str, Any]:
     """COCO bbox metrics of ``predict`` on ``dataset`` (the dataset ``loader`` reads).
 
-    Results are written with the dataset's original category ids to ``results_json`` when given.
+    Args:
+        class_names: the model's classes in label order (``DetectorConfig.class_names``).
+        results_json: where to write the results, with the dataset's category ids.
+
+    Raises:
+        ValueError: before any prediction, naming the model classes the dataset lacks.
     """
+    cat_ids = label_to_category(dataset, class_names)  # fail before predicting
     detections, image_ids = collect_detections(predict, params, buffers, loader, device, on_batch)
-    results = detections_to_coco_results(detections, image_ids, dataset.label_to_cat_id)
+    results = detections_to_coco_results(detections, image_ids, cat_ids)
     if results_json is not None:
         write_results_json(results, Path(results_json))
-    return coco_evaluate(dataset.coco, results, classwise=classwise, img_ids=dataset.image_ids)
+    return coco_evaluate(
+        dataset.coco, results, classwise=classwise, img_ids=dataset.image_ids, cat_ids=cat_ids
+    )

@@ -1,44 +1,22 @@
-"""The experiment config: model + data + runner, and the two Faster R-CNN presets.
-
-``FASTER_RCNN_R50_FPN_1X_COCO`` is mmdetection 2.x's ``faster_rcnn_r50_fpn_1x_coco`` (model,
-``coco_detection``, ``schedule_1x``, ``default_runtime``): every default of the component configs
-is that recipe, so the preset only names the dataset paths. ``bccd_cpu_preset()`` derives from
-it, with ``dataclasses.replace`` and :func:`detfn.config.override`, a run sized for a 2-core CPU.
-"""
+"""The experiment config: model + data + runner (the presets live in :mod:`detfn.apis.presets`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from detfn.config import Config, check, override
+from detfn.config import Config, check
 from detfn.data import (
-    BCCD_CLASSES,
     CocoDatasetConfig,
     DatasetConfig,
     LoaderConfig,
-    bccd_dataset_config,
 )
-from detfn.data.transforms.presets import default_test_pipeline, default_train_pipeline
 from detfn.engine import RunnerConfig
-from detfn.engine.hooks.checkpoint import CheckpointHookConfig
-from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.logger import TextLoggerHookConfig
-from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.schedules import StepSchedule
-from detfn.models.detectors import FasterRCNNConfig
-from detfn.models.losses import SmoothL1LossConfig
+from detfn.models.detectors import DetectorConfigs, TwoStageDetectorConfig
 
-__all__ = [
-    "FASTER_RCNN_R50_FPN_1X_COCO",
-    "DataConfig",
-    "ExperimentConfig",
-    "bccd_cpu_preset",
-    "coco_preset",
-]
+__all__ = ["DataConfig", "ExperimentConfig", "eval_loader"]
 
 
-def _test_loader() -> LoaderConfig:
+def eval_loader() -> LoaderConfig:
     # mmdetection tests one image per GPU, in dataset order.
     return LoaderConfig(batch_size=1, num_workers=2, shuffle=False, group_by_aspect=False)
 
@@ -58,7 +36,7 @@ class DataConfig(Config):
     val: DatasetConfig | None = None
     test: DatasetConfig | None = None
     train_loader: LoaderConfig = field(default_factory=LoaderConfig)
-    test_loader: LoaderConfig = field(default_factory=_test_loader)
+    test_loader: LoaderConfig = field(default_factory=eval_loader)
 
 
 @dataclass(frozen=True)
@@ -67,7 +45,8 @@ class ExperimentConfig(Config):
 
     Attributes:
         name: run name (work dir name and wandb run name).
-        model: the detector.
+        model: the detector: any detector config (the JSON ``type`` tag, or the module of
+            ``experiments`` that trains it, chooses which).
         data: datasets and loaders.
         runner: optimizer, schedule, hooks, resume / load_from.
         work_dir: config.json, log, metrics.jsonl, checkpoints.
@@ -76,7 +55,7 @@ class ExperimentConfig(Config):
     """
 
     name: str = "faster_rcnn_r50_fpn_1x_coco"
-    model: FasterRCNNConfig = field(default_factory=FasterRCNNConfig)
+    model: DetectorConfigs = field(default_factory=TwoStageDetectorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     work_dir: str = "work_dirs/faster_rcnn_r50_fpn_1x_coco"
@@ -95,112 +74,12 @@ class ExperimentConfig(Config):
         classes = getattr(self.data.train, "classes", None)
         if classes is not None and len(classes) != self.model.num_classes:
             raise ValueError(
-                f"ExperimentConfig.model.roi_head.bbox_head.num_classes={self.model.num_classes} "
+                f"ExperimentConfig.model.num_classes={self.model.num_classes} "
                 f"but data.train.classes has {len(classes)} names {classes}: set them to agree"
             )
-
-
-def coco_preset(data_root: str = "data/coco") -> ExperimentConfig:
-    """mmdetection's ``faster_rcnn_r50_fpn_1x_coco`` on a COCO 2017 tree at ``data_root``."""
-    root = data_root.rstrip("/")
-
-    def coco_split(split: str, train: bool) -> CocoDatasetConfig:
-        return CocoDatasetConfig(
-            ann_file=f"{root}/annotations/instances_{split}2017.json",
-            img_prefix=f"{root}/{split}2017",
-            pipeline=default_train_pipeline() if train else default_test_pipeline(),
-            test_mode=not train,
-        )
-
-    return ExperimentConfig(
-        data=DataConfig(
-            train=coco_split("train", True),
-            val=coco_split("val", False),
-            test=coco_split("val", False),
-        ),
-        runner=RunnerConfig(
-            evaluation=EvaluationHookConfig(interval=1, save_best="auto"),
-            text_logger=TextLoggerHookConfig(interval=50),
-            wandb=WandbHookConfig(project="detfn", mode="auto"),
-        ),
-    )
-
-
-FASTER_RCNN_R50_FPN_1X_COCO = coco_preset()
-
-
-def bccd_cpu_preset() -> ExperimentConfig:
-    """Faster R-CNN R-18-FPN from scratch on the bundled BCCD, about 15 minutes on 2 CPU cores.
-
-    Departures from the 1x recipe, each for the CPU budget or for training without ImageNet
-    weights (none can be downloaded here):
-
-    * ResNet-18-FPN with 128 channels (not 256) after the backbone, and trainable BatchNorm
-      (``norm_eval=False``, ``frozen_stages=-1``): frozen statistics only suit pretrained weights;
-    * torchvision's initialization instead of mmdetection's, which trains faster from scratch:
-      residual blocks' last norm at 1 (``zero_init_residual=False``), FPN convs LeCun-uniform
-      (``conv_init="lecun_uniform"``) and box head fcs with ``nn.Linear``'s default
-      (``init="pytorch"``). BCCD val bbox mAP with seeds 0 and 1: 0.568 and 0.567, against
-      0.548 and 0.534 with mmdetection's;
-    * Smooth L1 (beta 1/9) box losses in both heads, as detectron2 and torchvision use
-      (+0.018 bbox mAP on BCCD val against mmdetection 2.x's L1, one run each);
-    * images at 1/2 size (320x240 of 640x480); anchors of scale 4 so that the smallest
-      anchor (16 px) still covers platelets;
-    * fewer proposals (train 1000 / 500, test 500 / 300), 256 sampled RoIs, and RoIAlign with 2x2
-      samples per bin (torchvision's choice) instead of the adaptive count: the adaptive count
-      makes RoIAlign's CPU backward the most expensive op of the step;
-    * 8 epochs (824 iterations of 2 images), SGD lr 0.02 with a 100-iteration linear warmup and
-      steps at epochs 6 and 7 (the 1x shape, 8/12 and 11/12, compressed).
-    """
-    base = FASTER_RCNN_R50_FPN_1X_COCO
-    model = override(
-        base.model,
-        {
-            "backbone.depth": 18,
-            "backbone.norm_eval": False,
-            "backbone.frozen_stages": -1,
-            "backbone.zero_init_residual": False,
-            "neck.conv_init": "lecun_uniform",
-            "neck.in_channels": (64, 128, 256, 512),
-            "neck.out_channels": 128,
-            "rpn_head.in_channels": 128,
-            "rpn_head.feat_channels": 128,
-            "rpn_head.anchor_generator.scales": (4.0,),
-            "rpn_head.train_proposal.nms_pre": 1000,
-            "rpn_head.train_proposal.max_per_img": 500,
-            "rpn_head.test_proposal.nms_pre": 500,
-            "rpn_head.test_proposal.max_per_img": 300,
-            "roi_head.bbox_roi_extractor.out_channels": 128,
-            "roi_head.bbox_roi_extractor.sampling_ratio": 2,
-            "roi_head.bbox_head.in_channels": 128,
-            "roi_head.bbox_head.num_classes": len(BCCD_CLASSES),
-            "roi_head.bbox_head.init": "pytorch",
-            "roi_head.sampler.num": 256,
-            "rpn_head.loss_bbox": SmoothL1LossConfig(beta=1 / 9),
-            "roi_head.bbox_head.loss_bbox": SmoothL1LossConfig(beta=1 / 9),
-        },
-    )
-    scale = (320, 240)
-    data = DataConfig(
-        train=bccd_dataset_config("train", pipeline=default_train_pipeline(scale=scale)),
-        val=bccd_dataset_config("val", pipeline=default_test_pipeline(scale=scale)),
-        test=bccd_dataset_config("test", pipeline=default_test_pipeline(scale=scale)),
-        train_loader=LoaderConfig(batch_size=2, num_workers=2),
-        test_loader=dataclasses.replace(_test_loader(), batch_size=2),
-    )
-    runner = dataclasses.replace(
-        base.runner,
-        max_epochs=8,
-        lr=StepSchedule(step=(6, 7), warmup="linear", warmup_iters=100, warmup_ratio=0.001),
-        checkpoint=CheckpointHookConfig(interval=1, max_keep_ckpts=2),
-        evaluation=EvaluationHookConfig(interval=4, save_best="auto"),
-        text_logger=TextLoggerHookConfig(interval=10),
-        wandb=WandbHookConfig(project="detfn", mode="auto"),
-    )
-    return ExperimentConfig(
-        name="faster_rcnn_r18_fpn_bccd_cpu",
-        model=model,
-        data=data,
-        runner=runner,
-        work_dir="work_dirs/faster_rcnn_r18_fpn_bccd_cpu",
-    )
+        names = self.model.class_names
+        if classes is not None and names is not None and tuple(classes) != tuple(names):
+            raise ValueError(
+                f"ExperimentConfig.model.class_names={tuple(names)} differ from "
+                f"data.train.classes={tuple(classes)}: the labels would mean other classes"
+            )

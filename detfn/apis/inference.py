@@ -67,8 +67,10 @@ def load_detector(
         ckpt_params, ckpt_buffers = load_weights(str(checkpoint))
         given = {**ckpt_params, **ckpt_buffers}
         params, buffers = fit_weights(params, buffers, given, str(checkpoint), target)
-    classes = getattr(cfg.data.test or cfg.data.val or cfg.data.train, "classes", None)
-    names = tuple(classes) if classes else tuple(str(i) for i in range(cfg.model.num_classes))
+    names = cfg.model.class_names  # saved with the model by training
+    if names is None:
+        names = getattr(cfg.data.test or cfg.data.val or cfg.data.train, "classes", None)
+    names = tuple(names) if names else tuple(str(i) for i in range(cfg.model.num_classes))
     return Detector(cfg, model, params, buffers, test_pipeline_of(cfg), names, target)
 
 

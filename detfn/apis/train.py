@@ -12,13 +12,22 @@ import torch
 from detfn.apis.evaluate import evaluate_dataset
 from detfn.apis.experiment import ExperimentConfig
 from detfn.apis.train_hooks import training_hooks
+from detfn.config import override
 from detfn.data import build_loader
 from detfn.engine import Hook, TrainState, train
 from detfn.engine.optim import norm_param_names
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
 
-__all__ = ["Built", "build_experiment", "resolve_device", "seed_everything", "train_detector"]
+__all__ = [
+    "Built",
+    "build_experiment",
+    "evaluate_experiment",
+    "resolve_device",
+    "seed_everything",
+    "train_detector",
+    "with_class_names",
+]
 
 # Metrics that are not numbers (tables, copy-paste strings) stay out of logs and best tracking.
 _SCALAR = (int, float)
@@ -40,10 +49,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def with_class_names(cfg: ExperimentConfig, dataset: Any) -> ExperimentConfig:
+    """``cfg`` whose model carries the training set's class names (so that ``config.json`` and
+    the checkpoints do); a model that names other classes is an error."""
+    names = tuple(dataset.class_names)
+    source = getattr(dataset, "source", "data.train")
+    if len(names) != cfg.model.num_classes:
+        raise ValueError(
+            f"{source}: the training set has {len(names)} classes {list(names)[:10]} but "
+            f"model.num_classes={cfg.model.num_classes}"
+        )
+    if cfg.model.class_names is None:
+        return override(cfg, "model.class_names", names)
+    if tuple(cfg.model.class_names) != names:
+        raise ValueError(
+            f"{source}: the training set's classes {list(names)} differ from "
+            f"model.class_names {list(cfg.model.class_names)}"
+        )
+    return cfg
+
+
 @dataclass(frozen=True)
 class Built:
-    """Everything an experiment config builds, before training starts."""
+    """Everything an experiment config builds, before training starts.
 
+    ``cfg`` is the config with the model's class names filled in from the training set.
+    """
+
+    cfg: ExperimentConfig
     model: torch.nn.Module
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
@@ -59,8 +92,34 @@ def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built
     model = build(cfg.model).to(device)
     params, buffers = split(model)
     train_set = build(cfg.data.train, seed=cfg.seed) if with_train else None
+    if train_set is not None:
+        cfg = with_class_names(cfg, train_set)
     val_set = build(cfg.data.val, seed=cfg.seed) if cfg.data.val is not None else None
-    return Built(model, params, buffers, train_set, val_set, device)
+    return Built(cfg, model, params, buffers, train_set, val_set, device)
+
+
+def evaluate_experiment(
+    built: Built,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    *,
+    classwise: bool = False,
+) -> dict[str, Any]:
+    """COCO metrics of weights ``(params, buffers)`` on the experiment's val split (``{}`` when
+    it has none), through :func:`detfn.apis.evaluate.evaluate_dataset`."""
+    if built.val_set is None:
+        return {}
+    cfg = built.cfg
+    return evaluate_dataset(
+        detector_predict_fn(built.model),
+        params,
+        buffers,
+        built.val_set,
+        build_loader(built.val_set, cfg.data.test_loader),
+        class_names=cfg.model.class_names,
+        device=built.device,
+        classwise=classwise,
+    )
 
 
 def train_detector(
@@ -68,25 +127,26 @@ def train_detector(
     *,
     hooks: Sequence[Hook] = (),
     hook_context: Mapping[str, Mapping[str, Any]] | None = None,
+    built: Built | None = None,
 ) -> TrainState:
     """Train ``cfg.model`` on ``cfg.data.train``, evaluating on ``cfg.data.val`` when the runner's
-    evaluation hook is set; returns the final train state."""
-    built = build_experiment(cfg)
-    device = built.device
-    loss = detector_loss_fn(built.model)
+    evaluation hook is set; returns the final train state.
+
+    ``built`` reuses what :func:`build_experiment` already built for ``cfg``.
+    """
+    built = build_experiment(cfg) if built is None else built
+    cfg, device = built.cfg, built.device
+    # The RoI sampler's draws come from (seed, batch position), never from the global RNG.
+    loss = detector_loss_fn(built.model, seed=cfg.seed)
 
     def loss_fn(params, buffers, batch):
         return loss(params, buffers, batch.to(device, non_blocking=True))
 
     evaluate = None
     if built.val_set is not None and cfg.runner.evaluation is not None:
-        predict = detector_predict_fn(built.model)
-        val_loader = build_loader(built.val_set, cfg.data.test_loader)
 
         def evaluate(state: TrainState) -> dict[str, float]:
-            metrics = evaluate_dataset(
-                predict, state.params, state.buffers, built.val_set, val_loader, device=device
-            )
+            metrics = evaluate_experiment(built, state.params, state.buffers)
             return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
 
     return train(

@@ -13,7 +13,7 @@ dicts merge, and ``_delete_=True`` stops a merge. detfn has no merging:
 * a *base* is an ordinary Python value, e.g. ``FASTER_RCNN_R50_FPN_1X``, composed of other values
   (``ResNetConfig()``, ``FPNConfig()``, a schedule) the way the ``_base_`` files are composed;
 * a *variant* is ``dataclasses.replace(base, field=new_value)``; a change deep inside uses
-  :func:`override`: ``override(base, "model.roi_head.bbox_head.num_classes", 3)``. Replacing a
+  :func:`override`: ``override(base, "model.num_classes", 3)``. Replacing a
   field replaces it whole, so there is no ``_delete_`` and no list-versus-dict surprise;
 * the intermediate variables that mmdetection fails to re-bind (``train_pipeline``) are plain
   Python names here, so they are bound by the language;
@@ -168,11 +168,11 @@ _UNSET = object()
 def override(cfg: T, path: str | Mapping[str, Any], value: Any = _UNSET) -> T:
     """A copy of ``cfg`` with the field at dotted ``path`` set to ``value``.
 
-    ``override(cfg, "model.roi_head.bbox_head.num_classes", 3)`` replaces along the path with
+    ``override(cfg, "model.num_classes", 3)`` replaces along the path with
     :func:`dataclasses.replace`; an integer segment indexes a tuple field
     (``"data.train.pipeline.2.scale"``). The value is type-checked against the field's hint.
 
-    ``override(cfg, {"model.neck.out_channels": 128, "model.rpn_head.in_channels": 128})`` sets
+    ``override(cfg, {"model.neck.out_channels": 128, "model.rpn_head.feat_channels": 128})`` sets
     several fields at once: each config on the way is rebuilt once with all its changes, so
     fields that must agree (checked in ``__post_init__``) can change together.
 

@@ -13,6 +13,7 @@ epoch without ``set_epoch`` moves on to the next one, so a plain ``for`` loop re
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -28,7 +29,7 @@ from detfn.config import Config, check, check_non_negative, check_positive
 from detfn.data.collate import collate
 from detfn.data.group_sampler import plan_batches
 from detfn.registry import register
-from detfn.structures import Batch
+from detfn.structures import Batch, mix_seed
 
 __all__ = ["DetectionLoader", "LoaderConfig", "build_loader"]
 
@@ -189,6 +190,11 @@ class DetectionLoader:
         remaining = self.plan(epoch)[self.batches_done :]
         self._sampler.batches = [[(i, epoch) for i in batch] for batch in remaining]
         for batch in self._loader:
+            # The loss's own randomness (RoI sampling) is seeded by the batch's place in the run,
+            # so a resumed run draws exactly what the uninterrupted one drew.
+            batch = dataclasses.replace(
+                batch, rng_key=mix_seed(self.cfg.seed, self.rank, epoch, self.batches_done)
+            )
             self.batches_done += 1
             self._skipped.extend(batch.skipped)
             if len(batch):

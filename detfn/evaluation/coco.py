@@ -27,6 +27,7 @@ from pycocotools.cocoeval import COCOeval
 
 __all__ = [
     "METRIC_NAMES",
+    "category_ids_by_name",
     "coco_evaluate",
     "detections_to_coco_results",
     "format_classwise_table",
@@ -90,6 +91,34 @@ def _category_of(label: int, label_to_cat_id: Sequence[int] | Mapping[int, int])
     return int(label_to_cat_id[label])
 
 
+def category_ids_by_name(gt: COCO, class_names: Sequence[str], source: str = "") -> list[int]:
+    """The ground truth's category id of each class name, in label order.
+
+    A model's label ``k`` means the class ``class_names[k]``; mapping by name (not by category-id
+    order) keeps the evaluation right when a json has other, extra or reordered categories.
+
+    Raises:
+        ValueError: one line naming the model's classes that the ground truth lacks (and the
+            ground truth's names), or a name the ground truth holds twice.
+    """
+    where = f"{source}: " if source else ""
+    ids_of: dict[str, list[int]] = {}
+    for cat in gt.loadCats(gt.getCatIds()):
+        ids_of.setdefault(str(cat["name"]), []).append(int(cat["id"]))
+    missing = [name for name in class_names if name not in ids_of]
+    if missing:
+        extra = sorted(set(ids_of) - set(class_names))
+        raise ValueError(
+            f"{where}the model's classes {missing} are not categories of the ground truth "
+            f"(its categories not in the model: {extra[:10]}{' ...' if len(extra) > 10 else ''}"
+            f"); evaluate on a dataset with the model's classes {list(class_names)}"
+        )
+    twice = [name for name in class_names if len(ids_of[name]) > 1]
+    if twice:
+        raise ValueError(f"{where}categories {twice} appear more than once in the ground truth")
+    return [ids_of[name][0] for name in class_names]
+
+
 def write_results_json(
     results: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
 ) -> pathlib.Path:
@@ -131,6 +160,7 @@ def coco_evaluate(
     iou_type: str = "bbox",
     max_dets: tuple[int, int, int] = (100, 300, 1000),
     img_ids: Sequence[int] | None = None,
+    cat_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """COCO metrics of ``results`` against ``coco_gt``.
 
@@ -141,6 +171,8 @@ def coco_evaluate(
         iou_type: ``"bbox"`` (the only type detfn produces today).
         max_dets: COCOeval ``maxDets``; AP uses the last value (mmdetection's setting).
         img_ids: images to evaluate; default all images of ``coco_gt``.
+        cat_ids: categories scored (the model's); default all categories of ``coco_gt``.
+            Ground truth of other categories is left out rather than counted as missed.
 
     Returns:
         ``{iou_type}_mAP``, ``_mAP_50``, ``_mAP_75``, ``_mAP_s``, ``_mAP_m``, ``_mAP_l`` (floats in
@@ -152,17 +184,18 @@ def coco_evaluate(
         raise ValueError(f"coco_evaluate: iou_type must be 'bbox', got {iou_type!r}")
     gt = load_coco(coco_gt)
     img_ids = list(gt.getImgIds()) if img_ids is None else [int(i) for i in img_ids]
+    cat_ids = list(gt.getCatIds()) if cat_ids is None else [int(c) for c in cat_ids]
     if len(results) == 0:
         warnings.warn("coco_evaluate: no detections at all; every metric is 0", stacklevel=2)
-        no_precision = np.zeros((1, 1, len(gt.getCatIds()), 1, 1))
-        table = format_classwise_table(gt, no_precision) if classwise else None
+        no_precision = np.zeros((1, 1, len(cat_ids), 1, 1))
+        table = format_classwise_table(gt, no_precision, cat_ids=cat_ids) if classwise else None
         summary = "no detections: every metric is 0\n"
         return _metrics_dict(iou_type, np.zeros(len(METRIC_NAMES)), summary, table)
     _check_results(gt, results)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "Loading results..."
         dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets
     evaluator = COCOeval(gt, dt, iou_type)
-    evaluator.params.catIds = gt.getCatIds()
+    evaluator.params.catIds = cat_ids
     evaluator.params.imgIds = img_ids
     evaluator.params.maxDets = list(max_dets)
     with contextlib.redirect_stdout(io.StringIO()):  # progress lines of evaluate/accumulate
@@ -171,7 +204,8 @@ def coco_evaluate(
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
-    table = format_classwise_table(gt, evaluator.eval["precision"]) if classwise else None
+    precision = evaluator.eval["precision"]
+    table = format_classwise_table(gt, precision, cat_ids=cat_ids) if classwise else None
     return _metrics_dict(iou_type, np.asarray(evaluator.stats[:6]), summary.getvalue(), table)
 
 
@@ -206,16 +240,20 @@ def _metrics_dict(
     return metrics
 
 
-def format_classwise_table(gt: COCO, precision: np.ndarray, columns: int = 3) -> str:
+def format_classwise_table(
+    gt: COCO, precision: np.ndarray, columns: int = 3, cat_ids: Sequence[int] | None = None
+) -> str:
     """Per-category AP (IoU .50:.95, all areas, largest maxDets) as a text table.
 
     Args:
         gt: the ground truth, for category names (in ``getCatIds()`` order).
         precision: ``COCOeval.eval["precision"]`` of shape [T, R, K, A, M].
         columns: (category, AP) pairs per row.
+        cat_ids: the evaluated categories, in ``precision``'s order (default all of ``gt``).
     """
     rows = []
-    for k, cat_id in enumerate(gt.getCatIds()):
+    # COCOeval sorts its catIds, so precision's class axis is in increasing id order
+    for k, cat_id in enumerate(sorted(gt.getCatIds() if cat_ids is None else cat_ids)):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
         ap = float(np.mean(p)) if p.size else float("nan")

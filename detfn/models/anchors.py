@@ -28,6 +28,7 @@ from detfn.registry import register
 __all__ = [
     "AnchorGenerator",
     "AnchorGeneratorConfig",
+    "PriorGeneratorConfig",
     "anchor_scales",
     "base_anchors",
     "build_anchor_generator",
@@ -39,7 +40,15 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class AnchorGeneratorConfig(Config):
+class PriorGeneratorConfig(Config):
+    """Base of every prior generator config (anchors, points). Its builder returns an object with
+    ``num_base_priors``, ``num_levels``, ``strides``, ``grid_priors(featmap_sizes, device)`` (one
+    Tensor[H * W * A, 4] of xyxy priors per level; points are zero-size boxes) and
+    ``valid_flags(featmap_sizes, pad_shapes)``."""
+
+
+@dataclass(frozen=True)
+class AnchorGeneratorConfig(PriorGeneratorConfig):
     """Anchors per FPN level. Faster R-CNN's defaults: 3 anchors per location, 32-512 px sides.
 
     Give either ``scales`` or both ``octave_base_scale`` and ``scales_per_octave`` (then set
@@ -233,10 +242,22 @@ class AnchorGenerator:
         return num_base_anchors(self.cfg)
 
     @property
+    def num_base_priors(self) -> int:
+        return num_base_anchors(self.cfg)
+
+    @property
     def num_levels(self) -> int:
         return len(self.cfg.strides)
 
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(self.cfg.strides)
+
     def grid_anchors(self, featmap_sizes, device=None) -> list[Tensor]:
+        return grid_anchors(self.cfg, featmap_sizes, device)
+
+    def grid_priors(self, featmap_sizes, device=None) -> list[Tensor]:
+        """The prior-generator interface: anchors of each level."""
         return grid_anchors(self.cfg, featmap_sizes, device)
 
     def valid_flags(self, featmap_sizes, pad_shapes: Tensor) -> list[Tensor]:

@@ -31,6 +31,7 @@ from detfn.registry import register
 
 __all__ = [
     "AssignInput",
+    "AssignerConfig",
     "AssignResult",
     "MaxIoUAssigner",
     "MaxIoUAssignerConfig",
@@ -45,7 +46,13 @@ NEGATIVE = 0
 
 
 @dataclass(frozen=True)
-class MaxIoUAssignerConfig(Config):
+class AssignerConfig(Config):
+    """Base of every assigner config. Its builder returns a callable
+    ``assigner(AssignInput) -> AssignResult``; a head's ``assigner`` field takes any of them."""
+
+
+@dataclass(frozen=True)
+class MaxIoUAssignerConfig(AssignerConfig):
     """mmdetection's ``MaxIoUAssigner`` settings (``ignore_wrt_candidates=True`` always).
 
     RPN: ``(0.7, 0.3, 0.3, match_low_quality=True)``; R-CNN: ``(0.5, 0.5, 0.5, False)``.

@@ -26,6 +26,7 @@ from detfn.registry import register
 
 __all__ = [
     "DEFAULT_WH_RATIO_CLIP",
+    "BBoxCoderConfig",
     "DeltaXYWHBBoxCoder",
     "DeltaXYWHBBoxCoderConfig",
     "build_delta_xywh_coder",
@@ -129,7 +130,14 @@ def decode_deltas(
 
 
 @dataclass(frozen=True)
-class DeltaXYWHBBoxCoderConfig(Config):
+class BBoxCoderConfig(Config):
+    """Base of every box coder config. Its builder returns an object with
+    ``encode(priors [..., 4], gt [..., 4]) -> targets`` and
+    ``decode(priors, preds, max_shape=None) -> boxes [..., 4]``."""
+
+
+@dataclass(frozen=True)
+class DeltaXYWHBBoxCoderConfig(BBoxCoderConfig):
     """mmdetection's ``DeltaXYWHBBoxCoder``.
 
     RPN uses stds 1, the R-CNN head (0.1, 0.1, 0.2, 0.2).

@@ -20,9 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from detfn.structures import img_shapes_of
+from detfn.models.detectors.base import sum_losses
+from detfn.structures import mix_seed
 
-__all__ = ["apply", "detector_loss_fn", "detector_predict_fn", "load_into", "split"]
+__all__ = [
+    "apply",
+    "detector_loss_fn",
+    "detector_predict_fn",
+    "load_into",
+    "loss_generator",
+    "split",
+]
 
 
 def split(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -70,16 +78,25 @@ def load_into(
     return module
 
 
-def detector_loss_fn(model: nn.Module):
+def loss_generator(seed: int, rng_key: int | None) -> torch.Generator:
+    """The generator of one loss call: a CPU generator seeded from the run seed and the batch's
+    ``rng_key`` (its place in the run). Global RNG state is neither read nor changed."""
+    return torch.Generator().manual_seed(mix_seed(seed, -1 if rng_key is None else rng_key))
+
+
+def detector_loss_fn(model: nn.Module, seed: int = 0):
     """The pure training loss of a detector: ``loss(params, buffers, batch) -> (total, losses)``.
 
     The module is put in train mode on each call (norm_eval backbones keep their BatchNorms in
-    eval mode themselves).
+    eval mode themselves). Randomness inside the loss comes from :func:`loss_generator` of
+    ``seed`` and ``batch.rng_key`` only, so equal batches give equal losses.
     """
 
     def loss(params, buffers, batch):
         model.train(True)
-        return apply(model, params, buffers, batch.images, batch.img_shapes, batch, mode="loss")
+        generator = loss_generator(seed, getattr(batch, "rng_key", None))
+        losses = apply(model, params, buffers, batch.images, batch, "loss", generator)
+        return sum_losses(losses), losses
 
     return loss
 
@@ -90,13 +107,10 @@ def detector_predict_fn(model: nn.Module):
     ``predict(params, buffers, images, metas) -> list[ImageDetections]``: per image, boxes in
     original-image coordinates, scores and labels.
     """
-    from detfn.models.postprocess import rescale_detections
 
     @torch.no_grad()
     def predict(params, buffers, images, metas):
         model.train(False)
-        shapes = img_shapes_of(metas, images.device)
-        dets = apply(model, params, buffers, images, shapes, None, mode="predict")
-        return rescale_detections(dets, metas)
+        return apply(model, params, buffers, images, tuple(metas), "predict")
 
     return predict

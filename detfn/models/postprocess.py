@@ -21,6 +21,7 @@ __all__ = [
     "Detections",
     "ImageDetections",
     "multiclass_nms",
+    "pack_per_image",
     "rescale_detections",
     "unflip_boxes",
 ]
@@ -60,7 +61,7 @@ def multiclass_nms(
     keep = batched_nms(
         cand_boxes.float(), cand_scores.float(), img * num_classes + cls, iou_threshold
     )
-    return _pack_per_image(
+    return pack_per_image(
         cand_boxes[keep], cand_scores[keep], cls[keep], img[keep], batch, max_per_img
     )
 
@@ -83,7 +84,7 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor, mask: Tensor) -> tuple[int,
     return batch, num, num_classes
 
 
-def _pack_per_image(
+def pack_per_image(
     boxes: Tensor, scores: Tensor, labels: Tensor, img: Tensor, batch: int, max_per_img: int
 ) -> Detections:
     """Scatter score-sorted survivors into ``[B, max_per_img]`` slots, best first per image.

@@ -1,4 +1,12 @@
-"""Random sampling of positive and negative candidates (mmdetection's ``RandomSampler``), batched.
+"""Samplers: which assigned candidates train, batched (mmdetection's ``RandomSampler`` and
+``PseudoSampler``).
+
+Every sampler is built from a :class:`SamplerConfig` subclass and called the same way,
+``sampler(assigned, generator) -> SampleResult``, so heads take any of them from their config.
+``sampling`` tells the head how to normalise: mmdetection divides a sampled head's losses by
+positives + negatives, an unsampled (pseudo-sampled) head's by the positives alone.
+
+Random sampling:
 
 Per image, mmdetection takes at most ``int(num * pos_fraction)`` positives uniformly at random,
 then fills the rest of ``num`` with random negatives; with ``neg_pos_ub >= 0`` it takes at most
@@ -23,9 +31,13 @@ from detfn.config import Config, check, check_positive, check_unit_interval
 from detfn.registry import register
 
 __all__ = [
+    "PseudoSampler",
+    "PseudoSamplerConfig",
     "RandomSampler",
     "RandomSamplerConfig",
     "SampleResult",
+    "SamplerConfig",
+    "build_pseudo_sampler",
     "build_random_sampler",
     "random_sample",
     "rank_within",
@@ -33,7 +45,12 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class RandomSamplerConfig(Config):
+class SamplerConfig(Config):
+    """Base of every sampler config; a head's ``sampler`` field takes any registered subclass."""
+
+
+@dataclass(frozen=True)
+class RandomSamplerConfig(SamplerConfig):
     """mmdetection's ``RandomSampler``.
 
     RPN: ``(256, 0.5, -1, False)``; R-CNN: ``(512, 0.25, -1, True)``.
@@ -119,10 +136,45 @@ def random_sample(
 
 
 @dataclass(frozen=True)
+class PseudoSamplerConfig(SamplerConfig):
+    """mmdetection's ``PseudoSampler``: every positive and every negative trains (RetinaNet,
+    FCOS, ATSS). It draws nothing, so it needs no generator."""
+
+
+def pseudo_sample(assigned: Tensor) -> SampleResult:
+    """All positives (``assigned > 0``) and all negatives (``assigned == 0``); ignored stay out.
+
+    Args:
+        assigned (Tensor[B, N]): int64 assignment.
+    """
+    return SampleResult(assigned > 0, assigned == 0)
+
+
+@dataclass(frozen=True)
+class PseudoSampler:
+    """``sampler(assigned, generator) -> SampleResult`` keeping every candidate."""
+
+    cfg: PseudoSamplerConfig
+    sampling = False  # losses are normalised by the positives only
+
+    def __call__(self, assigned: Tensor, generator: torch.Generator | None = None) -> SampleResult:
+        del generator
+        return pseudo_sample(assigned)
+
+
+@register(PseudoSamplerConfig)
+def build_pseudo_sampler(cfg: PseudoSamplerConfig, **context) -> PseudoSampler:
+    """Build a :class:`PseudoSampler`; ``context`` is unused."""
+    del context
+    return PseudoSampler(cfg)
+
+
+@dataclass(frozen=True)
 class RandomSampler:
     """A configured :func:`random_sample`: ``sampler(assigned, generator) -> SampleResult``."""
 
     cfg: RandomSamplerConfig
+    sampling = True  # losses are normalised by positives + negatives
 
     def __call__(self, assigned: Tensor, generator: torch.Generator | None = None) -> SampleResult:
         return random_sample(self.cfg, assigned, generator)

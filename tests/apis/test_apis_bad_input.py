@@ -46,7 +46,7 @@ def cpu_preset():
 
 def test_load_detector_names_tensors_of_another_shape(tmp_path):
     cfg = cpu_preset()
-    other = build(override(cfg.model, "roi_head.bbox_head.num_classes", 5))  # 6 logits, not 4
+    other = build(override(cfg.model, {"num_classes": 5, "class_names": None}))  # 6 logits, not 4
     path = tmp_path / "other.pth"
     torch.save(other.state_dict(), path)
     with pytest.raises(CheckpointError) as info:
@@ -163,6 +163,7 @@ def test_thin_images_train_predict_and_evaluate(tmp_path):
         built.buffers,
         built.val_set,
         build_loader(built.val_set, cfg.data.test_loader),
+        class_names=built.val_set.class_names,
     )
     assert 0.0 <= metrics["bbox_mAP"] <= 1.0
 

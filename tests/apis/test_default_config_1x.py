@@ -33,7 +33,7 @@ def test_backbone_and_neck():
 
 def test_rpn_head_anchors_coder_losses_and_train_test_cfg():
     rpn = MODEL.rpn_head
-    assert (rpn.in_channels, rpn.feat_channels) == (256, 256)
+    assert rpn.feat_channels == 256
     a = rpn.anchor_generator
     assert a.scales == (8.0,) and a.ratios == (0.5, 1.0, 2.0)
     assert a.strides == (4, 8, 16, 32, 64) and a.center_offset == 0.0
@@ -55,10 +55,10 @@ def test_rpn_head_anchors_coder_losses_and_train_test_cfg():
 def test_roi_head_extractor_bbox_head_and_rcnn_cfg():
     roi = MODEL.roi_head
     e = roi.bbox_roi_extractor
-    assert (e.output_size, e.sampling_ratio, e.aligned, e.out_channels) == (7, 0, True, 256)
+    assert (e.output_size, e.sampling_ratio, e.aligned) == (7, 0, True)
     assert e.featmap_strides == (4, 8, 16, 32) and e.finest_scale == 56
     h = roi.bbox_head
-    assert (h.in_channels, h.fc_out_channels, h.roi_feat_size, h.num_classes) == (256, 1024, 7, 80)
+    assert (h.fc_out_channels, h.roi_feat_size, MODEL.num_classes) == (1024, 7, 80)
     assert h.reg_class_agnostic is False
     assert h.bbox_coder.target_stds == (0.1, 0.1, 0.2, 0.2)
     assert h.bbox_coder.target_means == (0.0,) * 4
@@ -70,6 +70,16 @@ def test_roi_head_extractor_bbox_head_and_rcnn_cfg():
     s = roi.sampler
     assert (s.num, s.pos_fraction, s.neg_pos_ub, s.add_gt_as_proposals) == (512, 0.25, -1, True)
     assert (roi.score_thr, roi.nms_iou, roi.max_per_img) == (0.05, 0.5, 100)
+
+
+def test_channel_widths_flow_from_the_neck_and_classes_from_the_detector():
+    from detfn.registry import build
+
+    model = build(MODEL)
+    assert model.rpn_head.rpn_conv.in_channels == 256 == MODEL.neck.out_channels
+    assert model.roi_head.bbox_head.shared_fcs[0].in_features == 256 * 7 * 7
+    assert model.roi_head.bbox_head.fc_cls.out_features == 81
+    assert model.roi_head.bbox_head.fc_reg.out_features == 320
 
 
 def test_schedule_1x_and_runtime():

@@ -17,12 +17,13 @@ from detfn.apis import (
     save_drawing,
 )
 from detfn.config import load, override
-from detfn.data import build_loader, default_test_pipeline, default_train_pipeline
+from detfn.data import build_loader
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.models.functional import detector_loss_fn, detector_predict_fn
 from detfn.registry import build
 from experiments import faster_rcnn
 from experiments import test as test_cli
+from tests.apis.tiny_bccd import tiny_data_updates
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 SCALE = (224, 168)
@@ -41,19 +42,11 @@ def tiny_config(work_dir: Path) -> ExperimentConfig:
         "runner.evaluation": EvaluationHookConfig(interval=3, save_best="auto"),
         "runner.wandb": None,
         "runner.text_logger.interval": 1,
-        "data.train_loader.num_workers": 0,
-        "data.test_loader.num_workers": 0,
         # a 12-iteration model is not confident yet: keep every detection so that the whole
         # prediction path (NMS, rescaling, COCO results) has boxes to work on
         "model.roi_head.score_thr": 0.0,
     }
-    for split in ("train", "val", "test"):
-        updates[f"data.{split}.ann_file"] = str(TINY / "instances.json")
-        updates[f"data.{split}.img_prefix"] = str(TINY / "JPEGImages")
-    updates["data.train.pipeline"] = default_train_pipeline(scale=SCALE)
-    updates["data.val.pipeline"] = default_test_pipeline(scale=SCALE)
-    updates["data.test.pipeline"] = default_test_pipeline(scale=SCALE)
-    return override(cfg, updates)
+    return override(cfg, {**updates, **tiny_data_updates(SCALE)})
 
 
 def mean_train_loss(cfg: ExperimentConfig, params, buffers) -> float:

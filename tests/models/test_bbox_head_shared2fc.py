@@ -12,14 +12,12 @@ from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHeadConfig, accuracy
 
 
 def _tiny_cfg(**kw) -> Shared2FCBBoxHeadConfig:
-    return Shared2FCBBoxHeadConfig(
-        in_channels=2, fc_out_channels=8, roi_feat_size=2, num_classes=3, **kw
-    )
+    return Shared2FCBBoxHeadConfig(fc_out_channels=8, roi_feat_size=2, **kw)
 
 
 def test_default_structure_and_mmdet_init():
     torch.manual_seed(0)
-    head = registry.build(Shared2FCBBoxHeadConfig())
+    head = registry.build(Shared2FCBBoxHeadConfig(), in_channels=256, num_classes=80)
     assert head.shared_fcs[0].weight.shape == (1024, 256 * 7 * 7)
     assert head.shared_fcs[1].weight.shape == (1024, 1024)
     assert head.fc_cls.weight.shape == (81, 1024)  # 80 classes + background (last)
@@ -36,7 +34,7 @@ def test_default_structure_and_mmdet_init():
 
 def test_pytorch_init_is_nn_linears_default_on_every_fc():
     torch.manual_seed(0)
-    head = registry.build(Shared2FCBBoxHeadConfig(in_channels=64, init="pytorch"))
+    head = registry.build(Shared2FCBBoxHeadConfig(init="pytorch"), in_channels=64, num_classes=80)
     for fc in (*head.shared_fcs, head.fc_cls, head.fc_reg):
         bound = 1 / math.sqrt(fc.in_features)  # kaiming_uniform_(a=sqrt(5)) and its bias rule
         for tensor in (fc.weight, fc.bias):
@@ -46,7 +44,7 @@ def test_pytorch_init_is_nn_linears_default_on_every_fc():
 
 def test_forward_matches_manual_fc_relu_stack():
     torch.manual_seed(1)
-    head = registry.build(_tiny_cfg())
+    head = registry.build(_tiny_cfg(), in_channels=2, num_classes=3)
     feats = torch.randn(5, 2, 2, 2)
     cls_score, bbox_pred = head(feats)
     x = feats.reshape(5, 8)
@@ -83,7 +81,7 @@ def _loss_case():
 
 
 def test_loss_values_by_hand():
-    head = registry.build(_tiny_cfg())
+    head = registry.build(_tiny_cfg(), in_channels=2, num_classes=3)
     rois, labels, gt, cls_score, bbox_pred, targets = _loss_case()
     losses = head.loss(cls_score, bbox_pred, rois, labels, gt)
     expected_cls = F.cross_entropy(cls_score, labels)  # mean over the 4 sampled RoIs
@@ -100,7 +98,9 @@ def test_loss_values_by_hand():
 
 def test_smooth_l1_and_decoded_giou_variants():
     rois, labels, gt, cls_score, bbox_pred, targets = _loss_case()
-    head = registry.build(_tiny_cfg(loss_bbox=SmoothL1LossConfig(beta=1.0)))
+    head = registry.build(
+        _tiny_cfg(loss_bbox=SmoothL1LossConfig(beta=1.0)), in_channels=2, num_classes=3
+    )
     d0, d1 = bbox_pred[0, 4:8] - targets[0], bbox_pred[1, 8:12] - targets[1]
     diff = torch.cat([d0, d1]).abs()
     ref = torch.where(diff < 1, 0.5 * diff**2, diff - 0.5).sum() / 4
@@ -108,7 +108,9 @@ def test_smooth_l1_and_decoded_giou_variants():
         ref.item(), rel=1e-6
     )
 
-    head = registry.build(_tiny_cfg(reg_decoded_bbox=True, loss_bbox=GIoULossConfig()))
+    head = registry.build(
+        _tiny_cfg(reg_decoded_bbox=True, loss_bbox=GIoULossConfig()), in_channels=2, num_classes=3
+    )
     zero_pred = torch.zeros(4, 12)  # decodes to the RoI itself
     # roi0 vs gt0: inter 81, union 119, hull 121 -> giou = 81/119 - 2/121
     # roi1 vs gt1: inter 200, union 400, hull 400 -> giou = 0.5
@@ -121,7 +123,7 @@ def test_smooth_l1_and_decoded_giou_variants():
 
 
 def test_no_positives_gives_zero_finite_bbox_loss_and_gradients():
-    head = registry.build(_tiny_cfg())
+    head = registry.build(_tiny_cfg(), in_channels=2, num_classes=3)
     rois = torch.tensor([[0, 0.0, 0, 0, 0], [0, 1.0, 1, 5, 5]])  # a degenerate RoI as well
     feats = torch.randn(2, 2, 2, 2)
     cls_score, bbox_pred = head(feats)
@@ -132,7 +134,7 @@ def test_no_positives_gives_zero_finite_bbox_loss_and_gradients():
 
 
 def test_decode_softmax_and_class_specific_clipped_boxes():
-    head = registry.build(_tiny_cfg())
+    head = registry.build(_tiny_cfg(), in_channels=2, num_classes=3)
     rois = torch.tensor([[0, 10.0, 10, 30, 30], [1, 0, 0, 8, 8]])
     cls_score = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
     bbox_pred = torch.zeros(2, 12)

@@ -43,10 +43,8 @@ def _batch(boxes, labels) -> Batch:
 
 def _tiny_cfg(**kw) -> StandardRoIHeadConfig:
     return StandardRoIHeadConfig(
-        bbox_roi_extractor=SingleRoIExtractorConfig(output_size=2, out_channels=4),
-        bbox_head=Shared2FCBBoxHeadConfig(
-            in_channels=4, fc_out_channels=16, roi_feat_size=2, num_classes=3
-        ),
+        bbox_roi_extractor=SingleRoIExtractorConfig(output_size=2),
+        bbox_head=Shared2FCBBoxHeadConfig(fc_out_channels=16, roi_feat_size=2),
         **kw,
     )
 
@@ -72,8 +70,7 @@ def test_default_config_is_faster_rcnn_r50_fpn_1x():
         56,
     )
     h = cfg.bbox_head
-    assert (h.num_classes, h.fc_out_channels, h.reg_class_agnostic, h.bbox_coder.target_stds) == (
-        80,
+    assert (h.fc_out_channels, h.reg_class_agnostic, h.bbox_coder.target_stds) == (
         1024,
         False,
         (0.1, 0.1, 0.2, 0.2),
@@ -106,7 +103,7 @@ def test_sample_rois_constructed_case_counts_labels_and_gt_rows():
     )
     pmask = torch.tensor([[True, True, True, True, False], [True] * 5])
     gen = torch.Generator().manual_seed(0)
-    samples = sample_rois(_tiny_cfg(), proposals, pmask, batch, gen)
+    samples = sample_rois(_tiny_cfg(), proposals, pmask, batch, gen, num_classes=3)
     ref = _reference_sample_counts(proposals, pmask, batch)
     for b, (num_pos, num_neg) in enumerate(ref):
         rows = samples.rois[:, 0] == b
@@ -135,7 +132,12 @@ def test_sampler_caps_and_identical_gt_rows_keep_their_own_label():
     )
     cfg = _tiny_cfg(sampler=RandomSamplerConfig(num=4, pos_fraction=0.5, add_gt_as_proposals=True))
     samples = sample_rois(
-        cfg, proposals, torch.ones(1, 4, dtype=torch.bool), batch, torch.Generator().manual_seed(1)
+        cfg,
+        proposals,
+        torch.ones(1, 4, dtype=torch.bool),
+        batch,
+        torch.Generator().manual_seed(1),
+        num_classes=3,
     )
     assert samples.rois.shape == (4, 5)  # 2 positives (the gt rows) + 2 of the 4 negatives
     pos = samples.labels < 3
@@ -146,7 +148,13 @@ def test_sampler_caps_and_identical_gt_rows_keep_their_own_label():
 def test_gt_label_out_of_range_is_a_clear_error():
     batch = _batch([[[0, 0, 10, 10]]], [[3]])
     with pytest.raises(ValueError, match=r"gt labels must be in \[0, 3\)"):
-        sample_rois(_tiny_cfg(), torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=torch.bool), batch)
+        sample_rois(
+            _tiny_cfg(),
+            torch.zeros(1, 1, 4),
+            torch.ones(1, 1, dtype=torch.bool),
+            batch,
+            num_classes=3,
+        )
 
 
 def _feats(seed=0, batch=2):
@@ -174,7 +182,7 @@ class _LossOf(torch.nn.Module):
 
 def test_loss_under_torch_func_grad_equals_backward():
     torch.manual_seed(0)
-    model = _LossOf(registry.build(_tiny_cfg()))
+    model = _LossOf(registry.build(_tiny_cfg(), in_channels=4, num_classes=3))
     batch = _batch([[[2, 2, 30, 30], [20, 30, 60, 60]], [[10, 5, 50, 40]]], [[0, 2], [1]])
     feats, proposals = _feats(), _proposals()
     pmask = torch.ones(2, 40, dtype=torch.bool)
@@ -219,7 +227,7 @@ def _reference_predict(head, feats, proposals, pmask, img_shapes):
 
 def test_predict_equals_per_image_per_class_reference():
     torch.manual_seed(0)
-    head = registry.build(_tiny_cfg(max_per_img=15))
+    head = registry.build(_tiny_cfg(max_per_img=15), in_channels=4, num_classes=3)
     with torch.no_grad():  # sharper scores so that thresholds and NMS matter
         head.bbox_head.fc_cls.weight.mul_(300)
         head.bbox_head.fc_reg.weight.mul_(300)
@@ -241,7 +249,7 @@ def test_predict_equals_per_image_per_class_reference():
 
 def test_predict_batched_equals_each_image_alone():
     torch.manual_seed(0)
-    head = registry.build(_tiny_cfg())
+    head = registry.build(_tiny_cfg(), in_channels=4, num_classes=3)
     feats, proposals = _feats(3), _proposals(4)
     pmask = torch.ones(2, 40, dtype=torch.bool)
     shapes = torch.tensor([[64, 64], [64, 64]])
@@ -266,9 +274,7 @@ def test_config_json_round_trip_keeps_the_loss_variant():
     cfg = _tiny_cfg(score_thr=0.1)
     cfg = StandardRoIHeadConfig(
         bbox_roi_extractor=cfg.bbox_roi_extractor,
-        bbox_head=Shared2FCBBoxHeadConfig(
-            in_channels=4, roi_feat_size=2, num_classes=3, loss_bbox=SmoothL1LossConfig(beta=0.5)
-        ),
+        bbox_head=Shared2FCBBoxHeadConfig(roi_feat_size=2, loss_bbox=SmoothL1LossConfig(beta=0.5)),
     )
     back = from_json(to_json(cfg), StandardRoIHeadConfig)
     assert back == cfg and isinstance(back.bbox_head.loss_bbox, SmoothL1LossConfig)
@@ -277,11 +283,10 @@ def test_config_json_round_trip_keeps_the_loss_variant():
 def test_predict_with_no_valid_proposals_gives_no_detections():
     # an untrained RPN can leave an image (or a whole batch) without proposals
     import detfn  # noqa: F401 - registers the configs
-    from detfn.config import override
     from detfn.models.roi_heads import StandardRoIHeadConfig
     from detfn.registry import build
 
-    head = build(override(StandardRoIHeadConfig(), "bbox_head.num_classes", 3))
+    head = build(StandardRoIHeadConfig(), in_channels=256, num_classes=3)
     feats = tuple(torch.randn(2, 256, 64 // 2**i, 64 // 2**i) for i in range(5))
     shapes = torch.tensor([[256.0, 256.0]] * 2)
     for proposals, mask in (

@@ -13,7 +13,6 @@ from detfn.registry import build
 from detfn.structures import Batch, ImageMeta
 
 TINY = RPNHeadConfig(
-    in_channels=4,
     feat_channels=8,
     anchor_generator=AnchorGeneratorConfig(strides=(8, 16), scales=(4.0,), ratios=(0.5, 1.0, 2.0)),
 )
@@ -56,7 +55,7 @@ GTS = [[[8.0, 8.0, 40.0, 40.0]], [[20.0, 10.0, 60.0, 50.0], [0.0, 0.0, 30.0, 30.
 
 def test_forward_shapes_and_init():
     torch.manual_seed(0)
-    head = build(TINY)
+    head = build(TINY, in_channels=4)
     cls_scores, bbox_preds = head(_feats())
     assert [tuple(c.shape) for c in cls_scores] == [(2, 3, 8, 8), (2, 3, 4, 4)]
     assert [tuple(b.shape) for b in bbox_preds] == [(2, 12, 8, 8), (2, 12, 4, 4)]
@@ -68,7 +67,7 @@ def test_forward_shapes_and_init():
 
 def test_default_config_is_mmdetection():
     cfg = RPNHeadConfig()
-    assert (cfg.in_channels, cfg.feat_channels) == (256, 256)
+    assert cfg.feat_channels == 256
     assert cfg.anchor_generator.strides == (4, 8, 16, 32, 64) and cfg.anchor_generator.scales == (
         8.0,
     )
@@ -95,12 +94,12 @@ def test_default_config_is_mmdetection():
 
 def test_loss_value_with_zero_weights():
     """Zero outputs: every sampled anchor costs log 2; the box loss is |targets| of positives."""
-    head = build(TINY)
+    head = build(TINY, in_channels=4)
     for p in head.parameters():
         torch.nn.init.zeros_(p)
     batch = _batch(GTS)
     cls_scores, bbox_preds = head(_feats())
-    losses = head.loss(cls_scores, bbox_preds, batch, torch.Generator().manual_seed(0))
+    losses = head.loss_by_outputs(cls_scores, bbox_preds, batch, torch.Generator().manual_seed(0))
     torch.testing.assert_close(losses["loss_rpn_cls"], torch.tensor(math.log(2.0)))
     # each image has < 128 positives, so all are sampled; negatives fill to 256 (there are 240)
     anchors = torch.cat(grid_anchors(TINY.anchor_generator, [(8, 8), (4, 4)]))
@@ -127,12 +126,12 @@ def test_loss_value_with_zero_weights():
 
 def test_loss_decreases_with_sgd():
     torch.manual_seed(0)
-    head = build(TINY)
+    head = build(TINY, in_channels=4)
     batch, feats = _batch(GTS), _feats()
     optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
     history = []
     for _ in range(15):
-        losses = head.loss(*head(feats), batch, torch.Generator().manual_seed(0))
+        losses = head.loss_by_outputs(*head(feats), batch, torch.Generator().manual_seed(0))
         total = losses["loss_rpn_cls"] + losses["loss_rpn_bbox"]
         assert torch.isfinite(total)
         optimizer.zero_grad()
@@ -144,9 +143,9 @@ def test_loss_decreases_with_sgd():
 
 def test_loss_without_gt_and_gradients():
     torch.manual_seed(0)
-    head = build(TINY)
+    head = build(TINY, in_channels=4)
     batch = _batch([[], []])
-    losses = head.loss(*head(_feats()), batch, torch.Generator().manual_seed(0))
+    losses = head.loss_by_outputs(*head(_feats()), batch, torch.Generator().manual_seed(0))
     assert losses["loss_rpn_bbox"] == 0 and torch.isfinite(losses["loss_rpn_cls"])
     (losses["loss_rpn_cls"] + losses["loss_rpn_bbox"]).backward()
     assert head.rpn_cls.weight.grad.abs().sum() > 0
@@ -155,7 +154,6 @@ def test_loss_without_gt_and_gradients():
 def test_batched_proposals_equal_single_image():
     torch.manual_seed(0)
     cfg = RPNHeadConfig(
-        in_channels=4,
         feat_channels=8,
         anchor_generator=AnchorGeneratorConfig(
             strides=(8, 16), scales=(2.0,), ratios=(0.5, 1.0, 2.0)
@@ -164,7 +162,7 @@ def test_batched_proposals_equal_single_image():
             nms_pre=100, max_per_img=60, iou_threshold=0.5, min_bbox_size=2.0
         ),
     )
-    head = build(cfg)
+    head = build(cfg, in_channels=4)
     for p in head.parameters():
         torch.nn.init.normal_(p, std=0.3)
     feats = _feats(3, seed=1)
@@ -254,15 +252,17 @@ def test_proposals_decode_deltas_and_empty():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     torch.manual_seed(0)
-    head = build(TINY)
+    head = build(TINY, in_channels=4)
     for p in head.parameters():
         torch.nn.init.normal_(p, std=0.1)
     batch, feats = _batch(GTS), _feats()
-    cpu = head.loss(*head(feats), batch, torch.Generator().manual_seed(0))
-    head_gpu = build(TINY).cuda()
+    cpu = head.loss_by_outputs(*head(feats), batch, torch.Generator().manual_seed(0))
+    head_gpu = build(TINY, in_channels=4).cuda()
     head_gpu.load_state_dict(head.state_dict())
     feats_gpu = [f.cuda() for f in feats]
-    gpu = head_gpu.loss(*head_gpu(feats_gpu), batch.to("cuda"), torch.Generator().manual_seed(0))
+    gpu = head_gpu.loss_by_outputs(
+        *head_gpu(feats_gpu), batch.to("cuda"), torch.Generator().manual_seed(0)
+    )
     for key in cpu:
         torch.testing.assert_close(gpu[key].cpu(), cpu[key], rtol=1e-4, atol=1e-5)
     shapes = torch.tensor([[64, 64], [50, 40]])

@@ -87,3 +87,18 @@ def test_empty_and_errors():
         RandomSamplerConfig(neg_pos_ub=-2)
     with pytest.raises(ValueError, match="integer tensor"):
         random_sample(RPN, torch.zeros(5))
+
+
+def test_pseudo_sampler_keeps_every_positive_and_negative_hand_counted():
+    from detfn.models.samplers import PseudoSamplerConfig
+    from detfn.registry import build
+
+    assigned = torch.tensor([[-1, 0, 2, 0, 1, 0], [0, 0, -1, -1, 3, 0]])
+    sampler = build(PseudoSamplerConfig())
+    pos, neg = sampler(assigned, None)
+    # image 0: positives at 2 and 4, negatives at 1, 3 and 5; image 1: positive 4, negatives 0, 1, 5
+    assert pos.sum(1).tolist() == [2, 1] and neg.sum(1).tolist() == [3, 3]
+    assert pos[0].nonzero().flatten().tolist() == [2, 4]
+    assert neg[1].nonzero().flatten().tolist() == [0, 1, 5]
+    assert not (pos & neg).any() and not (pos | neg)[assigned == -1].any()
+    assert sampler.sampling is False

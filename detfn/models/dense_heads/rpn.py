@@ -1,13 +1,11 @@
 """Region proposal network head (mmdetection 2.x ``RPNHead``), batched over images.
 
 Structure: a shared 3x3 conv + ReLU, then 1x1 convs giving ``A`` objectness logits (sigmoid) and
-``4A`` box deltas per location and level.
-
-Training targets: the anchors of all levels are concatenated per image ([B, N, 4]); anchors
-outside an image's own padded extent are invalid; :func:`assign_max_iou` and
-:func:`random_sample` label and sample the whole batch at once. Both losses are averaged over
-the number of sampled anchors of the batch (mmdetection's ``num_total_pos + num_total_neg``,
-each image counting at least 1 of each).
+``4A`` box deltas per location and level. It is the one-class case of
+:class:`~detfn.models.dense_heads.anchor_head.AnchorHead`: targets, sampling and losses are the
+base's, with every ground-truth box of class 0 (objectness). Both losses are averaged over the
+sampled anchors of the batch (mmdetection's ``num_total_pos + num_total_neg``, each image
+counting at least 1 of each).
 
 Proposals: per level the ``nms_pre`` best-scored anchors of each image (one batched ``topk``),
 decoding, clipping to the image, dropping boxes not wider and taller than ``min_bbox_size``,
@@ -27,28 +25,20 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detfn.config import Config, check, check_non_negative, check_positive, check_unit_interval
-from detfn.models.anchors import AnchorGeneratorConfig, grid_anchors, inside_flags, valid_flags
-from detfn.models.anchors import num_base_anchors as anchors_per_location
-from detfn.models.assigners import MaxIoUAssignerConfig, assign_max_iou, gather_assigned
-from detfn.models.coders import DeltaXYWHBBoxCoder, DeltaXYWHBBoxCoderConfig
-from detfn.models.losses import (
-    CrossEntropyLossConfig,
-    FocalLossConfig,
-    L1LossConfig,
-    SmoothL1LossConfig,
-)
-from detfn.models.samplers import RandomSamplerConfig, random_sample
-from detfn.registry import build, register
+from detfn.models.assigners import MaxIoUAssignerConfig
+from detfn.models.dense_heads.anchor_head import AnchorHead, AnchorHeadConfig, flatten_levels
+from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig
+from detfn.models.samplers import PseudoSamplerConfig, RandomSamplerConfig
+from detfn.registry import register
+from detfn.structures import Batch, Detections
 
 __all__ = [
     "ProposalConfig",
     "Proposals",
     "RPNHead",
     "RPNHeadConfig",
-    "RPNTargets",
     "build_rpn_head",
     "flatten_levels",
-    "rpn_targets",
     "select_proposals",
 ]
 
@@ -73,28 +63,27 @@ class ProposalConfig(Config):
 
 
 @dataclass(frozen=True)
-class RPNHeadConfig(Config):
-    """mmdetection's ``faster_rcnn_r50_fpn_1x_coco`` RPN head, train and test settings included."""
+class RPNHeadConfig(AnchorHeadConfig):
+    """mmdetection's ``faster_rcnn_r50_fpn_1x_coco`` RPN head, train and test settings included.
 
-    in_channels: int = 256
+    ``in_channels`` comes from the neck (build context); the RPN has one class whatever the
+    detector's ``num_classes``.
+    """
+
     feat_channels: int = 256
-    anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
-    bbox_coder: DeltaXYWHBBoxCoderConfig = field(default_factory=DeltaXYWHBBoxCoderConfig)
     loss_cls: CrossEntropyLossConfig | FocalLossConfig = field(
         default_factory=lambda: CrossEntropyLossConfig(use_sigmoid=True)
     )
-    loss_bbox: L1LossConfig | SmoothL1LossConfig = field(default_factory=L1LossConfig)
     assigner: MaxIoUAssignerConfig = field(
         default_factory=lambda: MaxIoUAssignerConfig(
             pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True
         )
     )
-    sampler: RandomSamplerConfig = field(
+    sampler: RandomSamplerConfig | PseudoSamplerConfig = field(
         default_factory=lambda: RandomSamplerConfig(
             num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False
         )
     )
-    allowed_border: float = -1.0
     train_proposal: ProposalConfig = field(
         default_factory=lambda: ProposalConfig(nms_pre=2000, max_per_img=1000)
     )
@@ -103,7 +92,7 @@ class RPNHeadConfig(Config):
     )
 
     def __post_init__(self) -> None:
-        check_positive(self, "in_channels", "feat_channels")
+        check_positive(self, "feat_channels")
         if isinstance(self.loss_cls, CrossEntropyLossConfig):
             check(
                 self,
@@ -112,24 +101,6 @@ class RPNHeadConfig(Config):
                 "must be a sigmoid loss (CrossEntropyLossConfig(use_sigmoid=True)): the RPN "
                 "predicts one objectness logit per anchor",
             )
-
-
-class RPNTargets(NamedTuple):
-    """Per-anchor training targets of a batch.
-
-    Attributes:
-        labels (Tensor[B, N]): float 1 for sampled positives, else 0.
-        label_weights (Tensor[B, N]): 1 for sampled anchors (positive or negative), else 0.
-        box_targets (Tensor[B, N, 4]): encoded deltas to the matched gt (0 where unmatched).
-        box_weights (Tensor[B, N]): 1 for sampled positives, else 0.
-        avg_factor (Tensor[]): sum over images of ``max(1, pos) + max(1, neg)`` sampled.
-    """
-
-    labels: Tensor
-    label_weights: Tensor
-    box_targets: Tensor
-    box_weights: Tensor
-    avg_factor: Tensor
 
 
 class Proposals(NamedTuple):
@@ -146,64 +117,9 @@ class Proposals(NamedTuple):
     mask: Tensor
 
 
-def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
-    """Concatenate per-level head outputs in anchor order.
-
-    Args:
-        maps: per level Tensor[B, A * channels, H, W].
-        channels: values per anchor (1 for objectness, 4 for deltas).
-
-    Returns:
-        Tensor[B, N, channels] with N = sum of H * W * A, location-major like the anchors.
-    """
-    flat = [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps]
-    return torch.cat(flat, dim=1)
-
-
-def _shapes(metas, attribute: str, device) -> Tensor:
-    """Tensor[B, 2] of ``(h, w)`` taken from each meta's ``attribute``."""
-    return torch.tensor([getattr(m, attribute)[:2] for m in metas], device=device)
-
-
-def rpn_targets(
-    cfg: RPNHeadConfig, anchors: Tensor, valid: Tensor, batch, generator=None
-) -> RPNTargets:
-    """Objectness targets, box targets and weights of every anchor of the batch.
-
-    Args:
-        anchors (Tensor[N, 4]): xyxy anchors of all levels.
-        valid (Tensor[B, N]): bool, anchors that may be assigned.
-        batch: a :class:`~detfn.structures.Batch` (boxes, box_mask, ignore_boxes, ignore_mask).
-        generator: randomness of the sampler.
-
-    Returns:
-        :class:`RPNTargets`.
-    """
-    batch_size = valid.shape[0]
-    anchors_b = anchors.expand(batch_size, *anchors.shape)  # [B, N, 4]
-    assigned = assign_max_iou(
-        cfg.assigner,
-        anchors_b,
-        valid,
-        batch.boxes,
-        batch.box_mask,
-        batch.ignore_boxes,
-        batch.ignore_mask,
-    ).assigned
-    pos, neg = random_sample(cfg.sampler, assigned, generator)
-    matched = gather_assigned(assigned, batch.boxes)  # [B, N, 4]
-    # Unsampled anchors regress onto themselves: a finite zero target under a zero weight.
-    matched = torch.where(pos[..., None], matched, anchors_b)
-    box_targets = DeltaXYWHBBoxCoder(cfg.bbox_coder).encode(anchors_b, matched)
-    # mmdetection counts at least one positive and one negative per image.
-    avg_factor = pos.sum(1).clamp(min=1).sum() + neg.sum(1).clamp(min=1).sum()
-    positive, sampled = pos.to(anchors.dtype), (pos | neg).to(anchors.dtype)
-    return RPNTargets(positive, sampled, box_targets, positive, avg_factor)
-
-
 def select_proposals(
     cfg: ProposalConfig,
-    coder: DeltaXYWHBBoxCoder,
+    coder,
     anchors: Sequence[Tensor],
     scores: Sequence[Tensor],
     deltas: Sequence[Tensor],
@@ -271,79 +187,30 @@ def _top_per_image(max_per_img: int, kept: Tensor, boxes: Tensor, scores: Tensor
     return Proposals(out_boxes, out_scores, mask)
 
 
-class RPNHead(nn.Module):
+class RPNHead(AnchorHead):
     """The RPN head; parameter names follow mmdetection (``rpn_conv``, ``rpn_cls``, ``rpn_reg``)."""
 
-    def __init__(self, cfg: RPNHeadConfig):
+    def __init__(self, cfg: RPNHeadConfig, in_channels: int = 256):
         super().__init__()
-        self.cfg = cfg
-        self.num_anchors = anchors_per_location(cfg.anchor_generator)
-        self.rpn_conv = nn.Conv2d(cfg.in_channels, cfg.feat_channels, 3, padding=1)
+        self.build_parts(cfg, num_classes=1)
+        self.rpn_conv = nn.Conv2d(in_channels, cfg.feat_channels, 3, padding=1)
         self.rpn_cls = nn.Conv2d(cfg.feat_channels, self.num_anchors, 1)
         self.rpn_reg = nn.Conv2d(cfg.feat_channels, self.num_anchors * 4, 1)
         for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
-        self.coder = DeltaXYWHBBoxCoder(cfg.bbox_coder)
-        self.loss_cls = build(cfg.loss_cls)
-        self.loss_bbox = build(cfg.loss_bbox)
 
-    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per level ``cls_scores`` Tensor[B, A, H, W] (logits) and ``bbox_preds`` [B, 4A, H, W]."""
-        if len(feats) != len(self.cfg.anchor_generator.strides):
-            raise ValueError(
-                f"RPNHead got {len(feats)} feature maps but anchor_generator.strides has "
-                f"{len(self.cfg.anchor_generator.strides)} levels"
-            )
-        cls_scores, bbox_preds = [], []
-        for feat in feats:
-            hidden = F.relu(self.rpn_conv(feat))
-            cls_scores.append(self.rpn_cls(hidden))
-            bbox_preds.append(self.rpn_reg(hidden))
-        return cls_scores, bbox_preds
+    def forward_level(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """``(objectness [B, A, H, W], deltas [B, 4A, H, W])`` of one level."""
+        hidden = F.relu(self.rpn_conv(feat))
+        return self.rpn_cls(hidden), self.rpn_reg(hidden)
 
-    def anchors(self, cls_scores: Sequence[Tensor]) -> list[Tensor]:
-        """Per level anchors Tensor[H * W * A, 4] matching the head's output sizes."""
-        sizes = [tuple(s.shape[-2:]) for s in cls_scores]
-        return grid_anchors(self.cfg.anchor_generator, sizes, cls_scores[0].device)
+    def gt_labels(self, batch: Batch) -> Tensor:
+        """Every object is class 0: the RPN scores objectness, not classes."""
+        return torch.zeros_like(batch.labels)
 
-    def loss(
-        self,
-        cls_scores: Sequence[Tensor],
-        bbox_preds: Sequence[Tensor],
-        batch,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """``{"loss_rpn_cls", "loss_rpn_bbox"}`` of a :class:`~detfn.structures.Batch`."""
-        anchors = torch.cat(self.anchors(cls_scores))  # [N, 4]
-        device = anchors.device
-        sizes = [tuple(s.shape[-2:]) for s in cls_scores]
-        flags = torch.cat(
-            valid_flags(
-                self.cfg.anchor_generator, sizes, _shapes(batch.metas, "pad_shape", device)
-            ),
-            dim=1,
-        )  # [B, N]
-        img_shapes = _shapes(batch.metas, "img_shape", device)
-        flags = inside_flags(anchors, flags, img_shapes, self.cfg.allowed_border)
-        targets = rpn_targets(self.cfg, anchors, flags, batch, generator)
-        avg_factor = targets.avg_factor
-        logits = flatten_levels(cls_scores, 1)  # [B, N, 1]
-        deltas = flatten_levels(bbox_preds, 4)  # [B, N, 4]
-        # [B * N, 1] logits with float 0/1 targets: one binary problem per anchor.
-        loss_cls = self.loss_cls(
-            logits.reshape(-1, 1),
-            targets.labels.reshape(-1, 1),
-            targets.label_weights.reshape(-1),
-            avg_factor,
-        )
-        loss_bbox = self.loss_bbox(
-            deltas.reshape(-1, 4),
-            targets.box_targets.reshape(-1, 4),
-            targets.box_weights.reshape(-1),
-            avg_factor,
-        )
-        return {"loss_rpn_cls": loss_cls, "loss_rpn_bbox": loss_bbox}
+    def loss_names(self) -> tuple[str, str]:
+        return "loss_rpn_cls", "loss_rpn_bbox"
 
     def proposals(
         self,
@@ -371,9 +238,15 @@ class RPNHead(nn.Module):
                 img_shapes.to(scores[0].device),
             )
 
+    def predict(self, feats: Sequence[Tensor], img_shapes: Tensor) -> Detections:
+        """Test proposals as class-0 detections (an RPN-only detector's output)."""
+        boxes, scores, mask = self.proposals(*self(feats), img_shapes, training=False)
+        labels = torch.where(mask, 0, -1)
+        return Detections(boxes, scores, labels, mask)
+
 
 @register(RPNHeadConfig)
-def build_rpn_head(cfg: RPNHeadConfig, **context) -> RPNHead:
-    """Build an :class:`RPNHead`; ``context`` is unused (``in_channels`` is in the config)."""
-    del context
-    return RPNHead(cfg)
+def build_rpn_head(cfg: RPNHeadConfig, *, in_channels: int, **context) -> RPNHead:
+    """Build an :class:`RPNHead` on ``in_channels`` feature channels (the neck's width)."""
+    del context  # num_classes: the RPN always has one
+    return RPNHead(cfg, in_channels)

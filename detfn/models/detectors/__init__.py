@@ -1,5 +1,27 @@
-"""Detectors: backbone + neck + heads assembled from one config."""
+"""Detectors: the interface, the single- and two-stage assemblies and the named presets."""
 
-from detfn.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
+from detfn.models.detectors.presets import (
+    ATSS_R50_FPN,
+    FASTER_RCNN_R50_FPN,
+    FCOS_R50_CAFFE_FPN_GN_HEAD,
+    RETINANET_R50_FPN,
+    DetectorConfigs,
+)
+from detfn.models.detectors.single_stage import SingleStageDetector, SingleStageDetectorConfig
+from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorConfig
 
-__all__ = ["FasterRCNN", "FasterRCNNConfig", "build_faster_rcnn"]
+__all__ = [
+    "ATSS_R50_FPN",
+    "FASTER_RCNN_R50_FPN",
+    "FCOS_R50_CAFFE_FPN_GN_HEAD",
+    "RETINANET_R50_FPN",
+    "Detector",
+    "DetectorConfig",
+    "DetectorConfigs",
+    "SingleStageDetector",
+    "SingleStageDetectorConfig",
+    "TwoStageDetector",
+    "TwoStageDetectorConfig",
+    "sum_losses",
+]

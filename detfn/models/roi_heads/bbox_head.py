@@ -37,11 +37,12 @@ RCNN_TARGET_STDS = (0.1, 0.1, 0.2, 0.2)
 class Shared2FCBBoxHeadConfig(Config):
     """mmdet ``Shared2FCBBoxHead`` settings of faster_rcnn_r50_fpn_1x_coco.
 
+    ``in_channels`` (the pooled features' channels, the neck's width) and ``num_classes`` (the
+    detector's) come as build context.
+
     Attributes:
-        in_channels: channels of the pooled RoI features.
         fc_out_channels: width of the two shared fc layers.
         roi_feat_size: pooled side (the extractor's ``output_size``).
-        num_classes: foreground classes; the classifier has ``num_classes + 1`` outputs.
         bbox_coder: delta coder of the regression targets.
         reg_class_agnostic: one box per RoI instead of one per class.
         reg_decoded_bbox: apply ``loss_bbox`` to decoded boxes (for IoU-type losses) rather than
@@ -53,10 +54,8 @@ class Shared2FCBBoxHeadConfig(Config):
             weights and biases, as torchvision's ``TwoMLPHead`` and ``FastRCNNPredictor``.
     """
 
-    in_channels: int = 256
     fc_out_channels: int = 1024
     roi_feat_size: int = 7
-    num_classes: int = 80
     bbox_coder: DeltaXYWHBBoxCoderConfig = field(
         default_factory=lambda: DeltaXYWHBBoxCoderConfig(target_stds=RCNN_TARGET_STDS)
     )
@@ -69,7 +68,7 @@ class Shared2FCBBoxHeadConfig(Config):
     init: Literal["mmdet", "pytorch"] = "mmdet"
 
     def __post_init__(self) -> None:
-        check_positive(self, "in_channels", "fc_out_channels", "roi_feat_size", "num_classes")
+        check_positive(self, "fc_out_channels", "roi_feat_size")
         check(
             self,
             "loss_cls",
@@ -100,19 +99,19 @@ def accuracy(cls_score: Tensor, labels: Tensor) -> Tensor:
 class Shared2FCBBoxHead(nn.Module):
     """``forward(roi_feats) -> (cls_score [K, C + 1], bbox_pred [K, 4C])``; loss and decoding."""
 
-    def __init__(self, cfg: Shared2FCBBoxHeadConfig) -> None:
+    def __init__(self, cfg: Shared2FCBBoxHeadConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        flat = cfg.in_channels * cfg.roi_feat_size * cfg.roi_feat_size
+        self.num_classes = num_classes
+        flat = in_channels * cfg.roi_feat_size * cfg.roi_feat_size
         self.shared_fcs = nn.ModuleList(
             [
                 nn.Linear(flat, cfg.fc_out_channels),
                 nn.Linear(cfg.fc_out_channels, cfg.fc_out_channels),
             ]
         )
-        self.fc_cls = nn.Linear(cfg.fc_out_channels, cfg.num_classes + 1)
-        reg_out = 4 if cfg.reg_class_agnostic else 4 * cfg.num_classes
+        self.fc_cls = nn.Linear(cfg.fc_out_channels, num_classes + 1)
+        reg_out = 4 if cfg.reg_class_agnostic else 4 * num_classes
         self.fc_reg = nn.Linear(cfg.fc_out_channels, reg_out)
         self.coder = build(cfg.bbox_coder)
         self.loss_cls = build(cfg.loss_cls)
@@ -216,7 +215,9 @@ class Shared2FCBBoxHead(nn.Module):
 
 
 @register(Shared2FCBBoxHeadConfig)
-def build_shared2fc_bbox_head(cfg: Shared2FCBBoxHeadConfig, **context) -> Shared2FCBBoxHead:
-    """Build the head; ``context`` is unused (``num_classes`` lives in the config)."""
+def build_shared2fc_bbox_head(
+    cfg: Shared2FCBBoxHeadConfig, *, in_channels: int, num_classes: int, **context
+) -> Shared2FCBBoxHead:
+    """Build the head on ``in_channels`` pooled channels for ``num_classes`` classes."""
     del context
-    return Shared2FCBBoxHead(cfg)
+    return Shared2FCBBoxHead(cfg, in_channels, num_classes)

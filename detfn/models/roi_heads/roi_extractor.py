@@ -29,7 +29,6 @@ class SingleRoIExtractorConfig(Config):
         output_size: pooled side; the bbox head's ``roi_feat_size`` must match.
         sampling_ratio: samples per bin side; 0 is adaptive (``ceil(roi_side / output_size)``).
         aligned: pixel-centre (-0.5) alignment, mmcv's RoIAlign default.
-        out_channels: channels of each pyramid level (the FPN's ``out_channels``).
         featmap_strides: stride of each level used, finest first; coarser extra levels are ignored.
         finest_scale: box side (px) at the boundary of level 0 and level 1, halved.
     """
@@ -37,12 +36,11 @@ class SingleRoIExtractorConfig(Config):
     output_size: int = 7
     sampling_ratio: int = 0
     aligned: bool = True
-    out_channels: int = 256
     featmap_strides: tuple[int, ...] = (4, 8, 16, 32)
     finest_scale: int = 56
 
     def __post_init__(self) -> None:
-        check_positive(self, "output_size", "out_channels", "finest_scale")
+        check_positive(self, "output_size", "finest_scale")
         check(
             self,
             "sampling_ratio",

@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive, check_unit_interval
-from detfn.models.assigners import MaxIoUAssignerConfig, assign_max_iou, gather_assigned
+from detfn.models.assigners import AssignInput, MaxIoUAssignerConfig, gather_assigned
 from detfn.models.postprocess import Detections, multiclass_nms
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHeadConfig
 from detfn.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
-from detfn.models.samplers import RandomSamplerConfig, random_sample
+from detfn.models.samplers import PseudoSamplerConfig, RandomSamplerConfig
 from detfn.registry import build, register
 from detfn.structures import Batch
 
@@ -66,7 +66,7 @@ class StandardRoIHeadConfig(Config):
     bbox_roi_extractor: SingleRoIExtractorConfig = field(default_factory=SingleRoIExtractorConfig)
     bbox_head: Shared2FCBBoxHeadConfig = field(default_factory=Shared2FCBBoxHeadConfig)
     assigner: MaxIoUAssignerConfig = field(default_factory=_rcnn_assigner)
-    sampler: RandomSamplerConfig = field(default_factory=_rcnn_sampler)
+    sampler: RandomSamplerConfig | PseudoSamplerConfig = field(default_factory=_rcnn_sampler)
     score_thr: float = 0.05
     nms_iou: float = 0.5
     max_per_img: int = 100
@@ -81,13 +81,6 @@ class StandardRoIHeadConfig(Config):
             head.roi_feat_size == extractor.output_size,
             f"roi_feat_size {head.roi_feat_size} must equal bbox_roi_extractor.output_size "
             f"{extractor.output_size}",
-        )
-        check(
-            self,
-            "bbox_head",
-            head.in_channels == extractor.out_channels,
-            f"in_channels {head.in_channels} must equal bbox_roi_extractor.out_channels "
-            f"{extractor.out_channels}",
         )
 
 
@@ -127,34 +120,43 @@ def sample_rois(
     proposal_mask: Tensor,
     batch: Batch,
     generator: torch.Generator | None = None,
+    *,
+    num_classes: int,
 ) -> RoISamples:
     """Assign and sample training RoIs for the whole batch at once.
 
     Args:
-        cfg: the head config (assigner, sampler, ``bbox_head.num_classes``).
+        cfg: the head config; its assigner and sampler are built through the registry, so any
+            registered assigner or sampler config works.
         proposals (Tensor[B, P, 4]): xyxy RPN proposals (gradients are cut here).
         proposal_mask (Tensor[B, P]): bool, True for real proposals.
         batch: ground truth ``boxes [B, M, 4]``, ``labels [B, M]``, ``box_mask`` and ignore regions.
         generator: randomness of the sampler.
+        num_classes: foreground classes (the detector's); negatives get this label.
     """
-    num_classes = cfg.bbox_head.num_classes
+    assigner, sampler = build(cfg.assigner), build(cfg.sampler)
+    # RandomSampler's option; a sampler without it (pseudo) adds no gt boxes, as in mmdetection.
+    add_gt_as_proposals = bool(getattr(cfg.sampler, "add_gt_as_proposals", False))
     _check_gt_labels(batch, num_classes)
     boxes, mask = proposals.detach(), proposal_mask
-    if cfg.sampler.add_gt_as_proposals:
+    if add_gt_as_proposals:
         boxes = torch.cat([boxes, batch.boxes.to(boxes.dtype)], dim=1)  # [B, P + M, 4]
         mask = torch.cat([mask, batch.box_mask], dim=1)  # [B, P + M]
-    assigned = assign_max_iou(
-        cfg.assigner,
-        boxes,
-        mask,
-        batch.boxes,
-        batch.box_mask,
-        batch.ignore_boxes,
-        batch.ignore_mask,
+    assigned = assigner(
+        AssignInput(
+            boxes,
+            mask,
+            (),
+            batch.boxes,
+            batch.box_mask,
+            batch.ignore_boxes,
+            batch.ignore_mask,
+            batch.labels,
+        )
     ).assigned
-    if cfg.sampler.add_gt_as_proposals:
+    if add_gt_as_proposals:
         assigned = _gt_rows_match_themselves(assigned, batch.box_mask)
-    sample = random_sample(cfg.sampler, assigned, generator)
+    sample = sampler(assigned, generator)
     matched_boxes = gather_assigned(assigned, batch.boxes.to(boxes.dtype))  # [B, N, 4]
     matched_labels = gather_assigned(assigned, batch.labels, fill=num_classes)  # [B, N]
     labels = torch.where(
@@ -178,7 +180,8 @@ def _check_gt_labels(batch: Batch, num_classes: int) -> None:
     labels = batch.labels[batch.box_mask]
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"StandardRoIHead: gt labels must be in [0, {num_classes}) (bbox_head.num_classes), "
+            f"StandardRoIHead: gt labels must be in [0, {num_classes}) (the detector's "
+            f"num_classes), "
             f"got range [{int(labels.min())}, {int(labels.max())}]"
         )
 
@@ -186,11 +189,12 @@ def _check_gt_labels(batch: Batch, num_classes: int) -> None:
 class StandardRoIHead(nn.Module):
     """Extractor + box head: ``loss(...) -> dict`` for training, ``predict(...) -> Detections``."""
 
-    def __init__(self, cfg: StandardRoIHeadConfig) -> None:
+    def __init__(self, cfg: StandardRoIHeadConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
+        self.num_classes = num_classes
         self.bbox_roi_extractor = build(cfg.bbox_roi_extractor)
-        self.bbox_head = build(cfg.bbox_head)
+        self.bbox_head = build(cfg.bbox_head, in_channels=in_channels, num_classes=num_classes)
 
     def forward(self, feats: tuple[Tensor, ...], rois: Tensor) -> tuple[Tensor, Tensor]:
         """``(cls_score [K, C + 1], bbox_pred [K, 4C])`` of ``rois`` (Tensor[K, 5])."""
@@ -212,7 +216,9 @@ class StandardRoIHead(nn.Module):
             batch: the ground truth.
             generator: randomness of the RoI sampler.
         """
-        samples = sample_rois(self.cfg, proposals, proposal_mask, batch, generator)
+        samples = sample_rois(
+            self.cfg, proposals, proposal_mask, batch, generator, num_classes=self.num_classes
+        )
         cls_score, bbox_pred = self(feats, samples.rois)
         return self.bbox_head.loss(
             cls_score, bbox_pred, samples.rois, samples.labels, samples.gt_boxes
@@ -235,7 +241,7 @@ class StandardRoIHead(nn.Module):
         Returns:
             :class:`Detections` with ``D = max_per_img``.
         """
-        cfg, num_classes = self.cfg, self.cfg.bbox_head.num_classes
+        cfg, num_classes = self.cfg, self.num_classes
         rois, img, idx = rois_from_mask(proposals.detach(), proposal_mask)
         cls_score, bbox_pred = self(feats, rois)
         scores, boxes = self.bbox_head.decode(rois, cls_score, bbox_pred, img_shapes[img])
@@ -251,7 +257,9 @@ class StandardRoIHead(nn.Module):
 
 
 @register(StandardRoIHeadConfig)
-def build_standard_roi_head(cfg: StandardRoIHeadConfig, **context) -> StandardRoIHead:
-    """Build the RoI head; ``context`` is unused."""
+def build_standard_roi_head(
+    cfg: StandardRoIHeadConfig, *, in_channels: int, num_classes: int, **context
+) -> StandardRoIHead:
+    """Build the RoI head on the neck's ``in_channels`` for ``num_classes`` classes."""
     del context
-    return StandardRoIHead(cfg)
+    return StandardRoIHead(cfg, in_channels, num_classes)

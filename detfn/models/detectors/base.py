@@ -1,0 +1,131 @@
+"""The detector interface: what every detector config and module provides.
+
+A detector config subclasses :class:`DetectorConfig`, which holds what belongs to the detector
+as a whole: ``num_classes`` and, optionally, the class names, which then travel with the model
+into ``config.json`` and the checkpoint meta (evaluation maps labels to a dataset's categories by
+these names). Parts read ``num_classes`` and the neck's width from the build context, never
+from fields of their own.
+
+A detector module subclasses :class:`Detector` and defines two methods:
+
+* ``loss(images, batch, *, generator) -> dict[str, Tensor]``: named losses (and metrics such as
+  ``acc``) of a batch; every key containing ``loss`` is summed into the total;
+  ``generator`` is the only randomness the loss may draw from;
+* ``predict(images, metas) -> list[ImageDetections]``: per image, detections in original-image
+  pixels.
+
+``forward`` only dispatches to them, so :func:`torch.func.functional_call` (which calls
+``forward``) reaches both; :mod:`detfn.models.functional` relies on this interface alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from detfn.config import Config, check, check_positive
+from detfn.structures import Batch, ImageDetections, ImageMeta
+
+__all__ = ["Detector", "DetectorConfig", "sum_losses"]
+
+
+@dataclass(frozen=True)
+class DetectorConfig(Config):
+    """Base of every detector config.
+
+    Attributes:
+        num_classes: foreground classes; handed to every head as build context.
+        class_names: the name of each class, in label order, or None (then evaluation falls
+            back to the dataset's own class order and says so).
+    """
+
+    num_classes: int = 80
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_classes")
+        if self.class_names is not None:
+            check(
+                self,
+                "class_names",
+                len(self.class_names) == self.num_classes,
+                f"has {len(self.class_names)} names but num_classes={self.num_classes}",
+            )
+            check(
+                self,
+                "class_names",
+                len(set(self.class_names)) == len(self.class_names),
+                f"has duplicate names: {self.class_names}",
+            )
+
+
+def sum_losses(losses: dict[str, Tensor]) -> Tensor:
+    """Total loss: the sum of every entry whose name contains ``loss`` (``acc`` is not summed)."""
+    return sum(value for name, value in losses.items() if "loss" in name)
+
+
+class Detector(nn.Module):
+    """Base of detector modules: ``loss`` and ``predict``, reached through ``forward``.
+
+    The assemblies keep a ``backbone`` and a ``neck``; :meth:`features` runs them.
+    """
+
+    backbone: nn.Module
+    neck: nn.Module
+
+    def features(self, images: Tensor) -> tuple[Tensor, ...]:
+        """Neck features of a padded image batch ``Tensor[B, 3, H, W]``, finest first."""
+        return tuple(self.neck(self.backbone(images)))
+
+    def loss(
+        self, images: Tensor, batch: Batch, *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+    def predict(self, images: Tensor, metas: Sequence[ImageMeta]) -> list[ImageDetections]:
+        raise NotImplementedError(f"{type(self).__name__} must define predict()")
+
+    def forward(
+        self,
+        images: Tensor,
+        data: Batch | Sequence[ImageMeta],
+        mode: Literal["loss", "predict"] = "loss",
+        generator: torch.Generator | None = None,
+    ):
+        """``mode="loss"``: :meth:`loss` of the batch ``data``; ``"predict"``: :meth:`predict`
+        of the images described by the metas ``data``."""
+        if mode == "loss":
+            if not isinstance(data, Batch):
+                raise TypeError(f"{type(self).__name__}(mode='loss') needs the Batch with targets")
+            return self.loss(images, data, generator=generator)
+        if mode == "predict":
+            return self.predict(images, data)
+        raise ValueError(f"mode must be 'loss' or 'predict', got {mode!r}")
+
+
+def build_backbone_and_neck(cfg) -> tuple[nn.Module, nn.Module]:
+    """Build ``cfg.backbone`` and ``cfg.neck``; the neck must take the backbone's channels."""
+    from detfn.registry import build
+
+    backbone = build(cfg.backbone)
+    channels = tuple(backbone.out_channels)
+    if tuple(cfg.neck.in_channels) != channels:
+        raise ValueError(
+            f"{type(cfg).__name__}.neck.in_channels={cfg.neck.in_channels} does not match the "
+            f"backbone's output channels {channels}"
+        )
+    return backbone, build(cfg.neck)
+
+
+def check_levels(cfg, head_field: str, strides: Sequence[int]) -> None:
+    """One prior stride per neck output (a config error, not a shape error at the first step)."""
+    check(
+        cfg,
+        head_field,
+        len(strides) == cfg.neck.num_outs,
+        f"needs one stride per neck output (neck.num_outs={cfg.neck.num_outs}), got {strides}",
+    )
