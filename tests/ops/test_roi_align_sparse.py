@@ -60,8 +60,12 @@ def forward_backward(fn, feats, rois, grad_seed: int = 2):
 def test_sparse_equals_torchvision_forward_and_backward(aligned, sampling_ratio, output_size):
     feats, rois = features(), hard_rois()
     args = (output_size, SCALE, sampling_ratio, aligned)
-    ours, our_grad = forward_backward(lambda x, r: roi_align(x, r, *args, backend="sparse"), feats, rois)
-    ref, ref_grad = forward_backward(lambda x, r: torchvision.ops.roi_align(x, r, *args), feats, rois)
+    ours, our_grad = forward_backward(
+        lambda x, r: roi_align(x, r, *args, backend="sparse"), feats, rois
+    )
+    ref, ref_grad = forward_backward(
+        lambda x, r: torchvision.ops.roi_align(x, r, *args), feats, rois
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=2e-6)
     torch.testing.assert_close(our_grad, ref_grad, rtol=1e-5, atol=2e-6)
     assert ref.abs().sum() > 0 and ref_grad.abs().sum() > 0
@@ -72,8 +76,12 @@ def test_sparse_equals_torchvision_forward_and_backward(aligned, sampling_ratio,
 def test_sparse_equals_torchvision_in_float64(aligned, sampling_ratio):
     feats, rois = features(torch.float64), hard_rois(seed=3).double()
     args = (7, SCALE, sampling_ratio, aligned)
-    ours, our_grad = forward_backward(lambda x, r: roi_align(x, r, *args, backend="sparse"), feats, rois)
-    ref, ref_grad = forward_backward(lambda x, r: torchvision.ops.roi_align(x, r, *args), feats, rois)
+    ours, our_grad = forward_backward(
+        lambda x, r: roi_align(x, r, *args, backend="sparse"), feats, rois
+    )
+    ref, ref_grad = forward_backward(
+        lambda x, r: torchvision.ops.roi_align(x, r, *args), feats, rois
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(our_grad, ref_grad, rtol=1e-12, atol=1e-12)
 
@@ -131,7 +139,14 @@ def test_adaptive_windows_keep_the_matrix_small():
     # (4 + 1) ** 2 = 25 after; a 28 px box on a stride-1 map has bins of 4 px.
     rois = torch.tensor([[0.0, 0.3, 0.6, 28.3, 28.6]])
     matrix = roi_align_matrix(
-        rois, torch.zeros(1, dtype=torch.int64), [(1, 40, 40)], [1.0], (7, 7), 0, True, torch.float32
+        rois,
+        torch.zeros(1, dtype=torch.int64),
+        [(1, 40, 40)],
+        [1.0],
+        (7, 7),
+        0,
+        True,
+        torch.float32,
     )
     per_bin = matrix.crow.diff()
     assert per_bin.max() <= 25
