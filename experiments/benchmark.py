@@ -150,8 +150,12 @@ def peak_memory_mb(side: Side, which: str, device: torch.device) -> float:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
+    # an op's own allocations (its total repeats its children's) and the frees ("[memory]"
+    # events), in time order, give the live-memory timeline
     deltas = sorted(
-        (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == "[memory]"
+        (e.time_range.start, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
     )
     live = peak = 0
     for _, delta in deltas:
