@@ -1,70 +1,79 @@
-"""Training-step and inference time of detfn's Faster R-CNN next to torchvision's ``FasterRCNN``.
+"""detfn against torchvision on equal work: train-step time, inference time, peak memory.
 
-Both models get the same ResNet depth with FPN, the same image size and batch (synthetic images
-and boxes, fixed seed), the same proposal counts (train 2000 per level -> 1000, test 1000 -> 1000),
-the same RPN / R-CNN sample sizes and the same SGD (lr 0.02, momentum 0.9, wd 1e-4). A training
-step is forward + backward + optimizer update; inference is forward + post-processing. Times are
-medians after warm-up, with CUDA synchronised. Prints a table; it is not a test.
+Both models get the same weights (torchvision's seeded initialization, mapped to detfn's names by
+experiments.torchvision_weights), the same synthetic batch and the settings that make them
+compute the same thing (aligned=False RoIAlign with the same ``--sampling-ratio``, anchors with
+whole-pixel corners, FrozenBatchNorm with layer1 and the stem frozen, 1x proposal counts, 512
+RoIs per image, SGD 0.02 / 0.9 / 1e-4). Before every step both models are restored to those
+weights, so the proposals never collapse as they do after a few updates on random data.
 
-    python -m experiments.benchmark                         # CPU-sized defaults
-    python -m experiments.benchmark --device cuda --height 800 --width 1344 --amp bf16
+Each step prints, per side, the proposals kept and RoIs sampled per image (train) or the
+detection candidates entering the final NMS (inference); when they differ, the benchmark
+reports no ratio for that measurement. The two models' steps alternate in one process (order
+swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
+median of per-pair ratios, with the lowest and highest. Peak memory is the torch tensor memory
+allocated during one step above what was live before it, from torch.profiler's memory events
+(CPU) or ``torch.cuda.max_memory_allocated`` (CUDA). Results also go to a JSON file.
+
+    python -m experiments.benchmark --depth 18 --sampling-ratio 0
+    python -m experiments.benchmark --device cuda --size 800 1344 --amp bf16
 """
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 import tyro
 
-from detfn.apis import FASTER_RCNN_R50_FPN_1X_COCO
 from detfn.apis.train import resolve_device
-from detfn.config import override
-from detfn.engine import RunnerConfig, initial_state, make_train_step
-from detfn.engine.optim import SGDConfig, norm_param_names
-from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
-from detfn.registry import build
 from detfn.structures import Batch, ImageMeta
-
-_RESNET_CHANNELS = {18: (64, 128, 256, 512), 34: (64, 128, 256, 512)}
+from experiments.benchmark_models import PAIRS, BenchSettings, Side
 
 
 @dataclass(frozen=True)
 class BenchArgs:
+    model: Literal["faster_rcnn"] = "faster_rcnn"
     depth: Literal[18, 34, 50, 101] = 50
-    height: int = 512
-    width: int = 640
-    batch_size: int = 2
+    size: tuple[int, int] = (512, 640)
+    """image height and width (multiples of 32: no padding)"""
+    batch: int = 2
     num_classes: int = 80
     boxes_per_image: int = 8
     iters: int = 5
-    """timed iterations per measurement"""
-    warmup: int = 2
+    """timed pairs per measurement"""
+    warmup: int = 1
+    sampling_ratio: int = 0
+    """RoIAlign samples per bin side on both sides: 0 is adaptive (mmdetection's 1x)"""
     device: str = "auto"
     amp: Literal["none", "bf16"] = "none"
-    """bf16 autocast of the forward (both models), CUDA only"""
+    """bf16 autocast of both forwards, CUDA only"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)"""
-    sampling_ratio: int = 0
-    """detfn's RoIAlign samples per bin side: 0 is mmdetection's adaptive count (the 1x recipe),
-    2 is what torchvision's FasterRCNN uses"""
+    memory: bool = True
+    """measure peak memory (one extra step per side, untimed)"""
+    output: Path | None = None
+    """JSON results file (default work_dirs/benchmark/<model>_r<depth>_<H>x<W>_sr<s>.json)"""
 
 
 def synthetic_batch(args: BenchArgs, device: torch.device) -> Batch:
     """Random images and plausible random boxes, the same for both models."""
     g = torch.Generator().manual_seed(0)
-    b, n = args.batch_size, args.boxes_per_image
-    images = torch.randn(b, 3, args.height, args.width, generator=g)
-    xy = torch.rand(b, n, 2, generator=g) * torch.tensor([args.width * 0.7, args.height * 0.7])
-    wh = 24 + torch.rand(b, n, 2, generator=g) * torch.tensor([args.width * 0.3, args.height * 0.3])
+    b, n = args.batch, args.boxes_per_image
+    height, width = args.size
+    images = torch.randn(b, 3, height, width, generator=g)
+    xy = torch.rand(b, n, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
+    wh = 24 + torch.rand(b, n, 2, generator=g) * torch.tensor([width * 0.3, height * 0.3])
     boxes = torch.cat([xy, xy + wh], dim=-1)
     labels = torch.randint(0, args.num_classes, (b, n), generator=g)
-    shape = (args.height, args.width)
-    metas = tuple(ImageMeta(f"synthetic_{i}", i, shape, shape, shape) for i in range(b))
+    metas = tuple(ImageMeta(f"synthetic_{i}", i, args.size, args.size, args.size) for i in range(b))
     empty = torch.zeros(b, 0, 4)
     batch = Batch(
         images,
@@ -78,137 +87,168 @@ def synthetic_batch(args: BenchArgs, device: torch.device) -> Batch:
     return batch.to(device)
 
 
-def timed(fn: Callable[[], object], args: BenchArgs, device: torch.device) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(args.warmup):
+def _timed(side: Side, which: str, device: torch.device) -> tuple[float, dict[str, list[int]]]:
+    """Restore (untimed), run one step, return (ms, work counts)."""
+    side.restore()
+    side.probe.reset()
+    fn = side.train_step if which == "train" else side.infer
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3, dict(side.probe.counts)
+
+
+def _format_counts(counts: dict[str, list[int]]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
+def interleaved(ours: Side, theirs: Side, which: str, args: BenchArgs, device) -> dict:
+    """Alternate the two sides' steps; per-pair ratios, equal-work check per pair."""
+    rows, equal = [], True
+    for i in range(args.warmup + args.iters):
+        order = [("detfn", ours), ("torchvision", theirs)]
+        if i % 2:
+            order.reverse()
+        result = {name: _timed(side, which, device) for name, side in order}
+        (t_ours, c_ours), (t_theirs, c_theirs) = result["detfn"], result["torchvision"]
+        same = c_ours == c_theirs
+        tag = "warmup" if i < args.warmup else f"pair {i - args.warmup}"
+        print(
+            f"  {which} {tag}: detfn {t_ours:.0f} ms [{_format_counts(c_ours)}] | torchvision "
+            f"{t_theirs:.0f} ms [{_format_counts(c_theirs)}]{'' if same else '  WORK DIFFERS'}",
+            flush=True,
+        )
+        if i >= args.warmup:
+            equal &= same
+            rows.append((t_ours, t_theirs))
+    ratios = [a / b for a, b in rows]
+    return {
+        "detfn_ms": statistics.median(a for a, _ in rows),
+        "torchvision_ms": statistics.median(b for _, b in rows),
+        "equal_work": equal,
+        "ratio_median": statistics.median(ratios) if equal else None,
+        "ratio_min": min(ratios) if equal else None,
+        "ratio_max": max(ratios) if equal else None,
+    }
+
+
+def peak_memory_mb(side: Side, which: str, device: torch.device) -> float:
+    """Peak tensor memory allocated during one step, above what was live before it (MiB)."""
+    side.restore()
+    fn = side.train_step if which == "train" else side.infer
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
         fn()
-    times = []
-    for _ in range(args.iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def autocast(args: BenchArgs, device: torch.device):
-    enabled = args.amp == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def detfn_times(args: BenchArgs, batch: Batch, device: torch.device) -> tuple[float, float]:
-    cfg = override(FASTER_RCNN_R50_FPN_1X_COCO.model, "backbone.depth", args.depth)
-    if args.depth in _RESNET_CHANNELS:
-        cfg = override(cfg, "neck.in_channels", _RESNET_CHANNELS[args.depth])
-    cfg = override(
-        cfg,
-        {
-            "num_classes": args.num_classes,
-            "roi_head.bbox_roi_extractor.sampling_ratio": args.sampling_ratio,
-        },
+    # an op's own allocations (its total repeats its children's) and the frees ("[memory]"
+    # events), in time order, give the live-memory timeline
+    deltas = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
     )
-    model = build(cfg).to(device)
-    params, buffers = split(model)
-    runner = RunnerConfig(optimizer=SGDConfig(lr=0.02, momentum=0.9, weight_decay=1e-4))
-    optimizer = build(runner.optimizer, params=params, norm_names=norm_param_names(model))
-    state = initial_state(runner, optimizer, params, buffers)
-    dtype = torch.bfloat16 if args.amp == "bf16" else None
-    step = make_train_step(detector_loss_fn(model), autocast_dtype=dtype, device_type=device.type)
-
-    def train_step():
-        out = step(state, batch)
-        optimizer.update(out["grads"], state.opt_state, state.params, state.hyper)
-
-    predict = detector_predict_fn(model)
-
-    def infer():
-        with autocast(args, device):
-            predict(state.params, state.buffers, batch.images, batch.metas)
-
-    return timed(train_step, args, device), timed(infer, args, device)
+    live = peak = 0
+    for _, delta in deltas:
+        live += delta
+        peak = max(peak, live)
+    return peak / 2**20
 
 
-def torchvision_times(args: BenchArgs, batch: Batch, device: torch.device) -> tuple[float, float]:
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-
-    backbone = resnet_fpn_backbone(
-        backbone_name=f"resnet{args.depth}", weights=None, trainable_layers=3
-    )
-    model = FasterRCNN(
-        backbone,
-        num_classes=args.num_classes + 1,
-        min_size=min(args.height, args.width),
-        max_size=max(args.height, args.width),
-        rpn_pre_nms_top_n_train=2000,
-        rpn_post_nms_top_n_train=1000,
-        rpn_pre_nms_top_n_test=1000,
-        rpn_post_nms_top_n_test=1000,
-        rpn_batch_size_per_image=256,
-        box_batch_size_per_image=512,
-        box_score_thresh=0.05,
-        box_detections_per_img=100,
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9, weight_decay=1e-4
-    )
-    # torchvision normalises inside the model; feed the same tensors (already normalised-like).
-    images = list(batch.images)
-    targets = [
-        {
-            "boxes": batch.boxes[i][batch.box_mask[i]],
-            "labels": batch.labels[i][batch.box_mask[i]] + 1,
-        }
-        for i in range(len(batch))
-    ]
-
-    def train_step():
-        model.train()
-        with autocast(args, device):
-            losses = model(images, targets)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-
-    @torch.no_grad()
-    def infer():
-        model.eval()
-        with autocast(args, device):
-            model(images)
-
-    return timed(train_step, args, device), timed(infer, args, device)
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def main(args: BenchArgs) -> None:
+def run(args: BenchArgs) -> dict:
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.amp != "none" and device.type != "cuda":
-        raise SystemExit("--amp bf16 is measured on CUDA only")
+        raise SystemExit("benchmark: --amp bf16 is measured on CUDA only")
+    settings = BenchSettings(
+        depth=args.depth,
+        num_classes=args.num_classes,
+        image_size=tuple(args.size),
+        sampling_ratio=args.sampling_ratio,
+        device=device,
+        autocast_dtype=torch.bfloat16 if args.amp == "bf16" else None,
+    )
     batch = synthetic_batch(args, device)
-    torch.manual_seed(0)
-    ours = detfn_times(args, batch, device)
-    torch.manual_seed(0)
-    theirs = torchvision_times(args, batch, device)
-    name = (
-        torch.cuda.get_device_name(device)
+    pair = PAIRS[args.model](settings, batch)
+    print(
+        f"{pair.title}, batch {args.batch} x {args.size[0]}x{args.size[1]}, RoIAlign "
+        f"sampling_ratio={args.sampling_ratio}, {device} ({_machine(device)}), "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
+    results: dict[str, dict] = {}
+    for which in ("train", "inference"):
+        results[which] = interleaved(pair.detfn, pair.torchvision, which, args, device)
+        if args.memory:
+            for name in ("detfn", "torchvision"):
+                side = getattr(pair, name)
+                results[which][f"{name}_peak_mb"] = peak_memory_mb(side, which, device)
+    report = {
+        "model": args.model,
+        "title": pair.title,
+        "machine": _machine(device),
+        "device": str(device),
+        "torch": torch.__version__,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()},
+        "memory_source": "cuda max_memory_allocated"
         if device.type == "cuda"
-        else f"CPU x{torch.get_num_threads()}"
+        else "torch.profiler CPU memory events (tensor allocations during the step)",
+        "results": results,
+    }
+    print_table(report)
+    path = args.output or Path(
+        f"work_dirs/benchmark/{args.model}_r{args.depth}_{args.size[0]}x{args.size[1]}"
+        f"_sr{args.sampling_ratio}.json"
     )
-    print(
-        f"Faster R-CNN R-{args.depth}-FPN, batch {args.batch_size} x {args.height}x{args.width}, "
-        f"{device} ({name}), amp={args.amp}, detfn RoIAlign sampling_ratio={args.sampling_ratio}, "
-        f"torch {torch.__version__}"
-    )
-    print(f"{'model':<24}{'train step (ms)':>18}{'inference (ms)':>18}")
-    print(f"{'detfn':<24}{ours[0]:>18.1f}{ours[1]:>18.1f}")
-    print(f"{'torchvision FasterRCNN':<24}{theirs[0]:>18.1f}{theirs[1]:>18.1f}")
-    print(
-        f"{'ratio detfn/torchvision':<24}{ours[0] / theirs[0]:>18.2f}{ours[1] / theirs[1]:>18.2f}"
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"results written to {path}")
+    return report
+
+
+def _cell(value: float | None, fmt: Callable[[float], str]) -> str:
+    return "n/a (unequal work)" if value is None else fmt(value)
+
+
+def print_table(report: dict) -> None:
+    res = report["results"]
+    print(f"\n{'':<22}{'detfn':>12}{'torchvision':>14}{'detfn/tv (min-max)':>26}")
+    for which, label in (("train", "train step (ms)"), ("inference", "inference (ms)")):
+        r = res[which]
+        spread = _cell(
+            r["ratio_median"],
+            lambda m, r=r: f"{m:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
+        )
+        print(f"{label:<22}{r['detfn_ms']:>12.0f}{r['torchvision_ms']:>14.0f}{spread:>26}")
+    for which in ("train", "inference"):
+        r = res[which]
+        if "detfn_peak_mb" in r:
+            ratio = r["detfn_peak_mb"] / max(r["torchvision_peak_mb"], 1e-9)
+            label = f"peak mem {which} (MiB)"
+            print(
+                f"{label:<22}{r['detfn_peak_mb']:>12.0f}{r['torchvision_peak_mb']:>14.0f}"
+                f"{ratio:>26.2f}"
+            )
+
+
+def main(args: BenchArgs) -> dict:
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ RetinaNet-style scales come from ``octave_base_scale * 2 ** (i / scales_per_octa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,10 @@ def grid_anchors(
     featmap_sizes: Sequence[Sequence[int]],
     device: torch.device | str | None = None,
 ) -> list[Tensor]:
-    """All anchors of each level.
+    """All anchors of each level, computed once per (config, feature shapes, device).
+
+    Every step of a fixed-size batch needs the same anchors, so they come from a small cache
+    keyed by what determines them; the tensors are shared: treat them as read-only.
 
     Args:
         featmap_sizes: ``(H, W)`` of each level, finest first, one per stride.
@@ -159,6 +163,22 @@ def grid_anchors(
         One Tensor[H * W * A, 4] (xyxy, float32) per level, location-major.
     """
     _check_sizes(cfg, featmap_sizes)
+    sizes = tuple((int(h), int(w)) for h, w in featmap_sizes)
+    return list(_cached_grid_anchors(cfg, sizes, torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_grid_anchors(
+    cfg: AnchorGeneratorConfig, featmap_sizes: tuple[tuple[int, int], ...], device: torch.device
+) -> tuple[Tensor, ...]:
+    # plain tensors even when first asked for under inference_mode (they outlive it)
+    with torch.inference_mode(False):
+        return tuple(_grid_anchors(cfg, featmap_sizes, device))
+
+
+def _grid_anchors(
+    cfg: AnchorGeneratorConfig, featmap_sizes: Sequence[Sequence[int]], device: torch.device
+) -> list[Tensor]:
     out = []
     for base, stride, (height, width) in zip(base_anchors(cfg, device), cfg.strides, featmap_sizes):
         shift_x = torch.arange(int(width), dtype=torch.float32, device=device) * stride

@@ -14,17 +14,34 @@ vary from run to run).
 No gradient flows to ``rois`` (torchvision does not compute one either). The backward is a
 second Function whose own gradient is the forward (RoIAlign is linear in its input), so double
 backward with respect to the features works too.
+
+Which kernels run depends on the device: on the CPU, :mod:`detfn.ops.roi_align_sparse` (sparse
+matrix products, several times faster than torchvision's single-threaded CPU kernels, equal to
+float round-off); elsewhere (CUDA) torchvision's kernels through the Functions below.
+``backend`` forces one of the two.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.*)
 from torch import Tensor
 
-__all__ = ["RoIAlignBackwardFunction", "RoIAlignFunction", "roi_align"]
+from detfn.ops.roi_align_sparse import sparse_roi_align
+
+__all__ = [
+    "Backend",
+    "RoIAlignBackwardFunction",
+    "RoIAlignFunction",
+    "multi_level_roi_align",
+    "roi_align",
+    "uses_sparse",
+]
+
+Backend = Literal["auto", "sparse", "torchvision"]
 
 
 class RoIAlignFunction(torch.autograd.Function):
@@ -125,6 +142,25 @@ class RoIAlignBackwardFunction(torch.autograd.Function):
         return grad_grad_output.to(ctx.grad_dtype), None, None, None, None, None, None, None
 
 
+def uses_sparse(device: torch.device, backend: Backend = "auto") -> bool:
+    """Whether RoIAlign on ``device`` runs the sparse-matrix kernels (the CPU's default)."""
+    if backend not in ("auto", "sparse", "torchvision"):
+        raise ValueError(f"roi_align: backend must be auto, sparse or torchvision, got {backend!r}")
+    return backend == "sparse" or (backend == "auto" and device.type == "cpu")
+
+
+def _output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(size) != 2:
+        raise ValueError(f"roi_align: output_size must be an int or (h, w), got {output_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_rois(rois: Tensor) -> None:
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"roi_align: rois must be [K, 5], got shape {tuple(rois.shape)}")
+
+
 def roi_align(
     input: Tensor,
     rois: Tensor,
@@ -132,6 +168,7 @@ def roi_align(
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
+    backend: Backend = "auto",
 ) -> Tensor:
     """Pool each RoI of ``rois`` from ``input`` into a fixed ``output_size`` grid.
 
@@ -145,17 +182,66 @@ def roi_align(
         spatial_scale: feature-map size / image size (1 / stride).
         sampling_ratio: samples per bin side; <= 0 means adaptive ``ceil(roi_size / bin)``.
         aligned: shift the box by -0.5 pixel (the pixel-centre convention mmcv uses by default).
+        backend: ``"auto"`` (sparse on the CPU, torchvision elsewhere) or one forced.
 
     Returns:
         Tensor[K, C, output_h, output_w]
     """
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if len(size) != 2:
-        raise ValueError(f"roi_align: output_size must be an int or (h, w), got {output_size!r}")
+    output_hw = _output_hw(output_size)
     if input.dim() != 4:
         raise ValueError(f"roi_align: input must be [N, C, H, W], got shape {tuple(input.shape)}")
-    if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(f"roi_align: rois must be [K, 5], got shape {tuple(rois.shape)}")
-    output_hw = (int(size[0]), int(size[1]))
+    _check_rois(rois)
+    if uses_sparse(input.device, backend):
+        levels = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
+        scales = [float(spatial_scale)]
+        return sparse_roi_align(
+            [input], rois, levels, scales, output_hw, int(sampling_ratio), bool(aligned)
+        )
     args = (float(spatial_scale), output_hw, int(sampling_ratio), bool(aligned))
     return RoIAlignFunction.apply(input, rois, *args)
+
+
+def multi_level_roi_align(
+    feats: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    spatial_scales: Sequence[float],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    backend: Backend = "auto",
+) -> Tensor:
+    """Pool each RoI from its own pyramid level, in the order of ``rois``.
+
+    On the CPU this is a single sparse product over all levels; elsewhere one torchvision call
+    per level (never one per RoI) and a scatter back into RoI order.
+
+    Args:
+        feats: levels ``Tensor[B, C, H_l, W_l]``, finest first.
+        rois (Tensor[K, 5]): ``(batch_index, x1, y1, x2, y2)`` in input-image pixels.
+        levels (Tensor[K]): int64 level of each RoI, in ``[0, len(feats))``.
+        spatial_scales: ``1 / stride`` of each level.
+
+    Returns:
+        Tensor[K, C, output_h, output_w]
+    """
+    output_hw = _output_hw(output_size)
+    _check_rois(rois)
+    if len(spatial_scales) != len(feats):
+        raise ValueError(
+            f"roi_align: {len(feats)} feature maps but {len(spatial_scales)} spatial_scales"
+        )
+    if uses_sparse(feats[0].device, backend):
+        scales = [float(s) for s in spatial_scales]
+        return sparse_roi_align(
+            feats, rois, levels, scales, output_hw, int(sampling_ratio), bool(aligned)
+        )
+    pieces, order = [], []
+    for level, (feat, scale) in enumerate(zip(feats, spatial_scales)):
+        index = torch.nonzero(levels == level).squeeze(1)
+        args = (float(scale), output_hw, int(sampling_ratio), bool(aligned))
+        pieces.append(RoIAlignFunction.apply(feat, rois[index], *args))
+        order.append(index)
+    # Undo the grouping by level: position i of the result is RoI i.
+    inverse = torch.argsort(torch.cat(order))
+    return torch.cat(pieces)[inverse]

@@ -12,7 +12,6 @@ and proposal assignment, box targets, loss normalization, and every backward pas
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,12 @@ from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
 from experiments import compare_torchvision
 from experiments.compare_torchvision import images_and_targets
+from experiments.torchvision_weights import INTEGER_CORNER_RATIOS, torchvision_to_detfn
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 NUM_CLASSES = 3
 # ratio h/w 1/4, 1, 4 at scale 4: base anchors 32x8, 16x16, 8x32 on stride 4, all corners integer
-RATIOS = (0.25, 1.0, 4.0)
+RATIOS = INTEGER_CORNER_RATIOS
 
 
 def detfn_model_config():
@@ -45,33 +45,6 @@ def detfn_model_config():
 
 def torchvision_model() -> nn.Module:
     return compare_torchvision.torchvision_model(NUM_CLASSES, ratios=RATIOS)
-
-
-def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename torchvision's FasterRCNN weights to detfn's; move the background class from the
-    first classifier row to the last and drop its box regressor rows."""
-    renames = (
-        (r"backbone\.body\.", "backbone."),
-        (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.", r"neck.lateral_convs.\1."),
-        (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.", r"neck.fpn_convs.\1."),
-        (r"rpn\.head\.conv\.0\.0\.", "rpn_head.rpn_conv."),
-        (r"rpn\.head\.cls_logits\.", "rpn_head.rpn_cls."),
-        (r"rpn\.head\.bbox_pred\.", "rpn_head.rpn_reg."),
-        (r"roi_heads\.box_head\.fc6\.", "roi_head.bbox_head.shared_fcs.0."),
-        (r"roi_heads\.box_head\.fc7\.", "roi_head.bbox_head.shared_fcs.1."),
-        (r"roi_heads\.box_predictor\.cls_score\.", "roi_head.bbox_head.fc_cls."),
-        (r"roi_heads\.box_predictor\.bbox_pred\.", "roi_head.bbox_head.fc_reg."),
-    )
-    out = {}
-    for key, value in state.items():
-        pattern, replacement = next((p, r) for p, r in renames if re.match(p, key))
-        name = re.sub(pattern, replacement, key, count=1)
-        if "cls_score" in key:
-            value = torch.cat([value[1:], value[:1]])
-        elif "box_predictor.bbox_pred" in key:
-            value = value[4:]
-        out[name] = value
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,8 @@ def test_output_equals_direct_roi_align_on_the_mapped_level():
     for i, level in enumerate(levels):
         stride = (4, 8, 16, 32)[level]
         ref = torchvision.ops.roi_align(feats[level], rois[i : i + 1], 7, 1 / stride, 0, True)
-        assert torch.equal(out[i : i + 1], ref), f"RoI {i} on level {level}"
+        # the CPU's sparse RoIAlign sums in another order than torchvision: round-off only
+        torch.testing.assert_close(out[i : i + 1], ref, rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_reaches_each_used_level_only():

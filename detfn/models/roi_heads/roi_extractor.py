@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive
-from detfn.ops import roi_align
+from detfn.ops import multi_level_roi_align
 from detfn.registry import register
 
 __all__ = ["SingleRoIExtractor", "SingleRoIExtractorConfig", "map_roi_levels"]
@@ -104,18 +104,16 @@ class SingleRoIExtractor(nn.Module):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f"SingleRoIExtractor: rois must be [K, 5], got {tuple(rois.shape)}")
         levels = map_roi_levels(rois, self.num_inputs, cfg.finest_scale)
-        pieces, order = [], []
-        # One roi_align call per level (4 calls), never one per RoI.
-        for level, (feat, stride) in enumerate(zip(feats, cfg.featmap_strides)):
-            index = torch.nonzero(levels == level).squeeze(1)
-            pooled = roi_align(
-                feat, rois[index], cfg.output_size, 1.0 / stride, cfg.sampling_ratio, cfg.aligned
-            )
-            pieces.append(pooled)
-            order.append(index)
-        # Undo the grouping by level: position i of the result is RoI i.
-        inverse = torch.argsort(torch.cat(order))
-        return torch.cat(pieces)[inverse]
+        # All levels at once (one sparse product on the CPU, one kernel call per level on CUDA).
+        return multi_level_roi_align(
+            feats[: self.num_inputs],
+            rois,
+            levels,
+            [1.0 / stride for stride in cfg.featmap_strides],
+            cfg.output_size,
+            cfg.sampling_ratio,
+            cfg.aligned,
+        )
 
 
 @register(SingleRoIExtractorConfig)
