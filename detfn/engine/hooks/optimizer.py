@@ -20,6 +20,7 @@ backs off; after ``growth_interval`` finite windows it grows. A static scale (mm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 OPTIMIZER_HOOK = "optimizer"
+ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,12 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
     return accum
 
 
-def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
-    """The hook function over ``optimizer`` (see the module docstring)."""
+def optimizer_hook(
+    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+) -> Hook:
+    """The hook function over ``optimizer`` (see the module docstring). ``reduce_grads``
+    (data parallel: the ranks' average) is applied to the accumulated gradients on the steps
+    that update, before the fp16 check and clipping, so accumulation communicates once."""
     fp16 = cfg.precision == "fp16"
 
     def initial() -> dict[str, Any]:
@@ -182,6 +188,8 @@ def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
         if (state.iter + 1) % cfg.cumulative_iters != 0 and not last:
             return _with(state, {**mine, "accum": accum})
         mine["accum"] = None
+        if reduce_grads is not None:
+            accum = reduce_grads(accum)
         names = list(accum)
         if fp16:
             finite = _all_finite([accum[n] for n in names])
@@ -213,6 +221,8 @@ def _with(state: TrainState, mine: dict[str, Any]) -> TrainState:
 
 
 @register(OptimizerHookConfig)
-def build_optimizer_hook(cfg: OptimizerHookConfig, *, optimizer: Optimizer) -> Hook:
+def build_optimizer_hook(
+    cfg: OptimizerHookConfig, *, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+) -> Hook:
     """``build(OptimizerHookConfig(...), optimizer=opt)``."""
-    return optimizer_hook(cfg, optimizer)
+    return optimizer_hook(cfg, optimizer, reduce_grads)

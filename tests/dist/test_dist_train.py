@@ -1,0 +1,80 @@
+"""Two gloo ranks train the toy model: equal to one process on the combined batches, only rank 0
+writes files, one rank's error stops both with that error (no hang).
+
+All scenarios run in one pair of spawned processes (a module fixture): starting two Python
+processes that import torch costs more than the runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dist_workers import run_ranks, run_scenarios
+from toy_dp import train_reference, train_toy
+
+SCENARIOS = {
+    "overlap": {"overlap": True},
+    "after_backward": {"overlap": False},
+    "accumulate": {"cumulative_iters": 2},
+    "loss_error": {"fail_rank": 1},
+    "loader_error": {"loader_fail_rank": 1},
+    "after_errors": {"overlap": True},  # the group still works after the failures
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_toy")
+    records = run_ranks(run_scenarios, out, fn=train_toy, scenarios=SCENARIOS)
+    for record in records:
+        assert record["ok"], record.get("trace")
+    return out, [record["result"] for record in records]
+
+
+def _assert_equal_to_reference(per_rank, reference):
+    for record in per_rank:
+        assert record["ok"], record.get("trace")
+        params = record["result"]["params"]
+        assert set(params) == set(reference)
+        for name, value in reference.items():
+            torch.testing.assert_close(torch.tensor(params[name]), value, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["overlap", "after_backward", "after_errors"])
+def test_two_ranks_equal_one_process_on_the_combined_batches(runs, tmp_path, name):
+    out, ranks = runs
+    reference = train_reference(tmp_path / "reference")
+    _assert_equal_to_reference([r[name] for r in ranks], reference)
+    result = ranks[0][name]["result"]
+    # one all-reduce per bucket and update, not one per tensor
+    assert 1 < result["buckets"] < len(reference)
+    assert result["calls"] == result["buckets"] * result["updates"]
+    # only rank 0 wrote files
+    assert (out / name / "work_rank0" / "metrics.jsonl").is_file()
+    assert list((out / name / "work_rank0").glob("epoch_*.pth"))
+    assert not (out / name / "work_rank1").exists()
+
+
+def test_accumulation_communicates_only_on_updates(runs, tmp_path):
+    _, ranks = runs
+    reference = train_reference(tmp_path / "reference", cumulative_iters=2)
+    _assert_equal_to_reference([r["accumulate"] for r in ranks], reference)
+    result = ranks[0]["accumulate"]["result"]
+    assert result["updates"] == 4  # 8 iterations
+    assert result["calls"] == result["buckets"] * result["updates"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("loss_error", "ValueError: deliberate failure on rank 1"),
+        ("loader_error", "OSError: deliberate loader failure on rank 1"),
+    ],
+)
+def test_an_error_on_rank_1_stops_both_ranks_with_it(runs, name, message):
+    _, ranks = runs
+    other, failing = ranks[0][name], ranks[1][name]
+    assert not failing["ok"] and failing["message"] == message.split(": ", 1)[1]
+    # rank 0 stopped at its next agreement point with rank 1's error, not at a timeout
+    assert not other["ok"] and other["type"] == "RankFailedError", other["trace"]
+    assert f"rank 1 failed with {message}" in other["message"]
