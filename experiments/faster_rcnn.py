@@ -26,11 +26,14 @@ from detfn.apis import (
     bccd_cpu_preset,
     build_experiment,
     coco_preset,
-    evaluate_dataset,
+    resolve_device,
     train_detector,
 )
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.config import override
 from detfn.data import build_loader
+from detfn.dist import get_rank, get_world_size, is_main_process
+from detfn.dist.launch import distributed, pop_launcher
 from detfn.engine import TrainState
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.models.functional import detector_predict_fn
@@ -128,9 +131,10 @@ def final_metrics(cfg: ExperimentConfig, state: TrainState) -> dict:
     built = build_experiment(cfg, with_train=False)
     if built.val_set is None:
         return {}
-    loader = build_loader(built.val_set, cfg.data.test_loader)
+    shard = {"rank": get_rank(), "world_size": get_world_size()}
+    loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
     predict = detector_predict_fn(built.model)
-    return evaluate_dataset(
+    return evaluate_dataset_on_ranks(
         predict,
         state.params,
         state.buffers,
@@ -145,7 +149,7 @@ def main(cfg: ExperimentConfig) -> dict:
     """Train, then print and return the COCO metrics of the val split."""
     state = train_detector(cfg)
     metrics = final_metrics(cfg, state)
-    if metrics:
+    if metrics and is_main_process():
         print(f"\nCOCO bbox metrics of {cfg.name} on {getattr(cfg.data.val, 'ann_file', 'val')}:")
         print(metrics["bbox_summary"])
         print(metrics.get("bbox_classwise", ""))
@@ -154,4 +158,7 @@ def main(cfg: ExperimentConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse())
+    launcher, argv = pop_launcher(sys.argv[1:])
+    config = parse(argv)
+    with distributed(launcher, device=resolve_device(config.device)):
+        main(config)

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,10 +39,12 @@ __all__ = [
     "DistEnv",
     "Launcher",
     "choose_backend",
+    "default_launcher",
     "distributed",
     "env_from_pytorch",
     "env_from_slurm",
     "first_host",
+    "pop_launcher",
     "resolve_env",
 ]
 
@@ -176,6 +178,48 @@ def resolve_env(launcher: str, env: Mapping[str, str] | None = None) -> DistEnv:
     if launcher == "slurm":
         return env_from_slurm(env)
     raise ValueError(f"--launcher must be one of {LAUNCHERS}, got {launcher!r}")
+
+
+def default_launcher(env: Mapping[str, str] | None = None) -> str:
+    """``"pytorch"`` when ``torchrun`` started this process with more than one process (its
+    ``RANK`` and ``WORLD_SIZE`` are set), else ``"none"``; Slurm is never guessed, since every
+    process of a Slurm job sees ``SLURM_*`` variables whether it is meant to join a group or not.
+    """
+    env = os.environ if env is None else env
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    return "pytorch" if "RANK" in env and world > 1 else "none"
+
+
+def pop_launcher(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
+    """``--launcher NAME`` (or ``--launcher=NAME``) taken out of ``argv``; without it, the
+    :func:`default_launcher`. Entry points call this before their own parser.
+
+    Raises:
+        SystemExit: an unknown launcher name or a missing value, as one line.
+    """
+    rest: list[str] = []
+    name: str | None = None
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] == "--launcher":
+            if i + 1 >= len(items):
+                raise SystemExit(f"--launcher needs a value: one of {LAUNCHERS}")
+            name, i = items[i + 1], i + 2
+            continue
+        if items[i].startswith("--launcher="):
+            name = items[i].split("=", 1)[1]
+        else:
+            rest.append(items[i])
+        i += 1
+    if name is None:
+        name = default_launcher(env)
+    if name not in LAUNCHERS:
+        raise SystemExit(f"--launcher must be one of {LAUNCHERS}, got {name!r}")
+    return name, rest
 
 
 def choose_backend(device: torch.device | str) -> str:
