@@ -23,6 +23,7 @@ __all__ = [
     "is_main_process",
     "max_across_ranks",
     "mean_scalars_across_ranks",
+    "running_stats",
 ]
 
 
@@ -73,6 +74,18 @@ def broadcast_tensors_(tensors: Mapping[str, torch.Tensor], src: int = 0) -> Non
         for t in group:
             t.data.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+RUNNING_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def running_stats(buffers: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The buffers a training forward changes: BatchNorm's (SyncBN's) running statistics.
+
+    Frozen weights (FrozenBN, frozen stages) are buffers too but never change, so they are
+    broadcast once at the start, not every iteration.
+    """
+    return {n: b for n, b in buffers.items() if n.endswith(RUNNING_STAT_SUFFIXES)}
 
 
 def mean_scalars_across_ranks(values: Mapping[str, Any]) -> dict[str, Any]:

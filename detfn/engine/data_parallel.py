@@ -6,7 +6,9 @@ rank's versions of them; on one process it returns them unchanged. What changes 
 * params and buffers: rank 0's values are broadcast (one initialization for the job);
 * the loss function: armed for gradient all-reduces that overlap the backward pass (autograd
   backend, no accumulation, no fp16 scaling; otherwise the optimizer hook reduces after the
-  backward, once per update), and followed by a failure check every rank agrees on;
+  backward, once per update), followed by a failure check every rank agrees on, then by a
+  broadcast of rank 0's BatchNorm running statistics (DDP's ``broadcast_buffers``, after the
+  forward rather than before it: every rank then evaluates and would save what rank 0 saves);
 * the optimizer hook: gets ``reduce_grads``, the bucketed average, applied on updating steps;
 * the runner config: ranks other than 0 drop the writers (checkpoint, text log, wandb, best
   checkpoint) and get no work dir, so only rank 0 writes files; every rank keeps the hooks
@@ -26,7 +28,13 @@ from typing import Any
 import torch
 
 from detfn.dist.buckets import DEFAULT_BUCKET_BYTES
-from detfn.dist.comm import broadcast_tensors_, get_rank, get_world_size, is_distributed
+from detfn.dist.comm import (
+    broadcast_tensors_,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    running_stats,
+)
 from detfn.dist.failure import guard_loss_fn
 from detfn.dist.grad_sync import GradSync
 from detfn.dist.lr_scaling import scaled_lr
@@ -93,6 +101,17 @@ def _prefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, tor
     return {prefix + name: tensor for name, tensor in tensors.items()}
 
 
+def _sharing_running_stats(loss_fn: LossFn) -> LossFn:
+    """``loss_fn``, then rank 0's BN running statistics copied into every rank's buffers."""
+
+    def shared(params, buffers, batch):
+        out = loss_fn(params, buffers, batch)
+        broadcast_tensors_(running_stats(buffers))
+        return out
+
+    return shared
+
+
 def _quiet_logger(rank: int) -> logging.Logger:
     """Ranks other than 0 log errors only (mmcv's ``get_logger`` rule)."""
     logger = logging.getLogger(f"detfn.rank{rank}")
@@ -110,6 +129,7 @@ def data_parallel(
     hook_context: Mapping[str, Mapping[str, Any]] | None = None,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     overlap: bool | None = None,
+    broadcast_buffers: bool = True,
     base_batch_size: int | None = None,
     samples_per_gpu: int | None = None,
     logger: logging.Logger | None = None,
@@ -120,6 +140,7 @@ def data_parallel(
 
     Args:
         overlap: start all-reduces during the backward; None: whenever it is possible.
+        broadcast_buffers: share rank 0's BN running statistics after every forward.
         base_batch_size / samples_per_gpu: set both to scale the lr (``auto_scale_lr``).
     """
     context = {k: dict(v) for k, v in (hook_context or {}).items()}
@@ -146,6 +167,8 @@ def data_parallel(
     sync = GradSync(params, cap_bytes=bucket_bytes, overlap=overlap)
     context.setdefault("optimizer_hook", {})["reduce_grads"] = sync.reduce
     wrapped = guard_loss_fn(sync.wrap_loss_fn(loss_fn))
+    if broadcast_buffers:
+        wrapped = _sharing_running_stats(wrapped)
     return DataParallelRun(
         cfg=rank_runner_config(cfg, rank, work_dir),
         loss_fn=wrapped,

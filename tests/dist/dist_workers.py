@@ -17,6 +17,10 @@ import torch.multiprocessing as mp
 
 from detfn.dist.launch import distributed
 
+# fork: the ranks inherit the imported torch and detfn (importing them twice more costs more
+# than the runs on a small shared CPU); the parent never creates a process group or touches CUDA
+START_METHOD = "fork"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -54,12 +58,12 @@ def error_record(error: BaseException) -> dict:
     }
 
 
-def run_scenarios(env, out: Path, *, fn, scenarios: dict[str, dict]) -> dict[str, dict]:
-    """``fn(env, out / name, **kwargs)`` for every scenario in one process group (one spawn
-    for several runs: starting two Python processes costs more than the runs); each scenario's
-    result or error record."""
+def run_scenarios(env, out: Path, *, scenarios: dict[str, tuple]) -> dict[str, dict]:
+    """``fn(env, out / name, **kwargs)`` for every ``name: (fn, kwargs)`` in one process group
+    (one spawn for several runs: starting two Python processes costs more than the runs); each
+    scenario's result or error record."""
     records = {}
-    for name, kwargs in scenarios.items():
+    for name, (fn, kwargs) in scenarios.items():
         (out / name).mkdir(exist_ok=True)
         try:
             records[name] = {"ok": True, "result": fn(env, out / name, **kwargs)}
@@ -72,6 +76,6 @@ def run_ranks(worker, out: Path, world: int = 2, **kwargs) -> list[dict]:
     """Run ``worker(env, out, **kwargs)`` on ``world`` spawned gloo ranks; each rank's record."""
     port = free_port()
     mp.start_processes(
-        _entry, args=(worker, world, port, str(out), kwargs), nprocs=world, start_method="spawn"
+        _entry, args=(worker, world, port, str(out), kwargs), nprocs=world, start_method=START_METHOD
     )
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
