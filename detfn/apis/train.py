@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,10 @@ from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
+from detfn.dist.seeding import seed_all
 from detfn.engine import Hook, TrainState, train
 from detfn.engine.data_parallel import data_parallel
+from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
@@ -36,9 +37,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and torch (CPU and CUDA); the data pipeline is seeded by its config."""
-    random.seed(seed)
-    torch.manual_seed(seed)
+    """Seed Python, NumPy and torch (CPU and CUDA); the data pipeline is seeded by its config."""
+    seed_all(seed)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def train_detector(
         work_dir=dp.work_dir,
         experiment_cfg=cfg,
         norm_names=norm_param_names(built.model),
-        hooks=(*hooks, *dp.hooks),
+        hooks=(*hooks, *dp.hooks, env_header_hook()),
         hook_context=dp.hook_context,
         device=device,
         logger=dp.logger,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detfn.config import Config, check, fail
+from detfn.dist.env_info import collect_env
 from detfn.engine.checkpoint_io import advance_counters, save_checkpoint, write_latest
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.priority import Priority, get_priority
@@ -117,6 +118,7 @@ def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
         "config_type": f"{type(cfg).__module__}.{type(cfg).__qualname__}" if is_config else None,
         "loader": position,
         "stage": stage.value,
+        "env": collect_env(),
     }
 
 
