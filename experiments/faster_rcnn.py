@@ -9,7 +9,10 @@ Presets:
 Common knobs have flat flags (``--lr``, ``--batch-size``, ``--epochs``, ``--iters``, ``--work-dir``,
 ``--seed``, ``--device``, ``--wandb-project``, ``--no-wandb``); every config field is reachable by
 its dotted flag (``--runner.optimizer.momentum 0.95``, ``--model.backbone.depth 50``); ``--help``
-lists them all with the preset's defaults.
+lists them all with the preset's defaults. ``--config run/config.json`` starts from a saved config
+instead of the preset, ``--import my.module`` registers user components first, and
+``torchrun --nproc_per_node N -m experiments.faster_rcnn ...`` trains data parallel
+(``--launcher slurm`` under ``srun``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from detfn.apis import (
     resolve_device,
     train_detector,
 )
+from detfn.apis.cli_options import import_custom_modules, pop_option
 from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
-from detfn.config import override
+from detfn.config import load, override
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size, is_main_process
 from detfn.dist.launch import distributed, pop_launcher
@@ -116,7 +120,10 @@ def apply_flat_flags(cli, preset: ExperimentConfig, preset_name: str) -> Experim
 def parse(argv: Sequence[str] | None = None) -> ExperimentConfig:
     """The experiment config the command line describes."""
     name, rest = _pop_preset(list(sys.argv[1:] if argv is None else argv))
-    preset = PRESETS[name]()
+    config_files, rest = pop_option(rest, "--config")
+    imports, rest = pop_option(rest, "--import")
+    import_custom_modules(imports)
+    preset = load(config_files[-1], ExperimentConfig) if config_files else PRESETS[name]()
     cli = tyro.cli(
         make_cli(preset),
         args=rest,
