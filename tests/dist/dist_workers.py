@@ -76,6 +76,9 @@ def run_ranks(worker, out: Path, world: int = 2, **kwargs) -> list[dict]:
     """Run ``worker(env, out, **kwargs)`` on ``world`` spawned gloo ranks; each rank's record."""
     port = free_port()
     mp.start_processes(
-        _entry, args=(worker, world, port, str(out), kwargs), nprocs=world, start_method=START_METHOD
+        _entry,
+        args=(worker, world, port, str(out), kwargs),
+        nprocs=world,
+        start_method=START_METHOD,
     )
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]

@@ -75,5 +75,7 @@ def evaluate_shards(env, out: Path) -> dict:
 
 def evaluate_single() -> dict:
     data = dataset()
-    metrics = evaluate_dataset(stand_in_predict(data), {}, {}, data, build_loader(data, loader_cfg()))
+    metrics = evaluate_dataset(
+        stand_in_predict(data), {}, {}, data, build_loader(data, loader_cfg())
+    )
     return {k: v for k, v in metrics.items() if isinstance(v, float)}

@@ -18,6 +18,7 @@ SCENARIOS = {
     "overlap": (train_toy, {"overlap": True}),
     "after_backward": (train_toy, {"overlap": False}),
     "accumulate": (train_toy, {"cumulative_iters": 2}),
+    "func_backend": (train_toy, {"grad_backend": "func"}),
     "loss_error": (train_toy, {"fail_rank": 1}),
     "loader_error": (train_toy, {"loader_fail_rank": 1}),
     "after_errors": (train_toy, {"overlap": True}),  # the group still works after failures
@@ -43,10 +44,11 @@ def _assert_equal_to_reference(per_rank, reference):
             torch.testing.assert_close(torch.tensor(params[name]), value, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["overlap", "after_backward", "after_errors"])
+@pytest.mark.parametrize("name", ["overlap", "after_backward", "func_backend", "after_errors"])
 def test_two_ranks_equal_one_process_on_the_combined_batches(runs, tmp_path, name):
     out, ranks = runs
-    reference = train_reference(tmp_path / "reference")
+    backend = SCENARIOS[name][1].get("grad_backend", "autograd")
+    reference = train_reference(tmp_path / "reference", grad_backend=backend)
     _assert_equal_to_reference([r[name] for r in ranks], reference)
     result = ranks[0][name]["result"]
     # one all-reduce per bucket and update, not one per tensor

@@ -56,8 +56,12 @@ SLURM = {
 def test_slurm_launcher_derives_rank_world_and_master():
     got = env_from_slurm(SLURM, use_scontrol=False)
     assert got == DistEnv(6, 16, 2, "gpu03-ib", 29500)
-    assert env_from_slurm({**SLURM, "MASTER_PORT": "12345"}, use_scontrol=False).master_port == 12345
-    assert env_from_slurm({**SLURM, "MASTER_ADDR": "head"}, use_scontrol=False).master_addr == "head"
+    assert (
+        env_from_slurm({**SLURM, "MASTER_PORT": "12345"}, use_scontrol=False).master_port == 12345
+    )
+    assert (
+        env_from_slurm({**SLURM, "MASTER_ADDR": "head"}, use_scontrol=False).master_addr == "head"
+    )
 
 
 @pytest.mark.parametrize(

@@ -82,9 +82,12 @@ def loss_fn_of(model: nn.Module, fail_rank: int | None = None, fail_call: int = 
     return loss_fn
 
 
-def runner_config(cumulative_iters: int = 1, epochs: int = 2) -> RunnerConfig:
+def runner_config(
+    cumulative_iters: int = 1, epochs: int = 2, grad_backend: str = "autograd"
+) -> RunnerConfig:
     return RunnerConfig(
         max_epochs=epochs,
+        grad_backend=grad_backend,
         optimizer=SGDConfig(lr=0.1, momentum=0.9, weight_decay=1e-3),
         optimizer_hook=OptimizerHookConfig(cumulative_iters=cumulative_iters),
         lr=None,
@@ -101,6 +104,7 @@ def train_toy(
     cumulative_iters: int = 1,
     fail_rank: int | None = None,
     loader_fail_rank: int | None = None,
+    grad_backend: str = "autograd",
 ) -> dict:
     """One rank's run; returns its final params (lists), the all-reduce count, its work dir."""
     torch.manual_seed(env.rank)  # a different init per rank: the broadcast must fix it
@@ -108,7 +112,7 @@ def train_toy(
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     work_dir = out / f"work_rank{env.rank}"
-    cfg = runner_config(cumulative_iters)
+    cfg = runner_config(cumulative_iters, grad_backend=grad_backend)
     run = data_parallel(
         cfg,
         params=params,
@@ -138,14 +142,16 @@ def train_toy(
     }
 
 
-def train_reference(work_dir: Path, cumulative_iters: int = 1) -> dict[str, torch.Tensor]:
+def train_reference(
+    work_dir: Path, cumulative_iters: int = 1, grad_backend: str = "autograd"
+) -> dict[str, torch.Tensor]:
     """One process, rank 0's initialization, the combined batches."""
     torch.manual_seed(0)
     model = TinyNet()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     state = train(
-        runner_config(cumulative_iters),
+        runner_config(cumulative_iters, grad_backend=grad_backend),
         params=params,
         buffers=buffers,
         loss_fn=loss_fn_of(model),
