@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from detfn.apis import ExperimentConfig, bccd_cpu_preset, build_experiment, train_detector
 from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.config import override
@@ -13,6 +11,7 @@ from detfn.data import build_loader, default_test_pipeline, default_train_pipeli
 from detfn.dist import get_rank, get_world_size
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.models.functional import detector_predict_fn
+from experiments import test as test_cli
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 SCALE = (160, 120)
@@ -58,9 +57,20 @@ def train_tiny_detector(env, out: Path) -> dict:
     cfg = tiny_config(out / ("work" if env.rank == 0 else "work_rank1"))
     state = train_detector(cfg)
     checksum = {n: float(p.double().abs().sum()) for n, p in state.params.items()}
+    metrics = evaluate_sharded(cfg, state.params, state.buffers)  # after rank 0 saved
+    work = out / "work"
+    args = test_cli.TestArgs(
+        config=str(work / "config.json"),
+        checkpoint=str(work / "epoch_1.pth"),
+        device="cpu",
+        num_workers=0,
+        classwise=False,
+        out=str(out / f"results_rank{env.rank}.json"),
+    )
+    tested = test_cli.main(args)
     return {
         "checksum": checksum,
         "iters": state.iter,
-        "metrics": evaluate_sharded(cfg, state.params, state.buffers),
-        "torch_threads": torch.get_num_threads(),
+        "metrics": metrics,
+        "test_cli": {k: v for k, v in tested.items() if isinstance(v, float)},
     }

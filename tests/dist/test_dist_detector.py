@@ -49,3 +49,12 @@ def test_distributed_evaluation_equals_single_process(ranks):
     lines = [json.loads(line) for line in (out / "work" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in lines if r["mode"] == "val"][-1]
     assert val["bbox_mAP"] == pytest.approx(single["bbox_mAP"], abs=1e-12)
+
+
+def test_experiments_test_runs_on_ranks(ranks):
+    out, (rank0, rank1) = ranks
+    # experiments.test inside the 2-rank group: the same metrics on both ranks, equal to the
+    # sharded evaluation of the same weights; the results json is written by rank 0 only
+    assert rank0["test_cli"] == rank1["test_cli"]
+    assert rank0["test_cli"]["bbox_mAP"] == pytest.approx(rank0["metrics"]["bbox_mAP"], abs=1e-12)
+    assert (out / "results_rank0.json").is_file() and not (out / "results_rank1.json").exists()
