@@ -42,6 +42,10 @@ def _entry(rank: int, fn, world: int, port: int, out: str, kwargs: dict) -> None
     torch.set_num_threads(1)
     result_file = Path(out) / f"rank{rank}.json"
     try:
+        if kwargs.pop("bare", False):  # the worker joins the group itself
+            result = fn(torchrun_env(rank, world, port), Path(out), **kwargs)
+            result_file.write_text(json.dumps({"ok": True, "result": result}))
+            return
         with distributed("pytorch", env=torchrun_env(rank, world, port), timeout_s=30) as env:
             result = fn(env, Path(out), **kwargs)
         result_file.write_text(json.dumps({"ok": True, "result": result}))
@@ -82,3 +86,18 @@ def run_ranks(worker, out: Path, world: int = 2, **kwargs) -> list[dict]:
         start_method=START_METHOD,
     )
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def group_after_error(env: dict[str, str], out: Path) -> dict:
+    """Join through :func:`distributed`, raise inside; report whether the group outlived it."""
+    del out
+    import torch.distributed as dist
+
+    inside = None
+    try:
+        with distributed("pytorch", env=env, timeout_s=30) as info:
+            inside = (dist.is_initialized(), dist.get_world_size(), info.rank)
+            raise RuntimeError("boom")
+    except RuntimeError as error:
+        message = str(error)
+    return {"inside": inside, "after": dist.is_initialized(), "message": message}

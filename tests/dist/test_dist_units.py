@@ -141,3 +141,16 @@ def test_auto_scale_lr_is_linear_in_the_total_batch():
     assert scaled_lr(0.02, 8, 4, 16) == pytest.approx(0.04)
     with pytest.raises(ValueError, match="samples_per_gpu must be >= 1"):
         scaled_lr(0.02, 8, 0, 16)
+
+
+def test_the_context_destroys_the_group_also_after_an_error(tmp_path):
+    from dist_workers import group_after_error, run_ranks
+
+    records = run_ranks(group_after_error, tmp_path, bare=True)
+    for rank, record in enumerate(records):
+        assert record["ok"], record.get("trace")
+        assert record["result"] == {
+            "inside": [True, 2, rank],
+            "after": False,
+            "message": "boom",
+        }
