@@ -9,7 +9,10 @@ Presets:
 Common knobs have flat flags (``--lr``, ``--batch-size``, ``--epochs``, ``--iters``, ``--work-dir``,
 ``--seed``, ``--device``, ``--wandb-project``, ``--no-wandb``); every config field is reachable by
 its dotted flag (``--runner.optimizer.momentum 0.95``, ``--model.backbone.depth 50``); ``--help``
-lists them all with the preset's defaults.
+lists them all with the preset's defaults. ``--config run/config.json`` starts from a saved config
+instead of the preset, ``--import my.module`` registers user components first, and
+``torchrun --nproc_per_node N -m experiments.faster_rcnn ...`` trains data parallel
+(``--launcher slurm`` under ``srun``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from detfn.apis import (
     bccd_cpu_preset,
     build_experiment,
     coco_preset,
-    evaluate_dataset,
+    resolve_device,
     train_detector,
 )
 from detfn.apis.cli_errors import run_cli
-from detfn.config import override
+from detfn.apis.cli_options import import_custom_modules, pop_option
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
+from detfn.config import load, override
 from detfn.data import build_loader
+from detfn.dist import get_rank, get_world_size, is_main_process
+from detfn.dist.launch import distributed, pop_launcher
 from detfn.engine import TrainState
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.models.functional import detector_predict_fn
@@ -114,7 +121,10 @@ def apply_flat_flags(cli, preset: ExperimentConfig, preset_name: str) -> Experim
 def parse(argv: Sequence[str] | None = None) -> ExperimentConfig:
     """The experiment config the command line describes."""
     name, rest = _pop_preset(list(sys.argv[1:] if argv is None else argv))
-    preset = PRESETS[name]()
+    config_files, rest = pop_option(rest, "--config")
+    imports, rest = pop_option(rest, "--import")
+    import_custom_modules(imports)
+    preset = load(config_files[-1], ExperimentConfig) if config_files else PRESETS[name]()
     cli = tyro.cli(
         make_cli(preset),
         args=rest,
@@ -129,9 +139,10 @@ def final_metrics(cfg: ExperimentConfig, state: TrainState) -> dict:
     built = build_experiment(cfg, with_train=False)
     if built.val_set is None:
         return {}
-    loader = build_loader(built.val_set, cfg.data.test_loader)
+    shard = {"rank": get_rank(), "world_size": get_world_size()}
+    loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
     predict = detector_predict_fn(built.model)
-    return evaluate_dataset(
+    return evaluate_dataset_on_ranks(
         predict,
         state.params,
         state.buffers,
@@ -146,7 +157,7 @@ def main(cfg: ExperimentConfig) -> dict:
     """Train, then print and return the COCO metrics of the val split."""
     state = train_detector(cfg)
     metrics = final_metrics(cfg, state)
-    if metrics:
+    if metrics and is_main_process():
         print(f"\nCOCO bbox metrics of {cfg.name} on {getattr(cfg.data.val, 'ann_file', 'val')}:")
         print(metrics["bbox_summary"])
         print(metrics.get("bbox_classwise", ""))
@@ -154,5 +165,13 @@ def main(cfg: ExperimentConfig) -> dict:
     return metrics
 
 
+def run() -> None:
+    """Parse the command line and train, inside a process group when a launcher asks for one."""
+    launcher, argv = pop_launcher(sys.argv[1:])
+    config = parse(argv)
+    with distributed(launcher, device=resolve_device(config.device)):
+        main(config)
+
+
 if __name__ == "__main__":
-    run_cli(lambda: main(parse()))
+    run_cli(run)

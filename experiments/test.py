@@ -14,9 +14,12 @@ from typing import Literal
 
 import tyro
 
-from detfn.apis import evaluate_dataset, load_detector
+from detfn.apis import load_detector, resolve_device
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.data import CocoDatasetConfig, build_loader
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
+from detfn.dist import get_rank, get_world_size, is_main_process
+from detfn.dist.launch import default_launcher, distributed
 from detfn.models.functional import detector_predict_fn
 from detfn.registry import build
 from detfn.structures import Batch, ImageDetections
@@ -44,6 +47,8 @@ class TestArgs:
     classwise: bool = True
     """print the per-class AP table"""
     device: str = "auto"
+    launcher: Literal["none", "pytorch", "slurm"] = "none"
+    """how processes join (torchrun: pytorch); each evaluates a shard, rank 0 prints"""
     batch_size: int = 1
     num_workers: int = 2
 
@@ -86,6 +91,13 @@ def drawer(show_dir: Path, class_names, score_thr: float):
 
 
 def main(args: TestArgs) -> dict:
+    launcher = args.launcher if args.launcher != "none" else default_launcher()
+    with distributed(launcher, device=resolve_device(args.device)):
+        return evaluate_checkpoint(args)
+
+
+def evaluate_checkpoint(args: TestArgs) -> dict:
+    """Evaluate on this process's shard; rank 0 prints the metrics every rank returns."""
     detector = load_detector(args.config, args.checkpoint, args.device)
     cfg = dataset_config(args, detector)
     dataset = build(cfg, seed=detector.cfg.seed)
@@ -95,17 +107,19 @@ def main(args: TestArgs) -> dict:
     on_batch = None
     if args.show_dir is not None:
         on_batch = drawer(Path(args.show_dir), dataset.class_names, args.show_score_thr)
-    metrics = evaluate_dataset(
+    metrics = evaluate_dataset_on_ranks(
         detector_predict_fn(detector.model),
         detector.params,
         detector.buffers,
         dataset,
-        build_loader(dataset, loader_cfg),
+        build_loader(dataset, loader_cfg, rank=get_rank(), world_size=get_world_size()),
         device=detector.device,
         classwise=args.classwise,
         results_json=args.out,
         on_batch=on_batch,
     )
+    if not is_main_process():
+        return metrics
     print(metrics["bbox_summary"])
     if args.classwise:
         print(metrics.get("bbox_classwise", ""))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from detfn.apis.evaluate import evaluate_dataset
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
 from detfn.data import build_loader
+from detfn.dist import get_rank, get_world_size
+from detfn.dist.seeding import seed_all
 from detfn.engine import Hook, TrainState, train
+from detfn.engine.data_parallel import data_parallel
+from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
@@ -34,9 +37,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and torch (CPU and CUDA); the data pipeline is seeded by its config."""
-    random.seed(seed)
-    torch.manual_seed(seed)
+    """Seed Python, NumPy and torch (CPU and CUDA); the data pipeline is seeded by its config."""
+    seed_all(seed)
 
 
 @dataclass(frozen=True)
@@ -77,28 +79,40 @@ def train_detector(
     def loss_fn(params, buffers, batch):
         return loss(params, buffers, batch.to(device, non_blocking=True))
 
+    # data parallel (one process: unchanged): rank 0's weights, bucketed gradient averaging,
+    # writers on rank 0 only, a shard of the data per rank
+    dp = data_parallel(
+        cfg.runner,
+        params=built.params,
+        buffers=built.buffers,
+        loss_fn=loss_fn,
+        work_dir=cfg.work_dir,
+        hook_context=hook_context,
+    )
+    shard = {"rank": get_rank(), "world_size": get_world_size()}
     evaluate = None
     if built.val_set is not None and cfg.runner.evaluation is not None:
         predict = detector_predict_fn(built.model)
-        val_loader = build_loader(built.val_set, cfg.data.test_loader)
+        val_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
 
         def evaluate(state: TrainState) -> dict[str, float]:
-            metrics = evaluate_dataset(
+            metrics = evaluate_dataset_on_ranks(
                 predict, state.params, state.buffers, built.val_set, val_loader, device=device
             )
             return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
 
     return train(
-        cfg.runner,
+        dp.cfg,
         params=built.params,
         buffers=built.buffers,
-        loss_fn=loss_fn,
-        train_loader=build_loader(built.train_set, cfg.data.train_loader),
+        loss_fn=dp.loss_fn,
+        train_loader=build_loader(built.train_set, cfg.data.train_loader, **shard),
         evaluate=evaluate,
-        work_dir=cfg.work_dir,
+        work_dir=dp.work_dir,
         experiment_cfg=cfg,
         norm_names=norm_param_names(built.model),
-        hooks=hooks,
-        hook_context=hook_context,
+        hooks=(*hooks, *dp.hooks, env_header_hook()),
+        hook_context=dp.hook_context,
         device=device,
+        logger=dp.logger,
     )
