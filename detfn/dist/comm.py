@@ -109,7 +109,11 @@ def mean_scalars_across_ranks(values: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(values)
     for key, mean in zip(keys, means):
         old = values[key]
-        out[key] = torch.tensor(mean, dtype=old.dtype) if isinstance(old, torch.Tensor) else mean
+        out[key] = (
+            torch.tensor(mean, dtype=old.dtype, device=old.device)
+            if isinstance(old, torch.Tensor)
+            else mean
+        )
     return out
 
 

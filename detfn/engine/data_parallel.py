@@ -40,7 +40,7 @@ from detfn.dist.grad_sync import GradSync
 from detfn.dist.lr_scaling import scaled_lr
 from detfn.engine import checkpoint_io
 from detfn.engine.events import Hook
-from detfn.engine.hooks.distributed import distributed_hook
+from detfn.engine.hooks.distributed import distributed_hooks
 from detfn.engine.runner import RunnerConfig
 from detfn.engine.step import LossFn
 
@@ -133,7 +133,7 @@ def data_parallel(
     base_batch_size: int | None = None,
     samples_per_gpu: int | None = None,
     logger: logging.Logger | None = None,
-    reduce_hook: Callable[[], Hook] = distributed_hook,
+    reduce_hooks: Callable[[], tuple[Hook, ...]] = distributed_hooks,
 ) -> DataParallelRun:
     """This rank's ``train`` arguments (see the module docstring); params and buffers are
     overwritten in place with rank 0's values.
@@ -173,7 +173,7 @@ def data_parallel(
         cfg=rank_runner_config(cfg, rank, work_dir),
         loss_fn=wrapped,
         work_dir=work_dir if rank == 0 else None,
-        hooks=(reduce_hook(),),
+        hooks=reduce_hooks(),
         hook_context=context,
         logger=logger if rank == 0 else _quiet_logger(rank),
         grad_sync=sync,

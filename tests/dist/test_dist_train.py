@@ -8,6 +8,8 @@ processes that import torch costs more than the runs.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from dist_workers import run_ranks, run_scenarios
@@ -58,6 +60,22 @@ def test_two_ranks_equal_one_process_on_the_combined_batches(runs, tmp_path, nam
     assert (out / name / "work_rank0" / "metrics.jsonl").is_file()
     assert list((out / name / "work_rank0").glob("epoch_*.pth"))
     assert not (out / name / "work_rank1").exists()
+
+
+def _train_losses(work_dir):
+    lines = (work_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss_cls"] for r in map(json.loads, lines) if r["mode"] == "train"]
+
+
+def test_rank_0_logs_the_jobs_mean_loss(runs, tmp_path):
+    # cross-entropy is a mean over equal per-rank batches, so the mean over the ranks of each
+    # iteration's loss is the 1-process loss on the combined batch (rank 0's own loss is not)
+    out, _ = runs
+    train_reference(tmp_path / "reference")
+    expected = _train_losses(tmp_path / "reference")
+    logged = _train_losses(out / "overlap" / "work_rank0")
+    assert len(logged) == len(expected) == 8
+    assert logged == pytest.approx(expected, abs=1e-5)
 
 
 def test_accumulation_communicates_only_on_updates(runs, tmp_path):

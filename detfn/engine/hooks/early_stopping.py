@@ -7,8 +7,8 @@ current epoch's checkpoint and logs are still written. Under data parallelism th
 broadcast from rank 0, so every rank stops at the same evaluation.
 
 Its state (``best``, ``bad_evaluations``) lives in ``state.hooks["early_stopping"]`` and survives a
-resume. A new hook file written against the engine's current hook API; the lead may need to
-adapt it after the engine rewrite.
+resume. It reads ``outputs.metrics`` (``reads_optional``: without an evaluation hook it waits for
+the val workflow's metrics, or does nothing).
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ from detfn.config import Config, check, fail
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.hooks.evaluation import infer_rule as infer_rule_of
 from detfn.engine.hooks.evaluation import is_better
-from detfn.engine.state import TrainState
+from detfn.engine.priority import get_priority
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
-
-__all__ = [
-    "EARLY_STOPPING",
-    "EarlyStoppingConfig",
-    "build_early_stopping_hook",
-    "early_stopping_fn",
-]
 
 EARLY_STOPPING = "early_stopping"
 EARLY_STOPPING_PRIORITY = 85  # after the evaluation hook (LOW, 70), before the loggers (90)
@@ -43,14 +37,20 @@ class EarlyStoppingConfig(Config):
     rule: "greater" or "less" is better; "auto" infers it from the key as save_best does.
     min_delta: an improvement smaller than this does not count.
     patience: evaluations without improvement before the run stops.
+    priority: after the evaluation hook (LOW, 70), before the loggers (VERY_LOW, 90).
     """
 
     monitor: str = "bbox_mAP"
     rule: Literal["auto", "greater", "less"] = "auto"
     min_delta: float = 0.0
     patience: int = 5
+    priority: int | str = EARLY_STOPPING_PRIORITY
 
     def __post_init__(self) -> None:
+        try:
+            get_priority(self.priority)
+        except (ValueError, TypeError) as error:
+            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
         check(self, "monitor", bool(self.monitor.strip()), "must name a metric")
         check(self, "patience", self.patience >= 1, f"must be >= 1, got {self.patience}")
         check(self, "min_delta", self.min_delta >= 0, f"must be >= 0, got {self.min_delta}")
@@ -72,14 +72,11 @@ def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | No
     """Count evaluations without improvement; request the stop at ``patience``."""
     if event.stage not in (Stage.AFTER_TRAIN_EPOCH, Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH):
         return None
-    metrics: Any = (event.outputs or {}).get("metrics")
+    metrics: Any = event.outputs.metrics
     if not metrics:
         return None
     if cfg.monitor not in metrics:
-        raise KeyError(
-            f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation metrics "
-            f"{sorted(metrics)}"
-        )
+        return _missing_monitor(event, cfg, metrics)
     score = float(metrics[cfg.monitor])
     state = event.state
     mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
@@ -98,10 +95,29 @@ def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | No
     return state
 
 
+def _missing_monitor(event: Event, cfg: EarlyStoppingConfig, metrics: Any) -> TrainState:
+    """A run with a val phase that computes losses (``run.val_step``) has two metric sources:
+    the evaluation hook's metrics and the val phase's losses. A dict of one source without the
+    monitor is skipped while the other may hold it; otherwise a missing monitor is an error."""
+    mine = dict(event.state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
+    source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
+    lacking = sorted({*mine.get("lacking", ()), source})
+    two_sources = getattr(event.run, "val_step", None) is not None
+    if two_sources and (mine["best"] is not None or len(lacking) < 2):
+        return with_hook_state(event.state, EARLY_STOPPING, {**mine, "lacking": lacking})
+    raise KeyError(
+        f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation metrics "
+        f"{sorted(metrics)}"
+    )
+
+
 @register(EarlyStoppingConfig)
 def build_early_stopping_hook(cfg: EarlyStoppingConfig, **context: Any) -> Hook:
     """``build(EarlyStoppingConfig(...))``: a custom hook for ``train(hooks=...)``."""
     del context
     return Hook(
-        EARLY_STOPPING, lambda event: early_stopping_fn(event, cfg), EARLY_STOPPING_PRIORITY
+        EARLY_STOPPING,
+        lambda event: early_stopping_fn(event, cfg),
+        get_priority(cfg.priority),
+        reads_optional=("metrics",),
     )

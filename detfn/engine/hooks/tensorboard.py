@@ -1,58 +1,59 @@
 """TensorBoard logger hook: the logged scalars as TensorBoard event files (mmcv's
 ``TensorboardLoggerHook``), under ``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise.
 
-Every ``interval`` iterations it writes the interval's mean of each loss term, ``loss``,
-``time``/``data_time`` (and ``grad_norm``) as ``train/<name>``, with ``train/lr`` and
-``train/momentum``; every evaluation's numeric metrics as ``val/<name>``. The step is the global
-iteration. Only rank 0 writes. ``torch.utils.tensorboard`` needs the ``tensorboard`` package
-(``pip install detfn[tensorboard]``), imported when the run starts. The writer lives in the hook's
-closure (it is not checkpointable); the running sums live in ``state.hooks["tensorboard"]``.
-
-A new hook file written against the engine's current hook API; the lead may need to adapt it
-after the engine rewrite.
+When the text logger would write a train record (:func:`log_due`), it writes the mean since the
+previous point of each loss term, ``loss``, ``time``/``data_time`` (and ``grad_norm``) as
+``train/<name>``, with ``train/lr`` and ``train/momentum``; every evaluation's numeric metrics as
+``val/<name>``. The step is the number of iterations done. Only rank 0 writes.
+``torch.utils.tensorboard`` needs the ``tensorboard`` package (``pip install
+detfn[tensorboard]``), imported when the run starts. The writer lives in the hook's closure (it is
+not checkpointable); the running sums live in ``state.hooks["tensorboard"]``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import Config, check_positive, fail
+from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
+from detfn.engine.combinators import compose, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import accumulate, averages, iter_values, should_log
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.hooks.logger import (
+    LOGGED_OUTPUTS,
+    accumulate,
+    averages,
+    iter_values,
+    log_due,
+    val_record,
+)
+from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
-
-__all__ = ["TENSORBOARD", "TensorBoardHookConfig", "build_tensorboard_hook", "scalars_of"]
 
 TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True)
-class TensorBoardHookConfig(Config):
-    """Attributes:
-    interval: iterations per written point (means over the interval).
-    by_epoch: count ``interval`` within the epoch, as the text logger does.
-    log_dir: None writes to ``<work_dir>/tf_logs``.
-    """
+class TensorBoardHookConfig(HookConfig):
+    """TensorBoard scalars (mmcv ``TensorboardLoggerHook``). Priority VERY_LOW: after the timer
+    and the evaluation hook have written their outputs."""
 
     interval: int = 50
+    """Write a point every ``interval`` iterations (means over the interval)."""
     by_epoch: bool = True
+    """Count ``interval`` within the epoch, as the text logger does."""
     ignore_last: bool = True
+    """Skip the partial last interval of an epoch (mmcv default)."""
     log_dir: str | None = None
-    priority: int | str = Priority.VERY_LOW.name
+    """None writes to ``<work_dir>/tf_logs``."""
+    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive(self, "interval")
-        try:
-            get_priority(self.priority)
-        except (ValueError, TypeError) as error:
-            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")
 
 
 def scalars_of(state: TrainState, means: dict[str, float]) -> dict[str, float]:
@@ -65,54 +66,68 @@ def scalars_of(state: TrainState, means: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _numeric(metrics: Any) -> dict[str, float]:
-    return {
-        f"val/{k}": float(v)
-        for k, v in (metrics or {}).items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-
-
 def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
-    """The hook; its writer opens at ``before_run`` and closes at ``after_run``."""
-    writer: dict[str, Any] = {}
+    """The hook; its writer opens at ``before_run`` (rank 0) and closes at ``after_run``."""
+    live: dict[str, Any] = {"writer": None}
 
     def write(scalars: dict[str, float], step: int) -> None:
         for tag, value in scalars.items():
-            writer["w"].add_scalar(tag, value, step)
+            live["writer"].add_scalar(tag, value, step)
 
-    def fn(event: Event) -> TrainState | None:
+    def start(event: Event) -> TrainState | None:
         if not is_main_process():
             return None
-        stage, state = event.stage, event.state
-        if stage is Stage.BEFORE_RUN:
-            from torch.utils.tensorboard import SummaryWriter  # needs `tensorboard`
+        from torch.utils.tensorboard import SummaryWriter  # needs `tensorboard`
 
-            default = resolve_out_dir(None, event.run, "TensorBoardHook") / "tf_logs"
-            log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
-            writer["w"] = SummaryWriter(log_dir=str(log_dir))
-            return None
-        if stage is Stage.AFTER_RUN:
-            if "w" in writer:
-                writer.pop("w").close()
-            return None
-        if "w" not in writer:
-            return None
+        default = resolve_out_dir(None, event.run, "TensorBoardHook") / "tf_logs"
+        log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
+        live["writer"] = SummaryWriter(log_dir=str(log_dir))
+        return with_hook_state(event.state, TENSORBOARD, {"buffer": {}})
+
+    def finish(event: Event) -> None:
+        writer, live["writer"] = live["writer"], None
+        if writer is not None:
+            writer.close()
+
+    def add(event: Event) -> TrainState:
+        state = event.state
         mine = dict(state.hooks.get(TENSORBOARD) or {})
-        if stage is Stage.AFTER_TRAIN_ITER:
-            mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
-            if should_log(state, cfg.interval, cfg.by_epoch, cfg.ignore_last):
-                write(scalars_of(state, averages(mine["buffer"])), state.iter + 1)
-                mine["buffer"] = {}
-        metrics = _numeric(event.outputs.get("metrics") if event.outputs else None)
-        if metrics:
-            write(metrics, state.iter + 1 if stage is Stage.AFTER_TRAIN_ITER else state.iter)
-            writer["w"].flush()
-        if stage is Stage.BEFORE_TRAIN_EPOCH:
+        mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
+        if log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)(event):
+            write(scalars_of(state, averages(mine["buffer"])), state.iter + 1)
             mine["buffer"] = {}
-        return dataclasses.replace(state, hooks={**state.hooks, TENSORBOARD: mine})
+        return with_hook_state(state, TENSORBOARD, mine)
 
-    return Hook(TENSORBOARD, fn, get_priority(cfg.priority))
+    def log_metrics(event: Event) -> None:
+        metrics = event.outputs.metrics
+        record = val_record(event.stage, event.state, metrics)
+        values = {f"val/{k}": record[k] for k in metrics if _is_number(record[k])}
+        write(values, record["global_iter"])
+        live["writer"].flush()
+
+    def reset(event: Event) -> TrainState:
+        mine = dict(event.state.hooks.get(TENSORBOARD) or {})
+        return with_hook_state(event.state, TENSORBOARD, {**mine, "buffer": {}})
+
+    running = lambda event: live["writer"] is not None  # noqa: E731
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(Stage.AFTER_RUN, finish),
+        when(running, only_at(Stage.AFTER_TRAIN_ITER, add)),
+        when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
+        when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
+    )
+    return Hook(
+        TENSORBOARD,
+        fn,
+        get_priority(cfg.priority),
+        reads=("loss", "losses"),
+        reads_optional=LOGGED_OUTPUTS,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @register(TensorBoardHookConfig)
