@@ -17,10 +17,17 @@ from detfn.engine import Hook, TrainState, train
 from detfn.engine.data_parallel import data_parallel
 from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
-from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
+from detfn.models.functional import apply, detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
 
-__all__ = ["Built", "build_experiment", "resolve_device", "seed_everything", "train_detector"]
+__all__ = [
+    "Built",
+    "build_experiment",
+    "detector_val_step",
+    "resolve_device",
+    "seed_everything",
+    "train_detector",
+]
 
 # Metrics that are not numbers (tables, copy-paste strings) stay out of logs and best tracking.
 _SCALAR = (int, float)
@@ -64,6 +71,27 @@ def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built
     return Built(model, params, buffers, train_set, val_set, device)
 
 
+def detector_val_step(model: torch.nn.Module, device: torch.device):
+    """The step of a ``("val", n)`` workflow phase (mmcv's ``val_step``): the detector's losses
+    on a val batch, with the model in eval mode (BatchNorm uses and keeps its running
+    statistics, dropout is off); the loop runs it under ``no_grad`` and logs the batch-size
+    weighted means (``loss``, ``loss_rpn_cls``, ...) as a ``"mode": "val"`` record, which the
+    TensorBoard and wandb hooks write as ``val/loss_*``.
+
+    ``val_step(state, batch) -> {"loss": Tensor[], <term>: Tensor[], "batch_size": B}``.
+    """
+
+    def val_step(state: TrainState, batch: Any) -> dict[str, Any]:
+        model.train(False)
+        batch = batch.to(device, non_blocking=True)
+        total, losses = apply(
+            model, state.params, state.buffers, batch.images, batch.img_shapes, batch, mode="loss"
+        )
+        return {"loss": total, **losses, "batch_size": len(batch.metas)}
+
+    return val_step
+
+
 def train_detector(
     cfg: ExperimentConfig,
     *,
@@ -101,12 +129,20 @@ def train_detector(
             )
             return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
 
+    val_loader = val_step = None
+    if built.val_set is not None and any(phase == "val" for phase, _ in cfg.runner.workflow):
+        # a val phase computes the losses on the val set's targets (read by the test loader)
+        val_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
+        val_step = detector_val_step(built.model, device)
+
     return train(
         dp.cfg,
         params=built.params,
         buffers=built.buffers,
         loss_fn=dp.loss_fn,
         train_loader=build_loader(built.train_set, cfg.data.train_loader, **shard),
+        val_loader=val_loader,
+        val_step=val_step,
         evaluate=evaluate,
         work_dir=dp.work_dir,
         experiment_cfg=cfg,
