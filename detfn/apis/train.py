@@ -12,7 +12,7 @@ from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
-from detfn.dist.seeding import seed_all
+from detfn.dist.seeding import seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
 from detfn.engine.data_parallel import data_parallel
 from detfn.engine.hooks.env_header import env_header_hook
@@ -61,8 +61,11 @@ class Built:
 
 
 def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built:
-    """Seed, build the model on its device and the datasets."""
+    """Seed (and, with ``cfg.deterministic``, pick deterministic kernels), build the model on
+    its device and the datasets."""
     seed_everything(cfg.seed)
+    if cfg.deterministic:
+        set_deterministic(True, warn_only=True)
     device = resolve_device(cfg.device)
     model = build(cfg.model).to(device)
     params, buffers = split(model)
@@ -109,6 +112,7 @@ def train_detector(
 
     # data parallel (one process: unchanged): rank 0's weights, bucketed gradient averaging,
     # writers on rank 0 only, a shard of the data per rank
+    scaling = cfg.auto_scale_lr
     dp = data_parallel(
         cfg.runner,
         params=built.params,
@@ -116,6 +120,8 @@ def train_detector(
         loss_fn=loss_fn,
         work_dir=cfg.work_dir,
         hook_context=hook_context,
+        base_batch_size=scaling.base_batch_size if scaling.enable else None,
+        samples_per_gpu=cfg.data.train_loader.batch_size,
     )
     shard = {"rank": get_rank(), "world_size": get_world_size()}
     evaluate = None

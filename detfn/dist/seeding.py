@@ -33,11 +33,12 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic(enabled: bool = True) -> None:
-    """Deterministic algorithms (an error on ops that have none), cuDNN deterministic, no cuDNN
-    benchmark; ``CUBLAS_WORKSPACE_CONFIG`` as CUDA >= 10.2 needs for deterministic cuBLAS."""
+def set_deterministic(enabled: bool = True, warn_only: bool = False) -> None:
+    """Deterministic algorithms (an error on ops that have none; a warning with ``warn_only``),
+    cuDNN deterministic, no cuDNN benchmark; ``CUBLAS_WORKSPACE_CONFIG`` as CUDA >= 10.2 needs
+    for deterministic cuBLAS."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
