@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
+from detfn.apis.data_parallel import data_parallel
 from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
 from detfn.dist.seeding import seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
-from detfn.engine.data_parallel import data_parallel
 from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
 from detfn.models.functional import apply, detector_loss_fn, detector_predict_fn, split
@@ -135,11 +135,11 @@ def train_detector(
             )
             return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
 
-    val_loader = val_step = None
+    phase_loader = phase_step = None
     if built.val_set is not None and any(phase == "val" for phase, _ in cfg.runner.workflow):
         # a val phase computes the losses on the val set's targets (read by the test loader)
-        val_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
-        val_step = detector_val_step(built.model, device)
+        phase_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
+        phase_step = detector_val_step(built.model, device)
 
     return train(
         dp.cfg,
@@ -147,8 +147,8 @@ def train_detector(
         buffers=built.buffers,
         loss_fn=dp.loss_fn,
         train_loader=build_loader(built.train_set, cfg.data.train_loader, **shard),
-        val_loader=val_loader,
-        val_step=val_step,
+        val_loader=phase_loader,
+        val_step=phase_step,
         evaluate=evaluate,
         work_dir=dp.work_dir,
         experiment_cfg=cfg,
