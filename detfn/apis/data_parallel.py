@@ -12,7 +12,7 @@ rank's versions of them; on one process it returns them unchanged. What changes 
 * the optimizer hook: gets ``reduce_grads``, the bucketed average, applied on updating steps;
 * the runner config: ranks other than 0 drop the writers (checkpoint, text log, wandb, best
   checkpoint) and get no work dir, so only rank 0 writes files; every rank keeps the hooks
-  that run collectives (evaluation, the distributed hook);
+  that run collectives (evaluation, the distributed hooks);
 * optionally the lr, scaled linearly with the total batch (mmdetection's ``auto_scale_lr``).
 """
 

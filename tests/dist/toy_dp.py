@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from detfn.engine.data_parallel import data_parallel
+from detfn.apis.data_parallel import data_parallel
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import OptimizerHookConfig
