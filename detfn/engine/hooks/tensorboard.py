@@ -18,19 +18,11 @@ from typing import Any
 
 from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
-from detfn.engine.combinators import compose, only_at, when
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import (
-    LOGGED_OUTPUTS,
-    accumulate,
-    averages,
-    iter_values,
-    log_due,
-    val_record,
-)
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.hooks.logger import sink_logger_hook
+from detfn.engine.priority import HookConfig
+from detfn.engine.state import TrainState
 from detfn.registry import register
 
 TENSORBOARD = "tensorboard"
@@ -67,67 +59,29 @@ def scalars_of(state: TrainState, means: dict[str, float]) -> dict[str, float]:
 
 
 def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
-    """The hook; its writer opens at ``before_run`` (rank 0) and closes at ``after_run``."""
-    live: dict[str, Any] = {"writer": None}
+    """The hook; its writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
 
-    def write(scalars: dict[str, float], step: int) -> None:
-        for tag, value in scalars.items():
-            live["writer"].add_scalar(tag, value, step)
-
-    def start(event: Event) -> TrainState | None:
+    def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
         if not is_main_process():
             return None
         from torch.utils.tensorboard import SummaryWriter  # needs `tensorboard`
 
         default = resolve_out_dir(None, event.run, "TensorBoardHook") / "tf_logs"
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
-        live["writer"] = SummaryWriter(log_dir=str(log_dir))
-        return with_hook_state(event.state, TENSORBOARD, {"buffer": {}})
+        return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def finish(event: Event) -> None:
-        writer, live["writer"] = live["writer"], None
-        if writer is not None:
-            writer.close()
+    def write_train(writer: Any, state: TrainState, means: dict[str, float]) -> None:
+        for tag, value in scalars_of(state, means).items():
+            writer.add_scalar(tag, value, state.iter + 1)
 
-    def add(event: Event) -> TrainState:
-        state = event.state
-        mine = dict(state.hooks.get(TENSORBOARD) or {})
-        mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
-        if log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)(event):
-            write(scalars_of(state, averages(mine["buffer"])), state.iter + 1)
-            mine["buffer"] = {}
-        return with_hook_state(state, TENSORBOARD, mine)
+    def write_val(writer: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            writer.add_scalar(f"val/{key}", value, record["global_iter"])
+        writer.flush()
 
-    def log_metrics(event: Event) -> None:
-        metrics = event.outputs.metrics
-        record = val_record(event.stage, event.state, metrics)
-        values = {f"val/{k}": record[k] for k in metrics if _is_number(record[k])}
-        write(values, record["global_iter"])
-        live["writer"].flush()
-
-    def reset(event: Event) -> TrainState:
-        mine = dict(event.state.hooks.get(TENSORBOARD) or {})
-        return with_hook_state(event.state, TENSORBOARD, {**mine, "buffer": {}})
-
-    running = lambda event: live["writer"] is not None  # noqa: E731
-    fn = compose(
-        only_at(Stage.BEFORE_RUN, start),
-        only_at(Stage.AFTER_RUN, finish),
-        when(running, only_at(Stage.AFTER_TRAIN_ITER, add)),
-        when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
-        when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
+    return sink_logger_hook(
+        TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
     )
-    return Hook(
-        TENSORBOARD,
-        fn,
-        get_priority(cfg.priority),
-        reads=("loss", "losses"),
-        reads_optional=LOGGED_OUTPUTS,
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @register(TensorBoardHookConfig)
