@@ -4,13 +4,13 @@
   ``loss`` and every ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
   reduction; each rank's own loss is only a sample of the job's). Every later reader sees the
   same numbers on every rank, so a non-finite loss on one rank stops all of them at the same
-  iteration. A val phase's ``metrics`` (its mean losses over this rank's shard) are averaged
-  the same way on ``after_val_epoch``. On ``after_run`` after a failure, the failing rank
+  iteration. On ``after_run`` after a failure, the failing rank
   announces its error (:func:`detfn.dist.failure.announce_failure`), so the other ranks stop
   with it at their next agreement point instead of waiting for the process-group timeout.
-* ``distributed_times`` (priority 80, after the timer (LOW) and before the loggers (VERY_LOW))
-  replaces ``time`` and ``data_time`` by the slowest rank's, so the ETA is that of the job, which
-  waits for its slowest rank at every gradient all-reduce.
+* ``distributed_logged`` (priority 80, after the timer and the evaluation hook (LOW) and before
+  the loggers (VERY_LOW)) replaces ``time`` and ``data_time`` by the slowest rank's, so the ETA is
+  that of the job, which waits for its slowest rank at every gradient all-reduce; and a val
+  phase's ``metrics`` (its mean losses over this rank's shard) by their means over the ranks.
 
 Every rank must run both (they run collectives); on one process they do nothing.
 """
@@ -23,9 +23,9 @@ from detfn.engine.combinators import compose, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 
 DISTRIBUTED_LOSSES = "distributed_losses"
-DISTRIBUTED_TIMES = "distributed_times"
+DISTRIBUTED_LOGGED = "distributed_logged"
 LOSSES_PRIORITY = 20  # before the NaN guard (35) and every other reader of the loss
-TIMES_PRIORITY = 80  # between LOW (70: timer, evaluation) and VERY_LOW (90: loggers)
+LOGGED_PRIORITY = 80  # between LOW (70: timer, evaluation) and VERY_LOW (90: loggers)
 _TIMES = ("data_time", "time")
 
 
@@ -66,9 +66,11 @@ def distributed_hooks() -> tuple[Hook, Hook]:
     """The two hooks every rank of a data-parallel run registers (custom hooks of ``train``)."""
     running = lambda event: is_distributed()  # noqa: E731
     losses = compose(
-        only_at(Stage.AFTER_TRAIN_ITER, average_losses),
+        only_at(Stage.AFTER_TRAIN_ITER, average_losses), only_at(Stage.AFTER_RUN, announce)
+    )
+    logged = compose(
+        only_at(Stage.AFTER_TRAIN_ITER, slowest_times),
         only_at(Stage.AFTER_VAL_EPOCH, average_val_metrics),
-        only_at(Stage.AFTER_RUN, announce),
     )
     return (
         Hook(
@@ -76,14 +78,13 @@ def distributed_hooks() -> tuple[Hook, Hook]:
             when(running, losses),
             LOSSES_PRIORITY,
             reads=("loss", "losses"),
-            reads_optional=("metrics",),
-            writes=("loss", "losses", "metrics"),
+            writes=("loss", "losses"),
         ),
         Hook(
-            DISTRIBUTED_TIMES,
-            when(running, only_at(Stage.AFTER_TRAIN_ITER, slowest_times)),
-            TIMES_PRIORITY,
-            reads_optional=_TIMES,
-            writes=_TIMES,
+            DISTRIBUTED_LOGGED,
+            when(running, logged),
+            LOGGED_PRIORITY,
+            reads_optional=(*_TIMES, "metrics"),
+            writes=(*_TIMES, "metrics"),
         ),
     )
