@@ -26,8 +26,10 @@ import tyro
 
 from detfn.apis import PRESETS, ExperimentConfig, build_experiment, train_detector
 from detfn.apis.cli_errors import run_cli
+from detfn.apis.cli_options import import_custom_modules, pop_option
 from detfn.apis.train import evaluate_experiment
-from detfn.config import override
+from detfn.config import load, override
+from detfn.dist import is_main_process
 from detfn.engine.hooks.wandb import WandbHookConfig
 
 __all__ = ["apply_flat_flags", "entry_point", "main", "make_cli", "parse", "pop_preset", "run"]
@@ -143,10 +145,18 @@ def apply_flat_flags(
 def parse(
     detector: str, argv: Sequence[str] | None = None, description: str | None = None
 ) -> ExperimentConfig:
-    """The experiment config a command line describes, for ``detector``'s presets."""
+    """The experiment config a command line describes, for ``detector``'s presets.
+
+    ``--config path.json`` starts from a saved config instead of a preset (the last one given
+    wins), with every other flag applied on top; ``--import my.module`` imports a module first so
+    that the config types it registers can be named (mmdetection's ``custom_imports``).
+    """
     presets = PRESETS[detector]
     name, rest = pop_preset(list(sys.argv[1:] if argv is None else argv), list(presets))
-    preset = presets[name]()
+    config_files, rest = pop_option(rest, "--config")
+    imports, rest = pop_option(rest, "--import")
+    import_custom_modules(imports)
+    preset = load(config_files[-1], ExperimentConfig) if config_files else presets[name]()
     cli = tyro.cli(
         make_cli(preset),
         args=rest,
@@ -161,7 +171,7 @@ def main(cfg: ExperimentConfig) -> dict:
     built = build_experiment(cfg)
     state = train_detector(built.cfg, built=built)
     metrics = evaluate_experiment(built, state.params, state.buffers, classwise=True)
-    if metrics:
+    if metrics and is_main_process():
         print(f"\nCOCO bbox metrics of {cfg.name} on {getattr(cfg.data.val, 'ann_file', 'val')}:")
         print(metrics["bbox_summary"])
         print(metrics.get("bbox_classwise", ""))

@@ -16,11 +16,14 @@ from typing import Literal
 
 import tyro
 
-from detfn.apis import evaluate_dataset, load_detector
+from detfn.apis import load_detector, resolve_device
 from detfn.apis.cli_errors import run_cli
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.tta import predict_fn_for
 from detfn.data import CocoDatasetConfig, build_loader
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
+from detfn.dist import get_rank, get_world_size, is_main_process
+from detfn.dist.launch import default_launcher, distributed
 from detfn.registry import build
 from detfn.structures import Batch, ImageDetections
 from detfn.visualization import draw_detections, save_png
@@ -47,6 +50,8 @@ class TestArgs:
     classwise: bool = True
     """print the per-class AP table"""
     device: str = "auto"
+    launcher: Literal["none", "pytorch", "slurm"] = "none"
+    """how processes join (torchrun: pytorch); each evaluates a shard, rank 0 prints"""
     batch_size: int = 1
     num_workers: int = 2
     tta: bool = False
@@ -95,6 +100,13 @@ def drawer(show_dir: Path, class_names, score_thr: float):
 
 
 def main(args: TestArgs) -> dict:
+    launcher = args.launcher if args.launcher != "none" else default_launcher()
+    with distributed(launcher, device=resolve_device(args.device)):
+        return evaluate_checkpoint(args)
+
+
+def evaluate_checkpoint(args: TestArgs) -> dict:
+    """Evaluate on this process's shard; rank 0 prints the metrics every rank returns."""
     detector = load_detector(args.config, args.checkpoint, args.device)
     cfg = dataset_config(args, detector)
     dataset = build(cfg, seed=detector.cfg.seed)
@@ -104,18 +116,20 @@ def main(args: TestArgs) -> dict:
     on_batch = None
     if args.show_dir is not None:
         on_batch = drawer(Path(args.show_dir), detector.class_names, args.show_score_thr)
-    metrics = evaluate_dataset(
+    metrics = evaluate_dataset_on_ranks(
         predict_fn_for(detector.model, cfg.pipeline, args.tta),
         detector.params,
         detector.buffers,
         dataset,
-        build_loader(dataset, loader_cfg),
+        build_loader(dataset, loader_cfg, rank=get_rank(), world_size=get_world_size()),
         class_names=detector.cfg.model.class_names,
         device=detector.device,
         classwise=args.classwise,
         results_json=args.out,
         on_batch=on_batch,
     )
+    if not is_main_process():
+        return metrics
     print(metrics["bbox_summary"])
     if args.classwise:
         print(metrics.get("bbox_classwise", ""))

@@ -13,7 +13,7 @@ from detfn.data import (
 from detfn.engine import RunnerConfig
 from detfn.models.detectors import DetectorConfigs, TwoStageDetectorConfig
 
-__all__ = ["DataConfig", "ExperimentConfig", "eval_loader"]
+__all__ = ["AutoScaleLrConfig", "DataConfig", "ExperimentConfig", "eval_loader"]
 
 
 def eval_loader() -> LoaderConfig:
@@ -40,6 +40,24 @@ class DataConfig(Config):
 
 
 @dataclass(frozen=True)
+class AutoScaleLrConfig(Config):
+    """mmdetection's ``auto_scale_lr``: with ``enable``, the optimizer's lr is scaled by
+    ``world_size * images_per_gpu / base_batch_size`` (the linear scaling rule; the configs'
+    lr is stated for 8 GPUs x 2 images = 16)."""
+
+    enable: bool = False
+    base_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check(
+            self,
+            "base_batch_size",
+            self.base_batch_size >= 1,
+            f"must be >= 1, got {self.base_batch_size}",
+        )
+
+
+@dataclass(frozen=True)
 class ExperimentConfig(Config):
     """One training run: what to train, on what, how, and where to write.
 
@@ -52,6 +70,10 @@ class ExperimentConfig(Config):
         work_dir: config.json, log, metrics.jsonl, checkpoints.
         seed: seeds torch and the data pipeline.
         device: "cpu", "cuda", "cuda:1" or "auto" (cuda when available).
+        deterministic: mmdetection's ``--deterministic``: cuDNN deterministic, no cuDNN
+            benchmark, torch's deterministic algorithms (ops without one warn: RoIAlign's CUDA
+            backward accumulates atomically).
+        auto_scale_lr: scale the lr with the total batch size (off by default, as mmdetection).
     """
 
     name: str = "faster_rcnn_r50_fpn_1x_coco"
@@ -61,6 +83,8 @@ class ExperimentConfig(Config):
     work_dir: str = "work_dirs/faster_rcnn_r50_fpn_1x_coco"
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = False
+    auto_scale_lr: AutoScaleLrConfig = field(default_factory=AutoScaleLrConfig)
 
     def __post_init__(self) -> None:
         check(self, "name", bool(self.name), "must not be empty")

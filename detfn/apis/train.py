@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from detfn.apis.evaluate import evaluate_dataset
+from detfn.apis.data_parallel import data_parallel
+from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
 from detfn.apis.train_hooks import training_hooks
 from detfn.config import override
 from detfn.data import build_loader
+from detfn.dist import get_rank, get_world_size
+from detfn.dist.seeding import seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
+from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
-from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
+from detfn.models.detectors.base import sum_losses
+from detfn.models.functional import (
+    apply,
+    detector_loss_fn,
+    detector_predict_fn,
+    loss_generator,
+    split,
+)
 from detfn.registry import build
 
 __all__ = [
     "Built",
     "build_experiment",
+    "detector_val_step",
     "evaluate_experiment",
     "resolve_device",
     "seed_everything",
@@ -44,9 +55,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and torch (CPU and CUDA); the data pipeline is seeded by its config."""
-    random.seed(seed)
-    torch.manual_seed(seed)
+    """Seed Python, NumPy and torch (CPU and CUDA); the data pipeline is seeded by its config."""
+    seed_all(seed)
 
 
 def with_class_names(cfg: ExperimentConfig, dataset: Any) -> ExperimentConfig:
@@ -86,8 +96,11 @@ class Built:
 
 
 def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built:
-    """Seed, build the model on its device and the datasets."""
+    """Seed (and, with ``cfg.deterministic``, pick deterministic kernels), build the model on
+    its device and the datasets."""
     seed_everything(cfg.seed)
+    if cfg.deterministic:
+        set_deterministic(True, warn_only=True)
     device = resolve_device(cfg.device)
     model = build(cfg.model).to(device)
     params, buffers = split(model)
@@ -106,20 +119,42 @@ def evaluate_experiment(
     classwise: bool = False,
 ) -> dict[str, Any]:
     """COCO metrics of weights ``(params, buffers)`` on the experiment's val split (``{}`` when
-    it has none), through :func:`detfn.apis.evaluate.evaluate_dataset`."""
+    it has none), through :func:`detfn.apis.evaluate.evaluate_dataset`; under a data-parallel
+    launch each rank predicts its shard and every rank receives the metrics."""
     if built.val_set is None:
         return {}
     cfg = built.cfg
-    return evaluate_dataset(
+    shard = {"rank": get_rank(), "world_size": get_world_size()}
+    return evaluate_dataset_on_ranks(
         detector_predict_fn(built.model),
         params,
         buffers,
         built.val_set,
-        build_loader(built.val_set, cfg.data.test_loader),
+        build_loader(built.val_set, cfg.data.test_loader, **shard),
         class_names=cfg.model.class_names,
         device=built.device,
         classwise=classwise,
     )
+
+
+def detector_val_step(model: torch.nn.Module, device: torch.device, seed: int = 0):
+    """The step of a ``("val", n)`` workflow phase (mmcv's ``val_step``): the detector's losses
+    on a val batch, with the model in eval mode (BatchNorm uses and keeps its running
+    statistics, dropout is off); the loop runs it under ``no_grad`` and logs the batch-size
+    weighted means (``loss``, ``loss_rpn_cls``, ...) as a ``"mode": "val"`` record, which the
+    TensorBoard and wandb hooks write as ``val/loss_*``.
+
+    ``val_step(state, batch) -> {"loss": Tensor[], <term>: Tensor[], "batch_size": B}``.
+    """
+
+    def val_step(state: TrainState, batch: Any) -> dict[str, Any]:
+        model.train(False)
+        batch = batch.to(device, non_blocking=True)
+        generator = loss_generator(seed, getattr(batch, "rng_key", None))
+        losses = apply(model, state.params, state.buffers, batch.images, batch, "loss", generator)
+        return {"loss": sum_losses(losses), **losses, "batch_size": len(batch.metas)}
+
+    return val_step
 
 
 def train_detector(
@@ -142,24 +177,57 @@ def train_detector(
     def loss_fn(params, buffers, batch):
         return loss(params, buffers, batch.to(device, non_blocking=True))
 
-    evaluate = None
-    if built.val_set is not None and cfg.runner.evaluation is not None:
-
-        def evaluate(state: TrainState) -> dict[str, float]:
-            metrics = evaluate_experiment(built, state.params, state.buffers)
-            return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
-
-    return train(
+    # data parallel (one process: unchanged): rank 0's weights, bucketed gradient averaging,
+    # writers on rank 0 only, a shard of the data per rank
+    scaling = cfg.auto_scale_lr
+    dp = data_parallel(
         cfg.runner,
         params=built.params,
         buffers=built.buffers,
         loss_fn=loss_fn,
-        train_loader=build_loader(built.train_set, cfg.data.train_loader),
-        evaluate=evaluate,
         work_dir=cfg.work_dir,
+        hook_context=hook_context,
+        base_batch_size=scaling.base_batch_size if scaling.enable else None,
+        samples_per_gpu=cfg.data.train_loader.batch_size,
+    )
+    shard = {"rank": get_rank(), "world_size": get_world_size()}
+    evaluate = None
+    if built.val_set is not None and cfg.runner.evaluation is not None:
+        predict = detector_predict_fn(built.model)
+        val_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
+
+        def evaluate(state: TrainState) -> dict[str, float]:
+            metrics = evaluate_dataset_on_ranks(
+                predict,
+                state.params,
+                state.buffers,
+                built.val_set,
+                val_loader,
+                class_names=cfg.model.class_names,
+                device=device,
+            )
+            return {k: float(v) for k, v in metrics.items() if isinstance(v, _SCALAR)}
+
+    phase_loader = phase_step = None
+    if built.val_set is not None and any(phase == "val" for phase, _ in cfg.runner.workflow):
+        # a val phase computes the losses on the val set's targets (read by the test loader)
+        phase_loader = build_loader(built.val_set, cfg.data.test_loader, **shard)
+        phase_step = detector_val_step(built.model, device, cfg.seed)
+
+    return train(
+        dp.cfg,
+        params=built.params,
+        buffers=built.buffers,
+        loss_fn=dp.loss_fn,
+        train_loader=build_loader(built.train_set, cfg.data.train_loader, **shard),
+        val_loader=phase_loader,
+        val_step=phase_step,
+        evaluate=evaluate,
+        work_dir=dp.work_dir,
         experiment_cfg=cfg,
         norm_names=norm_param_names(built.model),
-        hooks=[*hooks, *training_hooks(cfg, built)],
-        hook_context=hook_context,
+        hooks=(*hooks, *dp.hooks, env_header_hook(), *training_hooks(cfg, built)),
+        hook_context=dp.hook_context,
         device=device,
+        logger=dp.logger,
     )

@@ -21,6 +21,7 @@ from detfn.config import Config, check, fail
 from detfn.engine import checkpoint_io, weights
 from detfn.engine.driver import drive
 from detfn.engine.events import Hook
+from detfn.engine.hooks import early_stopping, tensorboard  # noqa: F401  (custom_hooks' tags)
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
@@ -35,6 +36,7 @@ from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logg
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.optim.base import Optimizer
+from detfn.engine.priority import get_priority
 from detfn.engine.schedules import ScheduleConfig, StepSchedule
 from detfn.engine.session import (
     SIGTERM_REASON,
@@ -46,7 +48,7 @@ from detfn.engine.session import (
 )
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
-from detfn.registry import build
+from detfn.registry import build, builder_for, tag_of
 
 SCHEDULED = ("lr", "momentum", "weight_decay")
 
@@ -67,6 +69,10 @@ class RunnerConfig(Config):
             (:mod:`detfn.engine.schedules`); None keeps the configured value.
         checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
         ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
+        custom_hooks: mmcv's ``custom_hooks``: registered hook configs, each with a
+            ``priority`` (e.g. ``EarlyStoppingConfig``, ``TensorBoardHookConfig``), built
+            through the registry after the default hooks and run in priority order (equal
+            priorities keep this order, as mmcv's ``register_hook_from_cfg``).
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
             work dir's latest checkpoint when there is one.
         load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
@@ -95,6 +101,7 @@ class RunnerConfig(Config):
     ema: EMAConfig | None = None
     nan_guard: NanGuardConfig | None = field(default_factory=NanGuardConfig)
     sampler_seed: SamplerSeedConfig | None = field(default_factory=SamplerSeedConfig)
+    custom_hooks: tuple[Config, ...] = ()
     resume_from: str | None = None
     auto_resume: bool = False
     load_from: str | None = None
@@ -124,6 +131,26 @@ class RunnerConfig(Config):
         )
         ok = 0.0 <= self.load_from_min_match <= 1.0
         check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
+        for i, hook_cfg in enumerate(self.custom_hooks):
+            check_custom_hook(self, i, hook_cfg)
+
+
+def check_custom_hook(cfg: RunnerConfig, index: int, hook_cfg: Any) -> None:
+    """``custom_hooks[index]`` is a registered config instance with a valid ``priority``."""
+    where = f"[{index}]"
+    if isinstance(hook_cfg, type) or not isinstance(hook_cfg, Config):
+        fail(cfg, "custom_hooks", f"{where} must be a hook config instance, got {hook_cfg!r}")
+    try:
+        builder_for(type(hook_cfg))
+    except Exception as error:
+        fail(cfg, "custom_hooks", f"{where}: {error}")
+    if not hasattr(hook_cfg, "priority"):
+        name = type(hook_cfg).__name__
+        fail(cfg, "custom_hooks", f"{where}: {name} has no priority field; add one")
+    try:
+        get_priority(hook_cfg.priority)
+    except (ValueError, TypeError) as error:
+        fail(cfg, "custom_hooks", f"{where}.priority is invalid ({error})")
 
 
 def initial_state(
@@ -149,11 +176,13 @@ def build_hooks(
     *,
     context: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Hook]:
-    """The default hooks in slot order, then detfn's extras, then ``custom`` (registration
-    order matters only between equal priorities; :func:`drive` sorts by priority).
+    """The default hooks in slot order, detfn's extras, ``cfg.custom_hooks``, then ``custom``
+    (registration order matters only between equal priorities; :func:`drive` sorts by
+    priority).
 
     ``context`` passes builder keywords per hook config field, e.g.
-    ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``.
+    ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``; a custom hook config's
+    keywords are under its registry tag (``tag_of(type(hook_cfg))``).
     """
     context = context or {}
     schedules = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
@@ -177,7 +206,11 @@ def build_hooks(
         if key == "optimizer_hook":
             extra["optimizer"] = optimizer
         hooks.append(build(hook_cfg, **extra))
-    return [*schedules, *hooks, *custom]
+    from_cfg = [  # the config's priority wins, as mmcv's register_hook_from_cfg
+        replace(build(c, **context.get(tag_of(type(c)), {})), priority=get_priority(c.priority))
+        for c in cfg.custom_hooks
+    ]
+    return [*schedules, *hooks, *from_cfg, *custom]
 
 
 def _resume_path(cfg: RunnerConfig, work_dir: Path | None) -> Path | None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from detfn.config import check
+from detfn.dist.env_info import collect_env
 from detfn.engine.checkpoint_io import advance_counters, save_checkpoint, write_latest
 from detfn.engine.combinators import any_of, compose, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
@@ -90,6 +91,7 @@ def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
         "config_type": f"{type(cfg).__module__}.{type(cfg).__qualname__}" if is_config else None,
         "loader": position,
         "stage": stage.value,
+        "env": collect_env(),
     }
 
 

@@ -16,7 +16,7 @@ import datetime
 import json
 import logging
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,75 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
         reads=("loss", "losses"),
         reads_optional=LOGGED_OUTPUTS,
     )
+
+
+def sink_logger_hook(
+    name: str,
+    cfg: Any,
+    open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
+    write_train: Callable[[Any, TrainState, dict[str, float]], None],
+    write_val: Callable[[Any, dict[str, Any], dict[str, float]], None],
+    close_sink: Callable[[Any, Event], None],
+) -> Hook:
+    """A logger hook over a live sink (a wandb run, a TensorBoard writer: not checkpointable, so
+    held here). ``open_sink(event) -> (sink, hook state)`` at ``before_run`` (None: this process
+    logs nothing); ``write_train(sink, state, means)`` where the text logger writes a train record
+    (``cfg.interval`` / ``by_epoch`` / ``ignore_last``, means since the previous one);
+    ``write_val(sink, val_record, numeric metrics)`` for every ``outputs.metrics``;
+    ``close_sink(sink, event)`` at ``after_run``, always. The running sums live in
+    ``state.hooks[name]["buffer"]``."""
+    live: dict[str, Any] = {"sink": None}
+    due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
+
+    def start(event: Event) -> TrainState | None:
+        opened = open_sink(event)
+        if opened is None:
+            return None
+        live["sink"], mine = opened
+        return with_hook_state(event.state, name, {**mine, "buffer": {}})
+
+    def finish(event: Event) -> None:
+        sink, live["sink"] = live["sink"], None
+        if sink is not None:
+            close_sink(sink, event)
+
+    def add(event: Event) -> TrainState:
+        state = event.state
+        mine = dict(state.hooks.get(name) or {})
+        mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
+        if due(event):
+            write_train(live["sink"], state, averages(mine["buffer"]))
+            mine["buffer"] = {}
+        return with_hook_state(state, name, mine)
+
+    def log_metrics(event: Event) -> None:
+        metrics = event.outputs.metrics
+        record = val_record(event.stage, event.state, metrics)
+        write_val(live["sink"], record, {k: record[k] for k in metrics if _is_float(record[k])})
+
+    def reset(event: Event) -> TrainState:
+        mine = dict(event.state.hooks.get(name) or {})
+        return with_hook_state(event.state, name, {**mine, "buffer": {}})
+
+    running = lambda event: live["sink"] is not None  # noqa: E731
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, start),
+        only_at(Stage.AFTER_RUN, finish),
+        when(running, only_at(Stage.AFTER_TRAIN_ITER, add)),
+        when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
+        when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
+    )
+    return Hook(
+        name,
+        fn,
+        get_priority(cfg.priority),
+        reads=("loss", "losses"),
+        reads_optional=LOGGED_OUTPUTS,
+    )
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, float)
 
 
 def _cuda_memory_mib(loss: Any) -> int | None:

@@ -17,6 +17,7 @@ its state ``{"accum": grads summed so far, "scaler": {"scale", "growth_tracker"}
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
 OPTIMIZER_HOOK = "optimizer"
+ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class NonFiniteGradError(FloatingPointError):
@@ -167,8 +169,12 @@ def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], itera
     )
 
 
-def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
-    """The hook function over ``optimizer`` (see the module docstring)."""
+def optimizer_hook(
+    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+) -> Hook:
+    """The hook function over ``optimizer`` (see the module docstring). ``reduce_grads``
+    (data parallel: the ranks' average) is applied to the accumulated gradients on the steps
+    that update, before the fp16 check and clipping, so accumulation communicates once."""
     fp16 = cfg.precision == "fp16"
 
     def initial() -> dict[str, Any]:
@@ -190,6 +196,8 @@ def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
         if (state.iter + 1) % cfg.cumulative_iters != 0 and not last:
             return with_hook_state(state, OPTIMIZER_HOOK, {**mine, "accum": accum})
         mine["accum"] = None
+        if reduce_grads is not None:
+            accum = reduce_grads(accum)
         tensors = list(accum.values())
         if fp16:
             finite = bool(torch.isfinite(total_norm(tensors, float("inf"))))
@@ -224,6 +232,8 @@ def optimizer_hook(cfg: OptimizerHookConfig, optimizer: Optimizer) -> Hook:
 
 
 @register(OptimizerHookConfig)
-def build_optimizer_hook(cfg: OptimizerHookConfig, *, optimizer: Optimizer) -> Hook:
+def build_optimizer_hook(
+    cfg: OptimizerHookConfig, *, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+) -> Hook:
     """``build(OptimizerHookConfig(...), optimizer=opt)``."""
-    return optimizer_hook(cfg, optimizer)
+    return optimizer_hook(cfg, optimizer, reduce_grads)

@@ -19,18 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detfn.config import check_positive
-from detfn.engine.combinators import compose, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.hooks.logger import (
-    LOGGED_OUTPUTS,
-    accumulate,
-    averages,
-    iter_values,
-    log_due,
-    val_record,
-)
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.events import Event, Hook
+from detfn.engine.hooks.logger import sink_logger_hook
+from detfn.engine.priority import HookConfig
+from detfn.engine.state import TrainState
 from detfn.registry import register
 
 WANDB = "wandb"
@@ -139,56 +131,25 @@ def _real_init(**kwargs: Any) -> Any:
 
 
 def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
-    """Start, feed and finish a wandb run; the live run object is not checkpointable, so it is
-    held here, and only its id goes into ``state.hooks["wandb"]``."""
-    live: dict[str, Any] = {"run": None}
+    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``."""
 
-    def start(event: Event) -> TrainState:
+    def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
         mine = event.state.hooks.get(WANDB) or {}
-        live["run"] = init(**_init_kwargs(cfg, event, mine.get("run_id")))
-        run_id = getattr(live["run"], "id", None)
-        mine = {"buffer": {}, "run_id": run_id if isinstance(run_id, str) else None}
-        return with_hook_state(event.state, WANDB, mine)
+        run = init(**_init_kwargs(cfg, event, mine.get("run_id")))
+        run_id = getattr(run, "id", None)
+        return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def finish(event: Event) -> None:
-        run, live["run"] = live["run"], None
-        if run is not None:
-            run.finish(exit_code=1 if event.error is not None else 0)
+    def write_train(run: Any, state: TrainState, means: dict[str, float]) -> None:
+        run.log(train_payload(state, means), step=state.iter + 1)
 
-    def add(event: Event) -> TrainState:
-        state = event.state
-        mine = dict(state.hooks.get(WANDB) or {})
-        mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
-        if log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)(event):
-            live["run"].log(train_payload(state, averages(mine["buffer"])), step=state.iter + 1)
-            mine["buffer"] = {}
-        return with_hook_state(state, WANDB, mine)
+    def write_val(run: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
+        values = {f"val/{k}": v for k, v in metrics.items()}
+        run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
-    def log_metrics(event: Event) -> None:
-        metrics = event.outputs.metrics
-        record = val_record(event.stage, event.state, metrics)
-        values = {f"val/{k}": record[k] for k in metrics if isinstance(record[k], float)}
-        live["run"].log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
+    def close(run: Any, event: Event) -> None:
+        run.finish(exit_code=1 if event.error is not None else 0)
 
-    def reset(event: Event) -> TrainState:
-        mine = dict(event.state.hooks.get(WANDB) or {})
-        return with_hook_state(event.state, WANDB, {**mine, "buffer": {}})
-
-    running = lambda event: live["run"] is not None  # noqa: E731
-    fn = compose(
-        only_at(Stage.BEFORE_RUN, start),
-        only_at(Stage.AFTER_RUN, finish),
-        when(running, only_at(Stage.AFTER_TRAIN_ITER, add)),
-        when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
-        when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
-    )
-    return Hook(
-        WANDB,
-        fn,
-        get_priority(cfg.priority),
-        reads=("loss", "losses"),
-        reads_optional=LOGGED_OUTPUTS,
-    )
+    return sink_logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
 
 
 @register(WandbHookConfig)

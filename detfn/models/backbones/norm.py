@@ -9,6 +9,11 @@ freezes the first stages (``frozen_stages``). detfn offers three norms:
   so nothing in it trains and a param/buffer split never sees it as a parameter.
 * ``"GN"``: ``nn.GroupNorm`` with 32 groups, independent of the batch size (for training from
   scratch with small batches); it loads no BN statistics from an ImageNet file.
+* ``"SyncBN"``: ``nn.SyncBatchNorm``, BN whose training-mode statistics are computed over the
+  whole data-parallel batch (all ranks); the same state-dict names as BN. Under
+  ``functional_call`` it synchronizes through the default process group, which must then be
+  initialized with CUDA tensors (torch's SyncBN runs on GPUs only); with no group, or one
+  process, it is plain BN. The ``func`` gradient backend does not support it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ __all__ = [
     "set_batch_norm_eval_",
 ]
 
-NormKind = Literal["BN", "FrozenBN", "GN"]
+NormKind = Literal["BN", "FrozenBN", "GN", "SyncBN"]
 NORM_KINDS: tuple[str, ...] = get_args(NormKind)
 
 # Wu & He, "Group Normalization" (ECCV 2018) found 32 groups best on ImageNet; mmdet uses it too.
@@ -45,6 +50,8 @@ def make_norm(kind: NormKind, num_features: int) -> nn.Module:
         return nn.BatchNorm2d(num_features)
     if kind == "FrozenBN":
         return FrozenBatchNorm2d(num_features)
+    if kind == "SyncBN":
+        return nn.SyncBatchNorm(num_features)
     if kind == "GN":
         if num_features % GN_GROUPS:
             raise ValueError(

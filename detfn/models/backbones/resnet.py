@@ -120,7 +120,7 @@ class ResNetConfig(Config):
         num_stages: residual stages built, 1-4.
         out_indices: stages whose output is returned (0 = ``layer1``, stride 4).
         frozen_stages: -1 trains everything; 0 freezes the stem; k also freezes stages 1..k.
-        norm: "BN", "FrozenBN" or "GN" (32 groups).
+        norm: "BN", "FrozenBN", "GN" (32 groups) or "SyncBN" (BN over all ranks).
         norm_eval: keep every BatchNorm in eval mode during training (fixed statistics).
         pretrained: path of a torchvision-format ImageNet state dict, or None.
         style: "pytorch" (stride on a Bottleneck's 3x3 conv) or "caffe" (on its first 1x1
