@@ -4,6 +4,7 @@ Importing this package registers their configs.
 """
 
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHead, Shared2FCBBoxHeadConfig, accuracy
+from detfn.models.roi_heads.mask_branch import MaskBranch, MaskBranchConfig, masks_for_detections
 from detfn.models.roi_heads.mask_head import (
     FCNMaskHead,
     FCNMaskHeadConfig,
@@ -28,6 +29,8 @@ from detfn.models.roi_heads.standard import (
 __all__ = [
     "FCNMaskHead",
     "FCNMaskHeadConfig",
+    "MaskBranch",
+    "MaskBranchConfig",
     "RoISamples",
     "Shared2FCBBoxHead",
     "Shared2FCBBoxHeadConfig",
@@ -40,6 +43,7 @@ __all__ = [
     "mask_loss",
     "mask_roi_extractor_config",
     "mask_targets",
+    "masks_for_detections",
     "paste_masks",
     "paste_masks_per_image",
     "rois_from_mask",

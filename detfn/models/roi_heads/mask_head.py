@@ -54,7 +54,6 @@ class FCNMaskHeadConfig(Config):
             ``roi_feat_size * upsample_ratio`` (28 = mmdetection's ``mask_size``).
         class_agnostic: one mask per RoI instead of one per class.
         loss_weight: multiplier of the mask loss (mmdetection's ``loss_mask.loss_weight``).
-        mask_thr_binary: test time: pasted probabilities ``>=`` it are the mask.
     """
 
     num_convs: int = 4
@@ -63,7 +62,6 @@ class FCNMaskHeadConfig(Config):
     upsample_ratio: int = 2
     class_agnostic: bool = False
     loss_weight: float = 1.0
-    mask_thr_binary: float = 0.5
 
     def __post_init__(self) -> None:
         check_positive(self, "num_convs", "roi_feat_size", "conv_out_channels", "upsample_ratio")
