@@ -21,7 +21,7 @@ from detfn.registry import build
 from detfn.structures import Detections, ImageMeta
 
 SMALL = MaskBranchConfig(
-    roi_extractor=SingleRoIExtractorConfig(output_size=14, out_channels=8),
+    roi_extractor=SingleRoIExtractorConfig(output_size=14),
     mask_head=FCNMaskHeadConfig(num_convs=2, conv_out_channels=16),
 )
 
@@ -41,20 +41,20 @@ def _gt():
 
 
 def test_branch_builds_with_detector_context_and_mmdet_defaults():
-    branch = build(MaskBranchConfig(), num_classes=80)
+    branch = build(MaskBranchConfig(), num_classes=80, in_channels=256)
     assert isinstance(branch, MaskBranch)
     assert branch.roi_extractor.cfg.output_size == 14 and branch.cfg.mask_thr_binary == 0.5
     assert branch.mask_head.conv_logits.out_channels == 80
     assert branch.mask_head.convs[0].in_channels == 256
     with pytest.raises(ValueError, match="num_classes"):
-        build(MaskBranchConfig())
+        build(MaskBranchConfig(), in_channels=256)
     with pytest.raises(ValueError, match="mask_thr_binary"):
         MaskBranchConfig(mask_thr_binary=1.5)
 
 
 def test_loss_is_the_composition_of_targets_head_and_bce():
     torch.manual_seed(0)
-    branch = build(SMALL, num_classes=3)
+    branch = build(SMALL, num_classes=3, in_channels=8)
     feats = _feats()
     rois = torch.tensor([[0, 4, 8, 27, 31.0], [0, 28, 33, 62, 58], [1, 6, 2, 52, 42]])
     gt_index, labels = torch.tensor([0, 1, 0]), torch.tensor([2, 0, 1])
@@ -72,7 +72,7 @@ def test_loss_is_the_composition_of_targets_head_and_bce():
 
 def test_predict_pastes_into_each_original_image_and_unflips():
     torch.manual_seed(1)
-    branch = build(SMALL, num_classes=3)
+    branch = build(SMALL, num_classes=3, in_channels=8)
     feats = _feats(1)
     boxes = torch.zeros(2, 3, 4)
     boxes[0, 0] = torch.tensor([8.0, 8.0, 40.0, 30.0])
@@ -102,7 +102,7 @@ def test_predict_pastes_into_each_original_image_and_unflips():
 def test_torchvision_conventions_switch_targets_and_paste():
     cfg = dataclasses.replace(SMALL, conventions="torchvision")
     torch.manual_seed(2)
-    branch = build(cfg, num_classes=3)
+    branch = build(cfg, num_classes=3, in_channels=8)
     feats = _feats(2)
     rois = torch.tensor([[0, -4, 8, 27, 31.0], [1, 6, 2, 70, 42]])
     gt_index, labels = torch.tensor([0, 0]), torch.tensor([2, 1])

@@ -59,10 +59,10 @@ def test_mask_branch_overfits_a_few_nuclei_images():
     ds = build(nuclei_dataset_config("train", pipeline=pipeline))
     batch = collate([ds.get(0), ds.get(50)])  # one fluorescence, one stained image
     cfg = MaskBranchConfig(
-        roi_extractor=SingleRoIExtractorConfig(output_size=14, out_channels=C),
+        roi_extractor=SingleRoIExtractorConfig(output_size=14),
         mask_head=FCNMaskHeadConfig(num_convs=2, conv_out_channels=C),
     )
-    branch, net = build(cfg, num_classes=1), TinyPyramid()
+    branch, net = build(cfg, num_classes=1, in_channels=C), TinyPyramid()
     optimizer = torch.optim.Adam([*branch.parameters(), *net.parameters()], 3e-3)
     img, idx = torch.nonzero(batch.box_mask, as_tuple=True)
     rois = torch.cat([img[:, None].float(), batch.boxes[img, idx]], 1)  # gt boxes as positives

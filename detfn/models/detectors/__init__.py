@@ -2,7 +2,10 @@
 
 from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
 from detfn.models.detectors.presets import (
+    CASCADE_MASK_RCNN_R50_FPN,
+    CASCADE_RCNN_R50_FPN,
     FASTER_RCNN_R50_FPN,
+    MASK_RCNN_R50_FPN,
     RETINANET_R50_FPN,
     DetectorConfigs,
 )
@@ -10,7 +13,10 @@ from detfn.models.detectors.single_stage import SingleStageDetector, SingleStage
 from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorConfig
 
 __all__ = [
+    "CASCADE_MASK_RCNN_R50_FPN",
+    "CASCADE_RCNN_R50_FPN",
     "FASTER_RCNN_R50_FPN",
+    "MASK_RCNN_R50_FPN",
     "RETINANET_R50_FPN",
     "Detector",
     "DetectorConfig",

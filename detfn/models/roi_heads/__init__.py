@@ -4,6 +4,13 @@ Importing this package registers their configs.
 """
 
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHead, Shared2FCBBoxHeadConfig, accuracy
+from detfn.models.roi_heads.cascade import (
+    CascadeRoIHead,
+    CascadeRoIHeadConfig,
+    cascade_stage,
+    pad_rois,
+    refine_rois,
+)
 from detfn.models.roi_heads.mask_branch import MaskBranch, MaskBranchConfig, masks_for_detections
 from detfn.models.roi_heads.mask_head import (
     FCNMaskHead,
@@ -27,6 +34,11 @@ from detfn.models.roi_heads.standard import (
 )
 
 __all__ = [
+    "CascadeRoIHead",
+    "CascadeRoIHeadConfig",
+    "cascade_stage",
+    "pad_rois",
+    "refine_rois",
     "FCNMaskHead",
     "FCNMaskHeadConfig",
     "MaskBranch",

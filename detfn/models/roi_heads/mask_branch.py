@@ -170,10 +170,11 @@ def build_mask_branch(
     in_channels: int | None = None,
     **context: Any,
 ) -> MaskBranch:
-    """Build the branch; ``num_classes`` comes from the detector, ``in_channels`` defaults to
-    the extractor's ``out_channels``."""
+    """Build the branch; ``num_classes`` (the detector's) and ``in_channels`` (the neck's
+    width) come as build context."""
     del context
     if num_classes is None:
         raise ValueError("MaskBranchConfig: build it with num_classes=<foreground classes>")
-    channels = cfg.roi_extractor.out_channels if in_channels is None else in_channels
-    return MaskBranch(cfg, num_classes, channels)
+    if in_channels is None:
+        raise ValueError("MaskBranchConfig: build it with in_channels=<the neck's width>")
+    return MaskBranch(cfg, num_classes, in_channels)
