@@ -33,8 +33,9 @@ __all__ = ["apply_flat_flags", "entry_point", "main", "make_cli", "parse", "pop_
 
 
 def pop_preset(argv: list[str], presets: Sequence[str]) -> tuple[str, list[str]]:
-    """``--preset NAME`` (or ``--preset=NAME``) chooses the defaults tyro starts from."""
-    rest, name, i = [], "bccd", 0
+    """``--preset NAME`` (or ``--preset=NAME``) chooses the defaults tyro starts from; the
+    detector's first preset by default."""
+    rest, name, i = [], next(iter(presets)), 0
     while i < len(argv):
         if argv[i] == "--preset" and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
@@ -135,7 +136,7 @@ def parse(
         description=description,
         config=(tyro.conf.CascadeSubcommandArgs,),
     )
-    return apply_flat_flags(cli, preset, presets[name] if name == "coco" else None)
+    return apply_flat_flags(cli, preset, presets[name] if name.startswith("coco") else None)
 
 
 def main(cfg: ExperimentConfig) -> dict:
@@ -148,6 +149,11 @@ def main(cfg: ExperimentConfig) -> dict:
         print(metrics["bbox_summary"])
         print(metrics.get("bbox_classwise", ""))
         print("bbox_mAP_copypaste:", metrics["bbox_mAP_copypaste"])
+        if "segm_mAP" in metrics:
+            print(f"\nCOCO segm metrics of {cfg.name}:")
+            print(metrics["segm_summary"])
+            print(metrics.get("segm_classwise", ""))
+            print("segm_mAP_copypaste:", metrics["segm_mAP_copypaste"])
     return metrics
 
 

@@ -98,7 +98,8 @@ def _as_sample(image: ImageInput, index: int) -> Sample:
 def inference_detector(
     detector: Detector, images: Sequence[ImageInput], batch_size: int = 2
 ) -> list[ImageDetections]:
-    """Detections per image (boxes xyxy in original pixels, scores, labels), in input order."""
+    """Detections per image (boxes xyxy in original pixels, scores, labels; for a mask detector
+    ``masks``, ``Tensor[N, H, W]`` bool in the original image), in input order."""
     transforms = [build(t) for t in detector.pipeline]
     predict = detector_predict_fn(detector.model)
     generator = torch.Generator().manual_seed(0)
@@ -124,7 +125,8 @@ def save_drawing(
     path: str | os.PathLike[str],
     score_thr: float = 0.3,
 ) -> Path:
-    """Draw ``detections`` on ``image`` (original size) and write a PNG."""
+    """Draw ``detections`` on ``image`` (original size), masks as translucent fills, and write
+    a PNG."""
     pixels = _as_sample(image, 0).image
     drawn = draw_detections(
         pixels,
@@ -133,5 +135,6 @@ def save_drawing(
         detections.scores,
         detector.class_names,
         score_thr=score_thr,
+        masks=detections.masks,
     )
     return save_png(drawn, path)
