@@ -69,9 +69,9 @@ def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2
     )
 
 
-def lr_at(iteration: int, epoch: int, base: float = 0.02) -> float:
-    """The preset's schedule: linear warmup 100 iters from 0.001, x0.1 at epochs 6 and 7."""
-    regular = base * 0.1 ** sum(epoch >= s for s in (6, 7))
+def lr_at(iteration: int, epoch: int, base: float = 0.02, steps: tuple[int, ...] = (6, 7)) -> float:
+    """The preset's schedule: linear warmup 100 iters from 0.001, x0.1 at epochs ``steps``."""
+    regular = base * 0.1 ** sum(epoch >= s for s in steps)
     if iteration < 100:
         return regular * (1 - (1 - iteration / 100) * (1 - 0.001))
     return regular
@@ -84,10 +84,14 @@ def images_and_targets(batch):
         images.append(batch.images[i, :, :h, :w])
         keep = batch.box_mask[i]
         targets.append({"boxes": batch.boxes[i][keep], "labels": batch.labels[i][keep] + 1})
+        if batch.masks is not None:  # torchvision's MaskRCNN: uint8 [N, H, W] per image
+            targets[-1]["masks"] = batch.masks[i].to(torch.uint8)
     return images, targets
 
 
-def train(model: nn.Module, loader, epochs: int, log_interval: int) -> None:
+def train(
+    model: nn.Module, loader, epochs: int, log_interval: int, steps: tuple[int, ...] = (6, 7)
+) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
     iteration, start, window = 0, time.time(), []
@@ -96,7 +100,7 @@ def train(model: nn.Module, loader, epochs: int, log_interval: int) -> None:
         model.train()
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration, epoch)
+                group["lr"] = lr_at(iteration, epoch, steps=steps)
             images, targets = images_and_targets(batch)
             loss = sum(model(images, targets).values())
             optimizer.zero_grad(set_to_none=True)
