@@ -252,3 +252,11 @@ def test_pasted_masks_rle_encode_for_coco():
     assert all(isinstance(r["counts"], str) and r["size"] == [80, 96] for r in rles)
     decoded = np.stack([mask_utils.decode(dict(r, counts=r["counts"].encode())) for r in rles])
     assert np.array_equal(decoded.astype(bool), masks.numpy())
+
+
+def test_paste_benchmark_runs_both_pairs(capsys):
+    from experiments import benchmark_mask_paste as bench
+
+    rows = bench.main(bench.PasteBenchmarkArgs(num=3, height=40, width=48, repeats=1))
+    assert [r[0] for r in rows] == ["torchvision convention", "mmdet convention"]
+    assert "ratio" in capsys.readouterr().out
