@@ -146,7 +146,7 @@ def build(cfg: Any, **context: Any) -> Any:
 
     ``context`` is passed to the builder as keyword arguments. An exception raised by the builder
     propagates with its own type and traceback; a note naming the config path is added to it
-    (``FasterRCNNConfig.backbone (ResNetConfig)``), once, at the innermost failing config.
+    (``TwoStageDetectorConfig.backbone (ResNetConfig)``), once, at the innermost failing config.
     """
     if isinstance(cfg, type) or not dataclasses.is_dataclass(cfg):
         raise TypeError(f"build() takes a config instance, got {cfg!r}")

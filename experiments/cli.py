@@ -50,23 +50,43 @@ def pop_preset(argv: list[str], presets: Sequence[str]) -> tuple[str, list[str]]
     return name, rest
 
 
-def _concrete(preset: ExperimentConfig) -> tuple[type, ExperimentConfig]:
-    """An ExperimentConfig subclass whose ``model`` is typed as the preset's detector, and the
-    preset as a value of it: the model's fields are then flags of their own (``--model.x``)
-    instead of members of a detector-type subcommand."""
-    model_type = type(preset.model)
-    namespace = {"__annotations__": {"model": model_type}, "model": preset.model}
-    cls = dataclasses.dataclass(frozen=True)(
-        type("ExperimentConfig", (ExperimentConfig,), namespace)
-    )
-    values = {f.name: getattr(preset, f.name) for f in dataclasses.fields(ExperimentConfig)}
-    return cls, cls(**values)
+# Fields typed by a union of configs whose preset member is fixed on the command line: the
+# detector (chosen by the entry point), a single-stage detector's head and a two-stage detector's
+# RoI head with its mask branch. Their fields become
+# plain flags (``--model.bbox-head.stacked-convs``) instead of members of a subcommand; other
+# unions (the backbone) keep their subcommands.
+NARROWED = {"model": {"bbox_head": {}, "roi_head": {"mask_branch": {}}}}
+
+
+def _narrowed(value, fields: dict):
+    """``value`` as an instance of a dynamic subclass whose ``fields`` are typed by the exact
+    classes of their current values (recursively), so that tyro needs no subcommand for them."""
+    own = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    annotations, defaults = {}, {}
+    for name, inner in fields.items():
+        if name in own and dataclasses.is_dataclass(own[name]):
+            own[name] = _narrowed(own[name], inner)
+            annotations[name], defaults[name] = type(own[name]), own[name]
+    base = type(value)
+    namespace = {"__annotations__": annotations, **defaults, "_cli_base": base}
+    cls = dataclasses.dataclass(frozen=True)(type(base.__name__, (base,), namespace))
+    return cls(**own)
+
+
+def _widened(value):
+    """Undo :func:`_narrowed`: the same values as instances of the original config classes."""
+    base = getattr(type(value), "_cli_base", None)
+    if base is None:
+        return value
+    own = {f.name: _widened(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return base(**own)
 
 
 def make_cli(preset: ExperimentConfig) -> type:
     """A CLI dataclass: the flat knobs (defaults from ``preset``) plus every config field."""
     wandb = preset.runner.wandb
-    cfg_type, cfg_default = _concrete(preset)
+    cfg_default = _narrowed(preset, NARROWED)
+    cfg_type = type(cfg_default)
 
     @dataclasses.dataclass(frozen=True)
     class Cli:
@@ -95,9 +115,7 @@ def apply_flat_flags(
     """Fold the flat knobs into the config; a knob left at the preset's value changes nothing,
     so a dotted flag given for the same field keeps its value. ``coco`` builds the coco preset
     of a data root (None when the chosen preset is not a coco one)."""
-    cfg = ExperimentConfig(
-        **{f.name: getattr(cli.cfg, f.name) for f in dataclasses.fields(ExperimentConfig)}
-    )
+    cfg = _widened(cli.cfg)
     if cli.data_root is not None:
         if coco is None:
             raise SystemExit("--data-root applies to --preset coco; use --data.train.ann-file ...")

@@ -12,6 +12,12 @@ losses, gradients and detections (tests/models/test_faster_rcnn_vs_torchvision.p
 comparison measures beyond seed noise is the remaining design choices (RoIAlign ``aligned``).
 
     python -m experiments.compare_torchvision            # prints both metric lines
+    python -m experiments.compare_torchvision --model retinanet
+
+``--model retinanet`` trains torchvision's ``RetinaNet`` the way ``retinanet_bccd_preset`` trains
+detfn's: ResNet-18 from scratch, FPN with 128 channels on C3-C5 and P6 from C5, P7 from P6,
+octave anchors 16-25 px on stride 8 (3 scales x 3 ratios), 4-conv heads, focal loss, SGD 0.01.
+torchvision differs by design in its ReLU before P7 and its rounded anchor sizes.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import tyro
 from torch import nn
 
-from detfn.apis import bccd_cpu_preset, build_experiment
+from detfn.apis import bccd_cpu_preset, build_experiment, retinanet_bccd_preset
 from detfn.data import build_loader
 from detfn.evaluation import coco_evaluate, detections_to_coco_results
 from detfn.structures import ImageDetections
@@ -37,6 +44,8 @@ class CompareArgs:
     log_interval: int = 10
     seed: int = 0
     """seeds the data order and the initialization, as ``--seed`` of experiments.faster_rcnn"""
+    model: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
+    """which detector and bccd preset to compare"""
 
 
 def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
@@ -69,6 +78,32 @@ def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2
     )
 
 
+def torchvision_retinanet(num_classes: int) -> nn.Module:
+    """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    layers = {"layer2": "0", "layer3": "1", "layer4": "2"}
+    extra = LastLevelP6P7(512, 128)  # in != out channels: P6 from C5, as the preset's on_input
+    backbone = BackboneWithFPN(body, layers, [128, 256, 512], 128, extra_blocks=extra)
+    sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256))
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    return RetinaNet(
+        backbone,
+        num_classes,
+        min_size=240,
+        max_size=320,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],
+        anchor_generator=anchors,
+        detections_per_img=100,
+    )
+
+
 def lr_at(iteration: int, epoch: int, base: float = 0.02, steps: tuple[int, ...] = (6, 7)) -> float:
     """The preset's schedule: linear warmup 100 iters from 0.001, x0.1 at epochs ``steps``."""
     regular = base * 0.1 ** sum(epoch >= s for s in steps)
@@ -77,31 +112,38 @@ def lr_at(iteration: int, epoch: int, base: float = 0.02, steps: tuple[int, ...]
     return regular
 
 
-def images_and_targets(batch):
+def images_and_targets(batch, label_offset: int = 1):
     images, targets = [], []
     for i, meta in enumerate(batch.metas):
         h, w = meta.img_shape
         images.append(batch.images[i, :, :h, :w])
         keep = batch.box_mask[i]
-        targets.append({"boxes": batch.boxes[i][keep], "labels": batch.labels[i][keep] + 1})
+        labels = batch.labels[i][keep] + label_offset
+        targets.append({"boxes": batch.boxes[i][keep], "labels": labels})
         if batch.masks is not None:  # torchvision's MaskRCNN: uint8 [N, H, W] per image
             targets[-1]["masks"] = batch.masks[i].to(torch.uint8)
     return images, targets
 
 
 def train(
-    model: nn.Module, loader, epochs: int, log_interval: int, steps: tuple[int, ...] = (6, 7)
+    model: nn.Module,
+    loader,
+    epochs: int,
+    log_interval: int,
+    base_lr: float = 0.02,
+    label_offset: int = 1,
+    steps: tuple[int, ...] = (6, 7),
 ) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=0.9, weight_decay=1e-4)
     iteration, start, window = 0, time.time(), []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         model.train()
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration, epoch, steps=steps)
-            images, targets = images_and_targets(batch)
+                group["lr"] = lr_at(iteration, epoch, base_lr, steps)
+            images, targets = images_and_targets(batch, label_offset)
             loss = sum(model(images, targets).values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -119,7 +161,7 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, loader) -> dict:
+def evaluate(model: nn.Module, dataset, loader, label_offset: int = 1) -> dict:
     model.eval()
     detections, image_ids = [], []
     for batch in loader:
@@ -127,7 +169,7 @@ def evaluate(model: nn.Module, dataset, loader) -> dict:
         for out, meta in zip(model(images), batch.metas):
             scale = torch.tensor(meta.scale_factor)
             detections.append(
-                ImageDetections(out["boxes"] / scale, out["scores"], out["labels"] - 1)
+                ImageDetections(out["boxes"] / scale, out["scores"], out["labels"] - label_offset)
             )
             image_ids.append(meta.image_id)
     results = detections_to_coco_results(detections, image_ids, dataset.label_to_cat_id)
@@ -135,14 +177,18 @@ def evaluate(model: nn.Module, dataset, loader) -> dict:
 
 
 def main(args: CompareArgs) -> dict:
-    cfg = dataclasses.replace(bccd_cpu_preset(), seed=args.seed)  # data order and init
+    retina = args.model == "retinanet"
+    preset = retinanet_bccd_preset() if retina else bccd_cpu_preset()
+    cfg = dataclasses.replace(preset, seed=args.seed)  # data order and init
     built = build_experiment(cfg)
     torch.manual_seed(args.seed)
-    model = torchvision_model(cfg.model.num_classes)
-    train(
-        model, build_loader(built.train_set, cfg.data.train_loader), args.epochs, args.log_interval
-    )
-    metrics = evaluate(model, built.val_set, build_loader(built.val_set, cfg.data.test_loader))
+    num_classes = cfg.model.num_classes
+    model = torchvision_retinanet(num_classes) if retina else torchvision_model(num_classes)
+    offset = 0 if retina else 1  # RetinaNet has no background class
+    loader = build_loader(built.train_set, cfg.data.train_loader)
+    train(model, loader, args.epochs, args.log_interval, cfg.runner.optimizer.lr, offset)
+    val_loader = build_loader(built.val_set, cfg.data.test_loader)
+    metrics = evaluate(model, built.val_set, val_loader, offset)
     print(metrics["bbox_summary"])
     print("torchvision bbox_mAP_copypaste:", metrics["bbox_mAP_copypaste"])
     return metrics

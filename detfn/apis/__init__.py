@@ -11,10 +11,16 @@ from detfn.apis.instance_presets import (
     mask_rcnn_nuclei_preset,
 )
 from detfn.apis.presets import (
+    ATSS_R50_FPN_1X_COCO,
     FASTER_RCNN_R50_FPN_1X_COCO,
+    FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO,
     RETINANET_R50_FPN_1X_COCO,
+    atss_bccd_preset,
+    atss_coco_preset,
     bccd_cpu_preset,
     coco_preset,
+    fcos_bccd_preset,
+    fcos_coco_preset,
     retinanet_bccd_preset,
     retinanet_coco_preset,
 )
@@ -25,10 +31,16 @@ from detfn.apis.train import build_experiment, resolve_device, train_detector
 PRESETS = {**BOX_PRESETS, **INSTANCE_PRESETS}
 
 __all__ = [
+    "ATSS_R50_FPN_1X_COCO",
     "FASTER_RCNN_R50_FPN_1X_COCO",
+    "FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO",
     "PRESETS",
     "RETINANET_R50_FPN_1X_COCO",
     "DataConfig",
+    "atss_bccd_preset",
+    "atss_coco_preset",
+    "fcos_bccd_preset",
+    "fcos_coco_preset",
     "Detector",
     "ExperimentConfig",
     "bccd_cpu_preset",

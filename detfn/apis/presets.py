@@ -15,19 +15,36 @@ from collections.abc import Callable
 
 from detfn.apis.experiment import DataConfig, ExperimentConfig, eval_loader
 from detfn.config import override
-from detfn.data import BCCD_CLASSES, CocoDatasetConfig, LoaderConfig, bccd_dataset_config
+from detfn.data import (
+    BCCD_CLASSES,
+    CocoDatasetConfig,
+    LoaderConfig,
+    NormalizeConfig,
+    bccd_dataset_config,
+)
 from detfn.data.transforms.presets import default_test_pipeline, default_train_pipeline
 from detfn.engine import RunnerConfig
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
+from detfn.engine.hooks.optimizer import GradClipConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
+from detfn.engine.optim.groups import ParamGroupsConfig
 from detfn.engine.schedules.lr_configs import StepLrConfig
-from detfn.models.detectors import FASTER_RCNN_R50_FPN, RETINANET_R50_FPN, DetectorConfig
+from detfn.models.detectors import (
+    ATSS_R50_FPN,
+    FASTER_RCNN_R50_FPN,
+    FCOS_R50_CAFFE_FPN_GN_HEAD,
+    RETINANET_R50_FPN,
+    DetectorConfig,
+)
 from detfn.models.losses import SmoothL1LossConfig
 
 __all__ = [
+    "ATSS_R50_FPN_1X_COCO",
+    "CAFFE_NORMALIZE",
     "FASTER_RCNN_R50_FPN_1X_COCO",
+    "FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO",
     "PRESETS",
     "RETINANET_R50_FPN_1X_COCO",
     "bccd_cpu_preset",
@@ -35,7 +52,11 @@ __all__ = [
     "bccd_experiment",
     "bccd_runner",
     "coco_experiment",
+    "atss_bccd_preset",
+    "atss_coco_preset",
     "coco_preset",
+    "fcos_bccd_preset",
+    "fcos_coco_preset",
     "retinanet_bccd_preset",
     "retinanet_coco_preset",
 ]
@@ -101,8 +122,53 @@ def retinanet_coco_preset(data_root: str = "data/coco") -> ExperimentConfig:
     return coco_experiment("retinanet_r50_fpn_1x_coco", RETINANET_R50_FPN, data_root, lr=0.01)
 
 
+# caffe-style (detectron) weights take BGR images minus the mean, unscaled
+CAFFE_NORMALIZE = NormalizeConfig(
+    mean=(102.9801, 115.9465, 122.7717), std=(1.0, 1.0, 1.0), to_rgb=False
+)
+
+
+def with_normalize(cfg: ExperimentConfig, normalize: NormalizeConfig) -> ExperimentConfig:
+    """``cfg`` whose every dataset pipeline normalizes with ``normalize``."""
+    updates = {}
+    for split in ("train", "val", "test"):
+        dataset = getattr(cfg.data, split)
+        if dataset is not None:
+            updates[f"data.{split}.pipeline"] = tuple(
+                normalize if isinstance(t, NormalizeConfig) else t for t in dataset.pipeline
+            )
+    return override(cfg, updates)
+
+
+def fcos_coco_preset(data_root: str = "data/coco") -> ExperimentConfig:
+    """mmdetection's ``fcos_r50_caffe_fpn_gn-head_1x_coco``: lr 0.01 with biases at twice the lr
+    and no weight decay, gradients clipped at norm 35, constant warmup 500 iterations at 1/3,
+    caffe normalization (BGR, mean only)."""
+    cfg = coco_experiment(
+        "fcos_r50_caffe_fpn_gn-head_1x_coco", FCOS_R50_CAFFE_FPN_GN_HEAD, data_root, lr=0.01
+    )
+    return override(
+        with_normalize(cfg, CAFFE_NORMALIZE),
+        {
+            "runner.optimizer.param_groups": ParamGroupsConfig(
+                bias_lr_mult=2.0, bias_decay_mult=0.0
+            ),
+            "runner.optimizer_hook.grad_clip": GradClipConfig(max_norm=35.0, norm_type=2.0),
+            "runner.lr.warmup": "constant",
+            "runner.lr.warmup_ratio": 1.0 / 3.0,
+        },
+    )
+
+
+def atss_coco_preset(data_root: str = "data/coco") -> ExperimentConfig:
+    """mmdetection's ``atss_r50_fpn_1x_coco`` (schedule_1x with lr 0.01, no clipping)."""
+    return coco_experiment("atss_r50_fpn_1x_coco", ATSS_R50_FPN, data_root, lr=0.01)
+
+
 FASTER_RCNN_R50_FPN_1X_COCO = coco_preset()
 RETINANET_R50_FPN_1X_COCO = retinanet_coco_preset()
+FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO = fcos_coco_preset()
+ATSS_R50_FPN_1X_COCO = atss_coco_preset()
 
 
 def bccd_data(scale: tuple[int, int] = (320, 240)) -> DataConfig:
@@ -206,9 +272,48 @@ def retinanet_bccd_preset() -> ExperimentConfig:
     return bccd_experiment("retinanet_r18_fpn_bccd_cpu", model, bccd_runner(base.runner, 0.01))
 
 
+def fcos_bccd_preset() -> ExperimentConfig:
+    """FCOS R-18-FPN from scratch on the bundled BCCD, sized like :func:`bccd_cpu_preset`.
+
+    The same backbone (pytorch style, trainable BatchNorm, ImageNet RGB normalization, as every
+    bccd preset trains from scratch), neck width, images and schedule; FCOS's own head with
+    128-channel GN towers, the FCOS recipe's optimizer (biases at 2x lr without decay, clipping
+    at 35) and lr 0.01.
+    """
+    base = FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO
+    model = override(
+        base.model,
+        {
+            **_BCCD_BACKBONE,
+            "backbone.style": "pytorch",
+            "backbone.norm": "BN",
+            "bbox_head.feat_channels": 128,
+        },
+    )
+    return bccd_experiment("fcos_r18_fpn_bccd_cpu", model, bccd_runner(base.runner, 0.01))
+
+
+def atss_bccd_preset() -> ExperimentConfig:
+    """ATSS R-18-FPN from scratch on the bundled BCCD, sized like :func:`bccd_cpu_preset`, with
+    128-channel GN towers and anchors of octave base scale 4 (32 px on stride 8, half of
+    ATSS's 8, as the RetinaNet bccd preset halves its scale for half-size images)."""
+    base = ATSS_R50_FPN_1X_COCO
+    model = override(
+        base.model,
+        {
+            **_BCCD_BACKBONE,
+            "bbox_head.feat_channels": 128,
+            "bbox_head.anchor_generator.octave_base_scale": 4.0,
+        },
+    )
+    return bccd_experiment("atss_r18_fpn_bccd_cpu", model, bccd_runner(base.runner, 0.01))
+
+
 # Each detector's presets by name, for the shared CLI of ``experiments``; a ``coco`` preset
 # takes the dataset root.
 PRESETS: dict[str, dict[str, Callable[..., ExperimentConfig]]] = {
     "faster_rcnn": {"bccd": bccd_cpu_preset, "coco": coco_preset},
     "retinanet": {"bccd": retinanet_bccd_preset, "coco": retinanet_coco_preset},
+    "fcos": {"bccd": fcos_bccd_preset, "coco": fcos_coco_preset},
+    "atss": {"bccd": atss_bccd_preset, "coco": atss_coco_preset},
 }

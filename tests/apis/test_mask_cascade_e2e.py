@@ -92,7 +92,7 @@ def trained(tmp_path_factory):
 
 
 def test_loaded_cascade_mask_detector_returns_masks_and_draws_them(trained, tmp_path):
-    cfg, work_dir = trained
+    _, work_dir = trained
     detector = load_detector(work_dir / "config.json", work_dir / "latest.pth", "cpu")
     assert isinstance(detector.cfg.model, TwoStageDetectorConfig)
     assert isinstance(detector.cfg.model.roi_head, CascadeRoIHeadConfig)

@@ -196,3 +196,16 @@ def test_config_validation(field, value):
 def test_config_round_trips_json():
     cfg = ResNetConfig(depth=101, out_indices=(1, 3), norm="GN", pretrained="/x/r101.pth")
     assert from_json(to_json(cfg), ResNetConfig) == cfg
+
+
+def test_caffe_style_puts_the_stride_on_the_first_1x1_conv():
+    from detfn.models.backbones import ResNetConfig
+    from detfn.registry import build
+
+    caffe = build(ResNetConfig(depth=50, style="caffe"))
+    pytorch = build(ResNetConfig(depth=50))
+    block, same = caffe.layer2[0], pytorch.layer2[0]
+    assert (block.conv1.stride, block.conv2.stride) == ((2, 2), (1, 1))
+    assert (same.conv1.stride, same.conv2.stride) == ((1, 1), (2, 2))
+    x = torch.randn(1, 3, 64, 64)
+    assert [o.shape for o in caffe(x)] == [o.shape for o in pytorch(x)]

@@ -13,7 +13,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -30,6 +30,9 @@ from detfn.models.backbones.pretrained import LoadReport, load_pretrained, log_l
 from detfn.registry import register
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig", "build_resnet"]
+
+
+Style = Literal["pytorch", "caffe"]
 
 
 class BasicBlock(nn.Module):
@@ -65,12 +68,20 @@ class Bottleneck(nn.Module):
     expansion: ClassVar[int] = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, norm: NormKind
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        norm: NormKind,
+        style: Style = "pytorch",
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        # "pytorch": stride on the 3x3 conv (torchvision); "caffe": on the first 1x1 conv
+        stride1, stride2 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride1, bias=False)
         self.bn1 = make_norm(norm, planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride2, padding=1, bias=False)
         self.bn2 = make_norm(norm, planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = make_norm(norm, planes * self.expansion)
@@ -112,6 +123,8 @@ class ResNetConfig(Config):
         norm: "BN", "FrozenBN" or "GN" (32 groups).
         norm_eval: keep every BatchNorm in eval mode during training (fixed statistics).
         pretrained: path of a torchvision-format ImageNet state dict, or None.
+        style: "pytorch" (stride on a Bottleneck's 3x3 conv) or "caffe" (on its first 1x1
+            conv, for detectron-style weights such as FCOS's); BasicBlocks have one stride.
         zero_init_residual: start each block's last norm scale at 0, so every residual block begins
             as the identity (Goyal et al. 2017); mmdet's default. Not applied to FrozenBN.
     """
@@ -124,6 +137,7 @@ class ResNetConfig(Config):
     norm_eval: bool = True
     pretrained: str | None = None
     zero_init_residual: bool = True
+    style: Style = "pytorch"
 
     def __post_init__(self) -> None:
         check(self, "depth", self.depth in ARCH, f"must be one of {tuple(ARCH)}, got {self.depth}")
@@ -139,6 +153,12 @@ class ResNetConfig(Config):
         check_in_range(self, "frozen_stages", -1, self.num_stages)
         check(
             self, "norm", self.norm in NORM_KINDS, f"must be one of {NORM_KINDS}, got {self.norm!r}"
+        )
+        check(
+            self,
+            "style",
+            self.style in ("pytorch", "caffe"),
+            f"must be 'pytorch' or 'caffe', got {self.style!r}",
         )
 
 
@@ -164,7 +184,7 @@ class ResNet(nn.Module):
         channels, strides = [], []
         for i, num_blocks in enumerate(blocks_per_stage[: cfg.num_stages]):
             planes, stride = STEM_CHANNELS * 2**i, 1 if i == 0 else 2
-            stage = _make_stage(block, inplanes, planes, num_blocks, stride, cfg.norm)
+            stage = _make_stage(block, inplanes, planes, num_blocks, stride, cfg.norm, cfg.style)
             inplanes = planes * block.expansion
             self.add_module(f"layer{i + 1}", stage)
             self.stage_names.append(f"layer{i + 1}")
@@ -208,6 +228,7 @@ def _make_stage(
     num_blocks: int,
     stride: int,
     norm: NormKind,
+    style: Style = "pytorch",
 ) -> nn.Sequential:
     """One stage: the first block changes stride/width (projection shortcut), the rest keep it."""
     downsample = None
@@ -216,7 +237,8 @@ def _make_stage(
             nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
             make_norm(norm, planes * block.expansion),
         )
-    blocks = [block(inplanes, planes, stride, downsample, norm)]
+    extra = (style,) if block is Bottleneck else ()
+    blocks = [block(inplanes, planes, stride, downsample, norm, *extra)]
     blocks += [block(planes * block.expansion, planes, 1, None, norm) for _ in range(1, num_blocks)]
     return nn.Sequential(*blocks)
 

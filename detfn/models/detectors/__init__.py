@@ -2,9 +2,11 @@
 
 from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
 from detfn.models.detectors.presets import (
+    ATSS_R50_FPN,
     CASCADE_MASK_RCNN_R50_FPN,
     CASCADE_RCNN_R50_FPN,
     FASTER_RCNN_R50_FPN,
+    FCOS_R50_CAFFE_FPN_GN_HEAD,
     MASK_RCNN_R50_FPN,
     RETINANET_R50_FPN,
     DetectorConfigs,
@@ -13,9 +15,11 @@ from detfn.models.detectors.single_stage import SingleStageDetector, SingleStage
 from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorConfig
 
 __all__ = [
+    "ATSS_R50_FPN",
     "CASCADE_MASK_RCNN_R50_FPN",
     "CASCADE_RCNN_R50_FPN",
     "FASTER_RCNN_R50_FPN",
+    "FCOS_R50_CAFFE_FPN_GN_HEAD",
     "MASK_RCNN_R50_FPN",
     "RETINANET_R50_FPN",
     "Detector",

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from detfn.models.backbones import MobileNetV2Config, ResNetConfig
+from detfn.models.dense_heads.atss_head import ATSSHeadConfig
+from detfn.models.dense_heads.fcos_head import FCOSHeadConfig
 from detfn.models.dense_heads.retina_head import RetinaHeadConfig
 from detfn.models.detectors.base import (
     Detector,
@@ -46,7 +48,9 @@ class SingleStageDetectorConfig(DetectorConfig):
 
     backbone: ResNetConfig | MobileNetV2Config = field(default_factory=ResNetConfig)
     neck: FPNConfig = field(default_factory=retinanet_fpn)
-    bbox_head: RetinaHeadConfig = field(default_factory=RetinaHeadConfig)
+    bbox_head: RetinaHeadConfig | FCOSHeadConfig | ATSSHeadConfig = field(
+        default_factory=RetinaHeadConfig
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -14,6 +14,7 @@ from detfn.models.losses.cross_entropy import (
 )
 from detfn.models.losses.focal import FocalLossConfig, sigmoid_focal_loss
 from detfn.models.losses.giou import GIoULossConfig, aligned_giou, giou_loss
+from detfn.models.losses.iou import IoULossConfig, aligned_iou, iou_loss
 from detfn.models.losses.l1 import L1LossConfig, SmoothL1LossConfig, l1_loss, smooth_l1_loss
 from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 
@@ -21,14 +22,17 @@ __all__ = [
     "CrossEntropyLossConfig",
     "FocalLossConfig",
     "GIoULossConfig",
+    "IoULossConfig",
     "L1LossConfig",
     "Loss",
     "Reduction",
     "SmoothL1LossConfig",
     "aligned_giou",
+    "aligned_iou",
     "binary_cross_entropy",
     "cross_entropy",
     "giou_loss",
+    "iou_loss",
     "l1_loss",
     "labels_to_one_hot",
     "sigmoid_focal_loss",
