@@ -3,9 +3,10 @@
 
 ``python -m experiments.<detector> [--preset bccd|coco] [flags]``:
 
-* ``--preset``: the detector's presets from :data:`detfn.apis.PRESETS` (``bccd`` default:
-  a from-scratch run on the bundled BCCD blood cells sized for a 2-core CPU; ``coco``:
-  mmdetection's 1x recipe exactly; give ``--data-root``);
+* ``--preset``: the detector's presets from :data:`detfn.apis.PRESETS`, the first one by
+  default (``bccd``: a from-scratch run on the bundled BCCD blood cells sized for a 2-core CPU;
+  ``nuclei`` for the mask models; ``coco``: mmdetection's 1x recipe exactly, give
+  ``--data-root``);
 * flat knobs ``--lr``, ``--batch-size``, ``--epochs``, ``--iters``, ``--work-dir``, ``--seed``,
   ``--device``, ``--wandb-project``, ``--no-wandb``;
 * every config field by its dotted flag (``--runner.optimizer.momentum 0.95``,
@@ -51,10 +52,10 @@ def pop_preset(argv: list[str], presets: Sequence[str]) -> tuple[str, list[str]]
 
 
 # Fields typed by a union of configs whose preset member is fixed on the command line: the
-# detector (chosen by the entry point), a single-stage detector's head and a two-stage detector's
-# RoI head with its mask branch. Their fields become
-# plain flags (``--model.bbox-head.stacked-convs``) instead of members of a subcommand; other
-# unions (the backbone) keep their subcommands.
+# detector (chosen by the entry point), a single-stage detector's head, and a two-stage
+# detector's RoI head (standard or cascade) with its mask branch. Their fields become plain flags
+# (``--model.bbox-head.stacked-convs``, ``--model.roi-head.mask-branch.mask-thr-binary``)
+# instead of members of a subcommand; other unions (the backbone) keep their subcommands.
 NARROWED = {"model": {"bbox_head": {}, "roi_head": {"mask_branch": {}}}}
 
 
