@@ -1,4 +1,5 @@
-"""Draw detections on an image and save it as PNG (torchvision.utils / torchvision.io).
+"""Draw detections (boxes, captions, instance masks as translucent fills) on an image and save
+it as PNG (torchvision.utils / torchvision.io).
 
 Drawing is pure (tensor in, new tensor out); only :func:`save_png` touches the file system.
 """
@@ -16,7 +17,7 @@ from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import draw_bounding_boxes
 
-__all__ = ["class_color", "draw_detections", "save_png"]
+__all__ = ["class_color", "draw_detections", "draw_masks", "save_png"]
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -24,6 +25,34 @@ def class_color(label: int) -> tuple[int, int, int]:
     hue = (label * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_masks(
+    image: Tensor, masks: Tensor, colors: Sequence[tuple[int, int, int]], alpha: float = 0.5
+) -> Tensor:
+    """Blend each mask's colour into the pixels it covers: ``(1 - alpha) * pixel + alpha *
+    colour``, mask after mask, so overlapping masks mix their colours (torchvision's
+    ``draw_segmentation_masks`` blacks overlaps out instead, which hides touching instances).
+
+    Args:
+        image (Tensor[3, H, W]): uint8 RGB.
+        masks (Tensor[N, H, W]): bool, on the image's grid.
+        colors: one RGB colour per mask.
+        alpha: opacity of the fill (mmdetection's ``show_result`` blends masks at 0.5).
+
+    Returns:
+        Tensor[3, H, W] uint8: a new image.
+    """
+    if masks.dim() != 3 or masks.shape[1:] != image.shape[1:] or len(colors) != masks.shape[0]:
+        raise ValueError(
+            f"draw_masks: need masks [N, H, W] on the {tuple(image.shape[1:])} image and one "
+            f"colour per mask, got {tuple(masks.shape)} and {len(colors)} colours"
+        )
+    out = image.detach().cpu().to(torch.float32)
+    for mask, color in zip(masks.detach().cpu().bool(), colors):
+        fill = torch.tensor(color, dtype=torch.float32)[:, None]
+        out[:, mask] = out[:, mask] * (1 - alpha) + fill * alpha
+    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 def draw_detections(
@@ -34,8 +63,11 @@ def draw_detections(
     class_names: Sequence[str],
     score_thr: float = 0.3,
     width: int = 2,
+    masks: Tensor | None = None,
+    mask_alpha: float = 0.5,
 ) -> Tensor:
-    """Draw the boxes scoring at least ``score_thr``, captioned ``name|score``.
+    """Draw the boxes scoring at least ``score_thr``, captioned ``name|score``, and their
+    instance masks (when given) as translucent fills in the class colour.
 
     Args:
         image (Tensor[3, H, W]): uint8 RGB, original image coordinates.
@@ -45,11 +77,18 @@ def draw_detections(
         class_names: one name per class.
         score_thr: boxes below it are not drawn (mmdetection's ``show_score_thr`` default 0.3).
         width: line width in pixels.
+        masks (Tensor[N, H, W] | None): bool instance masks in the image
+            (``ImageDetections.masks``).
+        mask_alpha: opacity of the mask fills.
 
     Returns:
         Tensor[3, H, W] uint8: a new image; the input is unchanged.
     """
     _check_drawing_inputs(image, boxes, labels, scores, class_names)
+    if masks is not None and masks.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"draw_detections: {masks.shape[0]} masks for {boxes.shape[0]} boxes; need one each"
+        )
     keep = scores.detach().cpu() >= score_thr
     boxes = boxes.detach().cpu().float()[keep]
     labels_kept = labels.detach().cpu()[keep].tolist()
@@ -58,7 +97,10 @@ def draw_detections(
         return image.detach().cpu().clone()
     captions = [f"{class_names[c]}|{s:.2f}" for c, s in zip(labels_kept, scores_kept)]
     colors = [class_color(c) for c in labels_kept]
-    return draw_bounding_boxes(image.detach().cpu(), boxes, captions, colors=colors, width=width)
+    image = image.detach().cpu()
+    if masks is not None:
+        image = draw_masks(image, masks.detach().cpu()[keep], colors, mask_alpha)
+    return draw_bounding_boxes(image, boxes, captions, colors=colors, width=width)
 
 
 def _check_drawing_inputs(

@@ -2,9 +2,11 @@
 
     python -m experiments.browse_dataset --out-dir work_dirs/browse --num 8 --split train
 
-Shows what the model sees: resized, flipped, padded images (normalization undone for display).
-By default it browses the bundled BCCD set; ``--dataset-config x.json`` browses any dataset
-config saved as JSON (with a ``"type"`` tag, or a bare ``CocoDatasetConfig``).
+Shows what the model sees: resized, flipped, padded images (normalization undone for display),
+with instance masks as translucent fills when the dataset loads them. By default it browses the
+bundled BCCD set; ``--dataset nuclei`` the bundled nuclei set with its masks;
+``--dataset-config x.json`` any dataset config saved as JSON (with a ``"type"`` tag, or a bare
+``CocoDatasetConfig``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from detfn.data import (
     Sample,
     bccd_dataset_config,
     default_train_pipeline,
+    nuclei_dataset_config,
 )
 from detfn.registry import build
+from detfn.visualization import draw_masks
 
 __all__ = ["BrowseArgs", "main", "render"]
 
@@ -46,7 +50,9 @@ class BrowseArgs:
     num: int = 8
     """how many samples to write"""
     split: Literal["train", "val", "test", "trainval"] = "train"
-    """BCCD split (ignored with --dataset-config)"""
+    """split of the bundled set (ignored with --dataset-config; nuclei has train and val)"""
+    dataset: Literal["bccd", "nuclei"] = "bccd"
+    """bundled set to browse (ignored with --dataset-config)"""
     dataset_config: pathlib.Path | None = None
     """a dataset config JSON to browse instead of BCCD"""
     seed: int = 0
@@ -56,6 +62,10 @@ class BrowseArgs:
 
 
 def _dataset_config(args: BrowseArgs) -> DatasetConfig:
+    if args.dataset_config is None and args.dataset == "nuclei":
+        if args.split not in ("train", "val"):
+            raise SystemExit(f"--split: the nuclei set has train and val, got {args.split!r}")
+        return nuclei_dataset_config(args.split, test_mode=False)
     if args.dataset_config is None:
         return bccd_dataset_config(args.split, pipeline=default_train_pipeline(), test_mode=False)
     data = json.loads(args.dataset_config.read_text())
@@ -72,7 +82,8 @@ def _normalize_of(cfg: DatasetConfig) -> NormalizeConfig | None:
 
 
 def render(sample: Sample, class_names: tuple[str, ...], norm: NormalizeConfig | None):
-    """Tensor[3, H, W] uint8 of the sample with its boxes and class names drawn."""
+    """Tensor[3, H, W] uint8 of the sample with its masks (translucent), boxes and class names
+    drawn; masks cover the unpadded image, so they are drawn on its top-left ``img_shape``."""
     image = sample.image.to(torch.float32)
     if norm is not None:
         image = image * torch.tensor(norm.std).view(3, 1, 1) + torch.tensor(norm.mean).view(3, 1, 1)
@@ -82,6 +93,11 @@ def render(sample: Sample, class_names: tuple[str, ...], norm: NormalizeConfig |
     labels = sample.labels.tolist()
     names = [class_names[k] for k in labels]
     colors = [PALETTE[k % len(PALETTE)] for k in labels]
+    if sample.masks is not None and len(labels):
+        height, width = sample.masks.shape[1:]
+        rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in colors]
+        image = image.clone()
+        image[:, :height, :width] = draw_masks(image[:, :height, :width], sample.masks, rgb)
     drawn = draw_bounding_boxes(image, sample.boxes, labels=names, colors=colors, width=2)
     if len(sample.ignore_boxes):
         drawn = draw_bounding_boxes(drawn, sample.ignore_boxes, colors="#808080", width=1)
@@ -102,7 +118,8 @@ def main(args: BrowseArgs) -> list[pathlib.Path]:
             warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
             write_png(render(sample, dataset.class_names, norm), str(path))
         written.append(path)
-        print(f"{path}  ({len(sample.boxes)} boxes, flip={sample.meta.flip_direction})")
+        masks = "" if sample.masks is None else f", {len(sample.masks)} masks"
+        print(f"{path}  ({len(sample.boxes)} boxes{masks}, flip={sample.meta.flip_direction})")
     return written
 
 

@@ -3,9 +3,10 @@
 
 ``python -m experiments.<detector> [--preset bccd|coco] [flags]``:
 
-* ``--preset``: the detector's presets from :data:`detfn.apis.PRESETS` (``bccd`` default:
-  a from-scratch run on the bundled BCCD blood cells sized for a 2-core CPU; ``coco``:
-  mmdetection's 1x recipe exactly; give ``--data-root``);
+* ``--preset``: the detector's presets from :data:`detfn.apis.PRESETS`, the first one by
+  default (``bccd``: a from-scratch run on the bundled BCCD blood cells sized for a 2-core CPU;
+  ``nuclei`` for the mask models; ``coco``: mmdetection's 1x recipe exactly, give
+  ``--data-root``);
 * flat knobs ``--lr``, ``--batch-size``, ``--epochs``, ``--iters``, ``--work-dir``, ``--seed``,
   ``--device``, ``--wandb-project``, ``--no-wandb``;
 * every config field by its dotted flag (``--runner.optimizer.momentum 0.95``,
@@ -27,17 +28,19 @@ import tyro
 from detfn.apis import PRESETS, ExperimentConfig, build_experiment, train_detector
 from detfn.apis.cli_errors import run_cli
 from detfn.apis.cli_options import import_custom_modules, pop_option
-from detfn.apis.train import evaluate_experiment
+from detfn.apis.train import evaluate_experiment, resolve_device
 from detfn.config import load, override
 from detfn.dist import is_main_process
+from detfn.dist.launch import distributed, pop_launcher
 from detfn.engine.hooks.wandb import WandbHookConfig
 
 __all__ = ["apply_flat_flags", "entry_point", "main", "make_cli", "parse", "pop_preset", "run"]
 
 
 def pop_preset(argv: list[str], presets: Sequence[str]) -> tuple[str, list[str]]:
-    """``--preset NAME`` (or ``--preset=NAME``) chooses the defaults tyro starts from."""
-    rest, name, i = [], "bccd", 0
+    """``--preset NAME`` (or ``--preset=NAME``) chooses the defaults tyro starts from; the
+    detector's first preset by default."""
+    rest, name, i = [], next(iter(presets)), 0
     while i < len(argv):
         if argv[i] == "--preset" and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
@@ -53,10 +56,11 @@ def pop_preset(argv: list[str], presets: Sequence[str]) -> tuple[str, list[str]]
 
 
 # Fields typed by a union of configs whose preset member is fixed on the command line: the
-# detector (chosen by the entry point) and a single-stage detector's head. Their fields become
-# plain flags (``--model.bbox-head.stacked-convs``) instead of members of a subcommand; other
-# unions (the backbone) keep their subcommands.
-NARROWED = {"model": {"bbox_head": {}}}
+# detector (chosen by the entry point), a single-stage detector's head, and a two-stage
+# detector's RoI head (standard or cascade) with its mask branch. Their fields become plain flags
+# (``--model.bbox-head.stacked-convs``, ``--model.roi-head.mask-branch.mask-thr-binary``)
+# instead of members of a subcommand; other unions (the backbone) keep their subcommands.
+NARROWED = {"model": {"bbox_head": {}, "roi_head": {"mask_branch": {}}}}
 
 
 def _narrowed(value, fields: dict):
@@ -163,7 +167,7 @@ def parse(
         description=description,
         config=(tyro.conf.CascadeSubcommandArgs,),
     )
-    return apply_flat_flags(cli, preset, presets[name] if name == "coco" else None)
+    return apply_flat_flags(cli, preset, presets[name] if name.startswith("coco") else None)
 
 
 def main(cfg: ExperimentConfig) -> dict:
@@ -176,6 +180,11 @@ def main(cfg: ExperimentConfig) -> dict:
         print(metrics["bbox_summary"])
         print(metrics.get("bbox_classwise", ""))
         print("bbox_mAP_copypaste:", metrics["bbox_mAP_copypaste"])
+        if "segm_mAP" in metrics:
+            print(f"\nCOCO segm metrics of {cfg.name}:")
+            print(metrics["segm_summary"])
+            print(metrics.get("segm_classwise", ""))
+            print("segm_mAP_copypaste:", metrics["segm_mAP_copypaste"])
     return metrics
 
 
@@ -191,7 +200,16 @@ def entry_point(
 
 
 def run(
-    parse_fn: Callable[[], ExperimentConfig], main_fn: Callable[[ExperimentConfig], dict]
+    parse_fn: Callable[[Sequence[str]], ExperimentConfig],
+    main_fn: Callable[[ExperimentConfig], dict],
 ) -> None:
-    """Parse the command line and run; a detfn input error prints one line and exits 2."""
-    run_cli(lambda: main_fn(parse_fn()))
+    """Parse the command line and run, inside a process group when ``--launcher`` (or torchrun's
+    environment) asks for one; a detfn input error prints one line and exits 2."""
+
+    def body() -> None:
+        launcher, argv = pop_launcher(sys.argv[1:])
+        cfg = parse_fn(argv)
+        with distributed(launcher, device=resolve_device(cfg.device)):
+            main_fn(cfg)
+
+    run_cli(body)

@@ -104,9 +104,9 @@ def torchvision_retinanet(num_classes: int) -> nn.Module:
     )
 
 
-def lr_at(iteration: int, epoch: int, base: float = 0.02) -> float:
-    """The preset's schedule: linear warmup 100 iters from 0.001, x0.1 at epochs 6 and 7."""
-    regular = base * 0.1 ** sum(epoch >= s for s in (6, 7))
+def lr_at(iteration: int, epoch: int, base: float = 0.02, steps: tuple[int, ...] = (6, 7)) -> float:
+    """The preset's schedule: linear warmup 100 iters from 0.001, x0.1 at epochs ``steps``."""
+    regular = base * 0.1 ** sum(epoch >= s for s in steps)
     if iteration < 100:
         return regular * (1 - (1 - iteration / 100) * (1 - 0.001))
     return regular
@@ -120,6 +120,8 @@ def images_and_targets(batch, label_offset: int = 1):
         keep = batch.box_mask[i]
         labels = batch.labels[i][keep] + label_offset
         targets.append({"boxes": batch.boxes[i][keep], "labels": labels})
+        if batch.masks is not None:  # torchvision's MaskRCNN: uint8 [N, H, W] per image
+            targets[-1]["masks"] = batch.masks[i].to(torch.uint8)
     return images, targets
 
 
@@ -130,6 +132,7 @@ def train(
     log_interval: int,
     base_lr: float = 0.02,
     label_offset: int = 1,
+    steps: tuple[int, ...] = (6, 7),
 ) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=base_lr, momentum=0.9, weight_decay=1e-4)
@@ -139,7 +142,7 @@ def train(
         model.train()
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration, epoch, base_lr)
+                group["lr"] = lr_at(iteration, epoch, base_lr, steps)
             images, targets = images_and_targets(batch, label_offset)
             loss = sum(model(images, targets).values())
             optimizer.zero_grad(set_to_none=True)

@@ -92,7 +92,7 @@ def drawer(show_dir: Path, class_names, score_thr: float):
         for meta, det in zip(batch.metas, dets):
             image = read_rgb(meta.file_name)
             drawn = draw_detections(
-                image, det.boxes, det.labels, det.scores, class_names, score_thr
+                image, det.boxes, det.labels, det.scores, class_names, score_thr, masks=det.masks
             )
             save_png(drawn, show_dir / f"{Path(meta.file_name).stem}.png")
 

@@ -3,11 +3,17 @@
 from detfn.apis.evaluate import collect_detections, evaluate_dataset
 from detfn.apis.experiment import DataConfig, ExperimentConfig
 from detfn.apis.inference import Detector, inference_detector, load_detector, save_drawing
+from detfn.apis.instance_presets import (
+    INSTANCE_PRESETS,
+    cascade_coco_preset,
+    cascade_nuclei_preset,
+    mask_rcnn_coco_preset,
+    mask_rcnn_nuclei_preset,
+)
 from detfn.apis.presets import (
     ATSS_R50_FPN_1X_COCO,
     FASTER_RCNN_R50_FPN_1X_COCO,
     FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO,
-    PRESETS,
     RETINANET_R50_FPN_1X_COCO,
     atss_bccd_preset,
     atss_coco_preset,
@@ -18,8 +24,12 @@ from detfn.apis.presets import (
     retinanet_bccd_preset,
     retinanet_coco_preset,
 )
+from detfn.apis.presets import PRESETS as BOX_PRESETS
 from detfn.apis.train import build_experiment, resolve_device, train_detector
 from detfn.apis.tta import TestTimeAugConfig  # registered: a pipeline may name it
+
+# Every detector's presets by name (experiments' shared CLI); the first preset is the default.
+PRESETS = {**BOX_PRESETS, **INSTANCE_PRESETS}
 
 __all__ = [
     "ATSS_R50_FPN_1X_COCO",
@@ -37,6 +47,10 @@ __all__ = [
     "ExperimentConfig",
     "bccd_cpu_preset",
     "build_experiment",
+    "cascade_coco_preset",
+    "cascade_nuclei_preset",
+    "mask_rcnn_coco_preset",
+    "mask_rcnn_nuclei_preset",
     "coco_preset",
     "collect_detections",
     "evaluate_dataset",

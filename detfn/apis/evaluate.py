@@ -4,7 +4,9 @@ The evaluation hook during training, the metrics at the end of an experiment and
 ``experiments.test`` all call :func:`evaluate_dataset`. Labels are mapped to the dataset's
 categories BY NAME, through the model's ``class_names``, and only the model's categories are
 scored: a json with extra categories, or with its category ids in another order, gives the same
-mAP, and a json that lacks one of the model's classes is an error naming it.
+mAP, and a json that lacks one of the model's classes is an error naming it. Detections with
+masks (Mask R-CNN, Cascade Mask R-CNN) are scored as ``segm`` beside ``bbox``, in one dict
+(``segm_mAP`` can be monitored by ``save_best``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from detfn.evaluation.coco import (
     detections_to_coco_results,
     write_results_json,
 )
+from detfn.evaluation.segm import detections_to_segm_results, write_instance_results
 from detfn.structures import Batch, ImageDetections
 
 __all__ = ["collect_detections", "evaluate_dataset", "label_to_category"]
@@ -86,20 +89,45 @@ def evaluate_dataset(
     results_json: str | os.PathLike[str] | None = None,
     on_batch: Callable[[Batch, list[ImageDetections]], None] | None = None,
 ) -> dict[str, Any]:
-    """COCO bbox metrics of ``predict`` on ``dataset`` (the dataset ``loader`` reads).
+    """COCO bbox (and, for detections with masks, segm) metrics of ``predict`` on ``dataset``
+    (the dataset ``loader`` reads).
 
     Args:
         class_names: the model's classes in label order (``DetectorConfig.class_names``).
-        results_json: where to write the results, with the dataset's category ids.
+        results_json: where to write the results, with the dataset's category ids; with masks,
+            ``<stem>.bbox.json`` and ``<stem>.segm.json`` (RLE) beside it, as mmdetection names
+            them.
 
     Raises:
         ValueError: before any prediction, naming the model classes the dataset lacks.
     """
     cat_ids = label_to_category(dataset, class_names)  # fail before predicting
     detections, image_ids = collect_detections(predict, params, buffers, loader, device, on_batch)
-    results = detections_to_coco_results(detections, image_ids, cat_ids)
+    with_masks = bool(detections) and all(d.masks is not None for d in detections)
+    if not with_masks:
+        results = detections_to_coco_results(detections, image_ids, cat_ids)
+        if results_json is not None:
+            write_results_json(results, Path(results_json))
+        return coco_evaluate(
+            dataset.coco, results, classwise=classwise, img_ids=dataset.image_ids, cat_ids=cat_ids
+        )
+    results = detections_to_segm_results(detections, image_ids, cat_ids)
     if results_json is not None:
-        write_results_json(results, Path(results_json))
-    return coco_evaluate(
-        dataset.coco, results, classwise=classwise, img_ids=dataset.image_ids, cat_ids=cat_ids
-    )
+        path = Path(results_json)
+        write_instance_results(results, path.with_suffix(""))
+    # Without their boxes, pycocotools gives the segm results mask areas (not box areas) for
+    # the small / medium / large split, as mmdetection's evaluation does.
+    masks_only = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    metrics: dict[str, Any] = {}
+    for iou_type, scored in (("bbox", results), ("segm", masks_only)):
+        metrics.update(
+            coco_evaluate(
+                dataset.coco,
+                scored,
+                classwise=classwise,
+                iou_type=iou_type,
+                img_ids=dataset.image_ids,
+                cat_ids=cat_ids,
+            )
+        )
+    return metrics

@@ -118,7 +118,8 @@ def as_image_list(images: Any) -> list[ImageInput]:
 def inference_detector(
     detector: Detector, images: ImageInput | Sequence[ImageInput], batch_size: int = 2
 ) -> list[ImageDetections]:
-    """Detections per image (boxes xyxy in original pixels, scores, labels), in input order.
+    """Detections per image (boxes xyxy in original pixels, scores, labels; for a mask detector
+    ``masks``, ``Tensor[N, H, W]`` bool in the original image), in input order.
 
     ``images`` is a list of paths / uint8 ``[3, H, W]`` tensors; one path or tensor alone is
     read as a list of one (a list of one result comes back either way).
@@ -149,7 +150,8 @@ def save_drawing(
     path: str | os.PathLike[str],
     score_thr: float = 0.3,
 ) -> Path:
-    """Draw ``detections`` on ``image`` (original size) and write a PNG."""
+    """Draw ``detections`` on ``image`` (original size), masks as translucent fills, and write
+    a PNG."""
     pixels = _as_sample(image, 0).image
     drawn = draw_detections(
         pixels,
@@ -158,5 +160,6 @@ def save_drawing(
         detections.scores,
         detector.class_names,
         score_thr=score_thr,
+        masks=detections.masks,
     )
     return save_png(drawn, path)

@@ -8,10 +8,12 @@ a loader of :class:`Batch`.
 from detfn.data import bundled
 from detfn.data.bundled import (
     BCCD_CLASSES,
+    NUCLEI_CLASSES,
     bccd_paths,
     bccd_uris,
     bccd_voc_paths,
     bundled_root,
+    nuclei_uris,
     resolve_path,
 )
 from detfn.data.coco import CocoDataset, CocoDatasetConfig, load_coco_json, parse_coco
@@ -20,7 +22,8 @@ from detfn.data.dataset import DatasetConfig, DetectionDataset, coco_from_dict
 from detfn.data.errors import AnnotationError, BadImageError, DataWarning, Skipped
 from detfn.data.group_sampler import plan_batches
 from detfn.data.loader import DetectionLoader, LoaderConfig, build_loader
-from detfn.data.presets import bccd_dataset_config
+from detfn.data.masks import decode_masks, masks_to_boxes
+from detfn.data.presets import bccd_dataset_config, nuclei_dataset_config
 from detfn.data.records import ImageRecord
 from detfn.data.sample import Sample
 from detfn.data.transforms import *  # noqa: F403 - the transforms' public names
@@ -35,6 +38,7 @@ from detfn.data.wrappers import (
 
 __all__ = [
     "BCCD_CLASSES",
+    "NUCLEI_CLASSES",
     "VOC_CLASSES",
     "AnnotationError",
     "BadImageError",
@@ -62,6 +66,10 @@ __all__ = [
     "bundled",
     "bundled_root",
     "coco_from_dict",
+    "decode_masks",
+    "masks_to_boxes",
+    "nuclei_dataset_config",
+    "nuclei_uris",
     "collate",
     "load_coco_json",
     "parse_coco",

@@ -26,6 +26,7 @@ from detfn.data.dataset import (
     filter_records,
 )
 from detfn.data.errors import AnnotationError
+from detfn.data.masks import check_segmentation, warn_dropped_masks
 from detfn.data.records import AnnotatedBox, ImageRecord, record_from_objects
 from detfn.data.transforms.base import TransformConfig, build_pipeline
 from detfn.registry import register
@@ -46,6 +47,8 @@ class CocoDatasetConfig(DatasetConfig):
         min_size: drop images whose shorter side is below it (training only).
         test_mode: keep every image, in file order (evaluation).
         skip_bad_images: skip, count and report unreadable images instead of raising.
+        with_mask: also load each target's instance mask (polygons or RLE, see
+            :mod:`detfn.data.masks`); samples then carry ``masks`` and batches ``Batch.masks``.
     """
 
     ann_file: str = ""
@@ -56,6 +59,7 @@ class CocoDatasetConfig(DatasetConfig):
     min_size: int = 32
     test_mode: bool = False
     skip_bad_images: bool = False
+    with_mask: bool = False
 
     def __post_init__(self) -> None:
         check(self, "ann_file", bool(self.ann_file), "must name a COCO json file")
@@ -70,7 +74,7 @@ class CocoDataset(DetectionDataset):
         ann_file = resolve_path(cfg.ann_file)
         data = load_coco_json(ann_file)
         records, has_ann, names, cat_ids = parse_coco(
-            data, str(ann_file), str(resolve_path(cfg.img_prefix)), cfg.classes
+            data, str(ann_file), str(resolve_path(cfg.img_prefix)), cfg.classes, cfg.with_mask
         )
         records = filter_records(records, has_ann, cfg, str(ann_file))
         super().__init__(
@@ -154,10 +158,15 @@ def _is_number(value: Any) -> bool:
 
 
 def parse_coco(
-    data: dict[str, Any], path: str, img_prefix: str, classes: Sequence[str] | None = None
+    data: dict[str, Any],
+    path: str,
+    img_prefix: str,
+    classes: Sequence[str] | None = None,
+    with_mask: bool = False,
 ) -> tuple[list[ImageRecord], list[bool], tuple[str, ...], tuple[int, ...]]:
     """Records of every image in file order, whether each has an annotation of a kept class,
-    the class names and ``label_to_cat_id``.
+    the class names and ``label_to_cat_id``. With ``with_mask`` the records carry each target's
+    checked segmentation (:func:`detfn.data.masks.check_segmentation`).
 
     Raises:
         AnnotationError: a missing key, a category or image id that the file does not declare.
@@ -167,6 +176,8 @@ def parse_coco(
     images = index_images(data["images"], path)
     check_annotation_entries(data["annotations"], path)
     per_image: dict[int, list[AnnotatedBox]] = {i: [] for i in images}
+    segs: dict[int, list[Any]] | None = {i: [] for i in images} if with_mask else None
+    dropped: list[Any] = []
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else None})"
         img_id = _require(ann, "image_id", where, path)
@@ -176,14 +187,37 @@ def parse_coco(
         if img_id not in images:
             raise AnnotationError(f"{path}: {where}: image_id {img_id} is not in 'images'")
         box = _box(ann, i, path)
-        if cat_id in cat_to_label:
-            per_image[img_id].append((box, cat_to_label[cat_id], bool(ann.get("iscrowd", 0))))
-    records = [_record(images[i], anns, img_prefix, path) for i, anns in per_image.items()]
+        crowd = bool(ann.get("iscrowd", 0))
+        if cat_id not in cat_to_label:
+            continue
+        if segs is not None:
+            seg = None if crowd else _segmentation(ann, images[img_id], where, path)
+            if seg is None and not crowd:
+                dropped.append(ann.get("id", i))
+                continue
+            segs[img_id].append(seg)
+        per_image[img_id].append((box, cat_to_label[cat_id], crowd))
+    warn_dropped_masks(dropped, path)
+    records = [
+        _record(images[i], anns, img_prefix, path, None if segs is None else segs[i])
+        for i, anns in per_image.items()
+    ]
     has_ann = [bool(anns) for anns in per_image.values()]
     return records, has_ann, names, cat_ids
 
 
-def _record(img: dict[str, Any], anns: list[AnnotatedBox], prefix: str, path: str) -> ImageRecord:
+def _segmentation(ann: Any, img: dict[str, Any], where: str, path: str) -> Any:
+    seg = _require(ann, "segmentation", where, path)
+    return check_segmentation(seg, int(img["height"]), int(img["width"]), f"{path}: {where}")
+
+
+def _record(
+    img: dict[str, Any],
+    anns: list[AnnotatedBox],
+    prefix: str,
+    path: str,
+    segs: list[Any] | None = None,
+) -> ImageRecord:
     return record_from_objects(
         anns,
         os.path.join(prefix, img["file_name"]),
@@ -191,6 +225,7 @@ def _record(img: dict[str, Any], anns: list[AnnotatedBox], prefix: str, path: st
         int(img["height"]),
         int(img["width"]),
         f"{path}: image {img['file_name']} (id {img['id']})",
+        segs,
     )
 
 

@@ -37,7 +37,8 @@ def collate(
 
     Returns:
         Batch: images [B, 3, H, W] float32, boxes [B, M, 4], labels [B, M] (-1 pad), box_mask,
-        ignore_boxes [B, G, 4], ignore_mask, metas, img_shapes [B, 2] (computed here, once).
+        ignore_boxes [B, G, 4], ignore_mask, metas, img_shapes [B, 2] (computed here, once),
+        masks (one Tensor[N_i, h_i, w_i] bool per image, unpadded; None without masks).
     """
     skipped = tuple(s.file_name for s in samples if isinstance(s, Skipped))
     kept = [s for s in samples if not isinstance(s, Skipped)]
@@ -64,8 +65,27 @@ def collate(
         ignore_mask=ignore_mask,
         metas=tuple(s.meta for s in kept),
         img_shapes=img_shapes_of([s.meta for s in kept]),
+        masks=_collate_masks(kept),
         skipped=skipped,
     )
+
+
+def _collate_masks(samples: Sequence[Sample]) -> tuple[torch.Tensor, ...] | None:
+    """Per-image masks kept as they are: padding them to ``[B, M, H, W]`` would cost a full
+    padded image per target, and mask targets only read the region of each positive RoI."""
+    with_masks = [s.masks is not None for s in samples]
+    if not any(with_masks):
+        return None
+    if not all(with_masks):
+        names = [s.meta.file_name for s, m in zip(samples, with_masks) if not m]
+        raise ValueError(f"collate: some samples have masks and some do not (no masks: {names})")
+    for s in samples:
+        if s.masks.shape[0] != s.boxes.shape[0] or tuple(s.masks.shape[1:]) != s.meta.img_shape:
+            raise ValueError(
+                f"{s.meta.file_name}: masks {tuple(s.masks.shape)} do not match "
+                f"{s.boxes.shape[0]} boxes on the {s.meta.img_shape} image"
+            )
+    return tuple(s.masks for s in samples)
 
 
 def _empty_batch(skipped: tuple[str, ...]) -> Batch:

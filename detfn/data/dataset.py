@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from detfn.config import Config, check
 from detfn.data.errors import AnnotationError, BadImageError, Skipped
 from detfn.data.file_check import check_images_exist
+from detfn.data.masks import box_polygon, segmentation_area
 from detfn.data.records import ImageRecord, initial_sample
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
@@ -171,7 +172,11 @@ class DetectionDataset(SeededItems):
 def records_to_coco_dict(
     records: Sequence[ImageRecord], class_names: Sequence[str], label_to_cat_id: Sequence[int]
 ) -> dict[str, Any]:
-    """A COCO json dict (images, annotations, categories) of parsed records."""
+    """A COCO json dict (images, annotations, categories) of parsed records.
+
+    Records with masks give each target its ``segmentation`` and each ignore region its box as a
+    polygon, so the dict also serves as ``segm`` ground truth.
+    """
     images, annotations = [], []
     seen: set[int] = set()
     for record in records:
@@ -186,22 +191,27 @@ def records_to_coco_dict(
                 "width": record.width,
             }
         )
+        segs = record.segmentations
         for boxes, labels, crowd in (
             (record.boxes, record.labels, 0),
             (record.ignore_boxes, record.ignore_labels, 1),
         ):
-            for box, label in zip(boxes.tolist(), labels.tolist()):
+            for k, (box, label) in enumerate(zip(boxes.tolist(), labels.tolist())):
                 w, h = box[2] - box[0], box[3] - box[1]
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": record.image_id,
-                        "category_id": label_to_cat_id[label],
-                        "bbox": [box[0], box[1], w, h],
-                        "area": w * h,
-                        "iscrowd": crowd,
-                    }
-                )
+                ann = {
+                    "id": len(annotations) + 1,
+                    "image_id": record.image_id,
+                    "category_id": label_to_cat_id[label],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": crowd,
+                }
+                if segs is not None and not crowd:
+                    ann["segmentation"] = segs[k]
+                    ann["area"] = segmentation_area(segs[k], record.height, record.width)
+                elif segs is not None:
+                    ann["segmentation"] = box_polygon(box)
+                annotations.append(ann)
     categories = [{"id": c, "name": n} for c, n in zip(label_to_cat_id, class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 

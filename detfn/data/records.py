@@ -7,11 +7,13 @@ Both the COCO and the VOC parsers produce :class:`ImageRecord` values, so filter
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from detfn.data.errors import DataWarning
+from detfn.data.masks import Segmentation, decode_masks
 from detfn.data.sample import Sample
 from detfn.structures import ImageMeta
 
@@ -34,6 +36,8 @@ class ImageRecord:
         ignore_boxes (Tensor[G, 4]): float32 xyxy crowd / difficult regions.
         ignore_labels (Tensor[G]): int64 labels of the ignore regions (for COCO-style gt, where a
             crowd region only absorbs detections of its own class).
+        segmentations: with masks (``with_mask``), one checked COCO segmentation (polygon parts
+            or RLE) per row of ``boxes``, decoded only when the item is loaded; else None.
     """
 
     path: str
@@ -44,6 +48,7 @@ class ImageRecord:
     labels: torch.Tensor
     ignore_boxes: torch.Tensor
     ignore_labels: torch.Tensor
+    segmentations: tuple[Segmentation, ...] | None = None
 
     @property
     def is_wide(self) -> bool:
@@ -89,18 +94,29 @@ def clean_boxes(
 
 
 def record_from_objects(
-    objects: list[AnnotatedBox], path: str, image_id: int, height: int, width: int, where: str
+    objects: list[AnnotatedBox],
+    path: str,
+    image_id: int,
+    height: int,
+    width: int,
+    where: str,
+    segmentations: Sequence[Segmentation | None] | None = None,
 ) -> ImageRecord:
     """The record of one image from its parsed objects, the tail both parsers share.
 
     Boxes go through :func:`clean_boxes` (``where`` names the image in its warning); objects
     flagged ignore (COCO ``iscrowd``, VOC ``difficult``) become ignore regions.
+    ``segmentations`` (one per object, None for ignore regions) follow the kept targets.
     """
     boxes = torch.tensor([o[0] for o in objects], dtype=torch.float32).reshape(-1, 4)
     labels = torch.tensor([o[1] for o in objects], dtype=torch.int64)
     ignore = torch.tensor([o[2] for o in objects], dtype=torch.bool)
     boxes, keep = clean_boxes(boxes, height, width, where)
     labels, ignore = labels[keep], ignore[keep]
+    segs = None
+    if segmentations is not None:
+        kept = [seg for seg, k in zip(segmentations, keep.tolist()) if k]
+        segs = tuple(seg for seg, i in zip(kept, ignore.tolist()) if not i)
     return ImageRecord(
         path=path,
         image_id=image_id,
@@ -110,11 +126,15 @@ def record_from_objects(
         labels=labels[~ignore],
         ignore_boxes=boxes[ignore],
         ignore_labels=labels[ignore],
+        segmentations=segs,
     )
 
 
 def initial_sample(record: ImageRecord) -> Sample:
-    """The sample a pipeline starts from: targets set, image still empty until ``LoadImage``."""
+    """The sample a pipeline starts from: targets set, image still empty until ``LoadImage``.
+
+    Masks (when the record has segmentations) are decoded here, per item, at the declared size.
+    """
     shape = (record.height, record.width)
     meta = ImageMeta(
         file_name=record.path,
@@ -123,10 +143,14 @@ def initial_sample(record: ImageRecord) -> Sample:
         img_shape=shape,
         pad_shape=shape,
     )
+    masks = None
+    if record.segmentations is not None:
+        masks = decode_masks(record.segmentations, record.height, record.width)
     return Sample(
         image=torch.empty((3, 0, 0), dtype=torch.uint8),
         boxes=record.boxes.clone(),
         labels=record.labels.clone(),
         ignore_boxes=record.ignore_boxes.clone(),
         meta=meta,
+        masks=masks,
     )

@@ -27,6 +27,9 @@ class Sample:
         labels (Tensor[N]): int64 contiguous labels in ``0..K-1``.
         ignore_boxes (Tensor[G, 4]): float32 xyxy regions to ignore (crowd, difficult).
         meta: shapes, scale and flip state.
+        masks (Tensor[N, h, w] | None): bool instance masks, one per row of ``boxes``, on the
+            image's unpadded grid ``meta.img_shape`` (``Pad`` leaves them as they are); None when
+            the dataset loads no masks.
     """
 
     image: torch.Tensor
@@ -34,3 +37,4 @@ class Sample:
     labels: torch.Tensor
     ignore_boxes: torch.Tensor
     meta: ImageMeta
+    masks: torch.Tensor | None = None

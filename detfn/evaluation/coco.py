@@ -168,7 +168,7 @@ def coco_evaluate(
         coco_gt: ground truth: a pycocotools ``COCO``, an annotation-file path or a dataset dict.
         results: COCO result dicts (see :func:`detections_to_coco_results`).
         classwise: also return a per-category AP table.
-        iou_type: ``"bbox"`` (the only type detfn produces today).
+        iou_type: ``"bbox"``, or ``"segm"`` for mask results (see :mod:`detfn.evaluation.segm`).
         max_dets: COCOeval ``maxDets``; AP uses the last value (mmdetection's setting).
         img_ids: images to evaluate; default all images of ``coco_gt``.
         cat_ids: categories scored (the model's); default all categories of ``coco_gt``.
@@ -180,8 +180,8 @@ def coco_evaluate(
         (the six values as one string), ``_summary`` (pycocotools' printed table), and with
         ``classwise`` ``_classwise`` (a text table). Empty ``results`` give zeros and a warning.
     """
-    if iou_type != "bbox":
-        raise ValueError(f"coco_evaluate: iou_type must be 'bbox', got {iou_type!r}")
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"coco_evaluate: iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     gt = load_coco(coco_gt)
     img_ids = list(gt.getImgIds()) if img_ids is None else [int(i) for i in img_ids]
     cat_ids = list(gt.getCatIds()) if cat_ids is None else [int(c) for c in cat_ids]
@@ -191,7 +191,7 @@ def coco_evaluate(
         table = format_classwise_table(gt, no_precision, cat_ids=cat_ids) if classwise else None
         summary = "no detections: every metric is 0\n"
         return _metrics_dict(iou_type, np.zeros(len(METRIC_NAMES)), summary, table)
-    _check_results(gt, results)
+    _check_results(gt, results, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "Loading results..."
         dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets
     evaluator = COCOeval(gt, dt, iou_type)
@@ -209,11 +209,12 @@ def coco_evaluate(
     return _metrics_dict(iou_type, np.asarray(evaluator.stats[:6]), summary.getvalue(), table)
 
 
-def _check_results(gt: COCO, results: Sequence[Mapping[str, Any]]) -> None:
+def _check_results(gt: COCO, results: Sequence[Mapping[str, Any]], iou_type: str = "bbox") -> None:
     """Clear errors for results pycocotools would reject with an assert or silently ignore."""
     known_imgs, known_cats = set(gt.getImgIds()), set(gt.getCatIds())
+    geometry = "segmentation" if iou_type == "segm" else "bbox"
     for i, result in enumerate(results):
-        missing = {"image_id", "bbox", "score", "category_id"} - set(result)
+        missing = {"image_id", geometry, "score", "category_id"} - set(result)
         if missing:
             raise ValueError(f"COCO result {i} lacks keys {sorted(missing)}")
         if result["image_id"] not in known_imgs:

@@ -32,7 +32,9 @@ def test_bundled_root_and_unknown_name():
     root = bundled_root("bccd")
     assert (root / "LICENSE").is_file() and (root / "PROVENANCE.md").is_file()
     assert len(list((root / "JPEGImages").glob("*.jpg"))) == 364
-    with pytest.raises(ValueError, match=r"unknown bundled dataset 'coco'; bundled: \['bccd'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown bundled dataset 'coco'; bundled: \['bccd', 'dsb2018_nuclei'\]"
+    ):
         bundled_root("coco")
 
 

@@ -3,6 +3,11 @@
 ``bccd``: BCCD blood-cell detection (MIT, see ``bccd/LICENSE`` and ``bccd/PROVENANCE.md``):
 364 640x480 images, 3 classes, VOC XML plus COCO json per split.
 
+``dsb2018_nuclei``: an 80-image subset of the 2018 Data Science Bowl nuclei set (CC0, see
+``dsb2018_nuclei/PROVENANCE.md``): 60 train / 20 val images (256x256 and 320x256), one class,
+1273 / 612 instance masks as COCO polygons (``instances_{split}.json``) and the same masks as
+RLE (``instances_{split}_rle.json``).
+
 Config paths may be written ``bundled://<name>/<relative path>``; :func:`resolve_path` maps them
 to this folder, so a saved config stays valid on another machine.
 """
@@ -15,16 +20,19 @@ from typing import Literal
 __all__ = [
     "BCCD_CLASSES",
     "BUNDLED_SCHEME",
+    "NUCLEI_CLASSES",
     "bccd_paths",
     "bccd_uris",
     "bccd_voc_paths",
     "bundled_names",
     "bundled_root",
+    "nuclei_uris",
     "resolve_path",
 ]
 
 BUNDLED_SCHEME = "bundled://"
 BCCD_CLASSES = ("RBC", "WBC", "Platelets")  # category ids 1, 2, 3 in the COCO json
+NUCLEI_CLASSES = ("nucleus",)  # category id 1
 Split = Literal["train", "val", "test", "trainval"]
 _HERE = pathlib.Path(__file__).resolve().parent
 
@@ -76,3 +84,13 @@ def bccd_voc_paths(split: Split = "train") -> tuple[pathlib.Path, pathlib.Path]:
     _check_split(split)
     root = bundled_root("bccd")
     return root, root / "ImageSets" / "Main" / f"{split}.txt"
+
+
+def nuclei_uris(split: Literal["train", "val"] = "train", rle: bool = False) -> tuple[str, str]:
+    """``(ann_file, img_prefix)`` of the bundled nuclei set as portable ``bundled://`` strings;
+    ``rle`` picks the json whose masks are RLE instead of polygons (the same masks)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown nuclei split {split!r}; splits: train, val")
+    suffix = "_rle" if rle else ""
+    root = f"{BUNDLED_SCHEME}dsb2018_nuclei"
+    return f"{root}/annotations/instances_{split}{suffix}.json", root

@@ -12,6 +12,7 @@ from detfn.config import check
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
 from detfn.data.transforms.box_ops import crop_boxes
+from detfn.data.transforms.mask_ops import crop_masks
 from detfn.data.transforms.rng import randint, uniform
 from detfn.registry import register
 
@@ -74,8 +75,15 @@ def crop_sample(
     ignore, _ = crop_boxes(sample.ignore_boxes, left, top, height, width, clip)
     shape = (int(image.shape[1]), int(image.shape[2]))
     meta = dataclasses.replace(sample.meta, img_shape=shape, pad_shape=shape)
+    masks = crop_masks(sample.masks, keep, left, top, height, width)
     return dataclasses.replace(
-        sample, image=image, boxes=boxes, labels=sample.labels[keep], ignore_boxes=ignore, meta=meta
+        sample,
+        image=image,
+        boxes=boxes,
+        labels=sample.labels[keep],
+        ignore_boxes=ignore,
+        meta=meta,
+        masks=masks,
     )
 
 

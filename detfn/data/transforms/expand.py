@@ -10,6 +10,7 @@ import torch
 from detfn.config import check, check_unit_interval
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
+from detfn.data.transforms.mask_ops import expand_masks
 from detfn.data.transforms.rng import uniform
 from detfn.registry import register
 
@@ -56,6 +57,7 @@ def expand_sample(
         boxes=sample.boxes + offset,
         ignore_boxes=sample.ignore_boxes + offset,
         meta=meta,
+        masks=expand_masks(sample.masks, canvas_h, canvas_w, left, top),
     )
 
 

@@ -11,6 +11,7 @@ import torch
 from detfn.config import check, check_unit_interval
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
+from detfn.data.transforms.mask_ops import flip_masks
 from detfn.data.transforms.rng import uniform
 from detfn.registry import register
 
@@ -77,6 +78,7 @@ def flip_sample(sample: Sample, direction: str) -> Sample:
         boxes=flip_boxes(sample.boxes, height, width, direction),
         ignore_boxes=flip_boxes(sample.ignore_boxes, height, width, direction),
         meta=meta,
+        masks=flip_masks(sample.masks, flip_x, flip_y),
     )
 
 

@@ -1,4 +1,9 @@
-"""Pad: pad the image at the bottom/right to a fixed size or a multiple of ``size_divisor``."""
+"""Pad: pad the image at the bottom/right to a fixed size or a multiple of ``size_divisor``.
+
+Boxes and instance masks are left as they are: padding adds pixels only at the bottom/right, so
+no coordinate moves, and masks stay on the unpadded ``img_shape`` grid (the padded area holds no
+object; mask targets read zeros there, see :mod:`detfn.models.roi_heads.mask_targets`).
+"""
 
 from __future__ import annotations
 

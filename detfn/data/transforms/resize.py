@@ -14,6 +14,7 @@ from detfn.config import check
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
 from detfn.data.transforms.box_ops import clip_to_shape
+from detfn.data.transforms.mask_ops import resize_masks
 from detfn.data.transforms.rng import choice, randint, uniform
 from detfn.registry import register
 
@@ -105,7 +106,7 @@ def resize_sample(
     """The sample resized to ``size = (h, w)``; boxes scaled by the actual per-axis factors.
 
     ``meta.scale_factor`` is multiplied by the new factors, so dividing a box by it maps it back
-    to the original image after any number of resizes.
+    to the original image after any number of resizes. Masks are resized by nearest neighbour.
     """
     height, width = sample.meta.img_shape
     new_h, new_w = size
@@ -126,7 +127,10 @@ def resize_sample(
         pad_shape=(new_h, new_w),
         scale_factor=(old[0] * sx, old[1] * sy, old[2] * sx, old[3] * sy),
     )
-    return dataclasses.replace(sample, image=image, boxes=boxes, ignore_boxes=ignore, meta=meta)
+    masks = resize_masks(sample.masks, new_h, new_w)
+    return dataclasses.replace(
+        sample, image=image, boxes=boxes, ignore_boxes=ignore, meta=meta, masks=masks
+    )
 
 
 @register(ResizeConfig)

@@ -3,8 +3,11 @@
 from detfn.models.detectors.base import Detector, DetectorConfig, sum_losses
 from detfn.models.detectors.presets import (
     ATSS_R50_FPN,
+    CASCADE_MASK_RCNN_R50_FPN,
+    CASCADE_RCNN_R50_FPN,
     FASTER_RCNN_R50_FPN,
     FCOS_R50_CAFFE_FPN_GN_HEAD,
+    MASK_RCNN_R50_FPN,
     RETINANET_R50_FPN,
     DetectorConfigs,
 )
@@ -13,8 +16,11 @@ from detfn.models.detectors.two_stage import TwoStageDetector, TwoStageDetectorC
 
 __all__ = [
     "ATSS_R50_FPN",
+    "CASCADE_MASK_RCNN_R50_FPN",
+    "CASCADE_RCNN_R50_FPN",
     "FASTER_RCNN_R50_FPN",
     "FCOS_R50_CAFFE_FPN_GN_HEAD",
+    "MASK_RCNN_R50_FPN",
     "RETINANET_R50_FPN",
     "Detector",
     "DetectorConfig",

@@ -26,7 +26,7 @@ from detfn.models.detectors.base import (
     check_levels,
 )
 from detfn.models.necks import FPNConfig
-from detfn.models.postprocess import rescale_detections
+from detfn.models.roi_heads.cascade import CascadeRoIHeadConfig
 from detfn.models.roi_heads.standard import StandardRoIHeadConfig
 from detfn.registry import build, register
 from detfn.structures import Batch, ImageDetections, ImageMeta, img_shapes_of
@@ -41,19 +41,30 @@ class TwoStageDetectorConfig(DetectorConfig):
     backbone: ResNetConfig | MobileNetV2Config = field(default_factory=ResNetConfig)
     neck: FPNConfig = field(default_factory=FPNConfig)
     rpn_head: RPNHeadConfig = field(default_factory=RPNHeadConfig)
-    roi_head: StandardRoIHeadConfig = field(default_factory=StandardRoIHeadConfig)
+    roi_head: StandardRoIHeadConfig | CascadeRoIHeadConfig = field(
+        default_factory=StandardRoIHeadConfig
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_levels(
             self, "rpn_head.anchor_generator.strides", self.rpn_head.anchor_generator.strides
         )
-        check(
-            self,
-            "roi_head.bbox_roi_extractor.featmap_strides",
-            len(self.roi_head.bbox_roi_extractor.featmap_strides) <= self.neck.num_outs,
-            f"has more levels than the neck's outputs ({self.neck.num_outs})",
-        )
+        stages = getattr(self.roi_head, "stages", (self.roi_head,))
+        prefixes = [f"roi_head.stages[{i}]." for i in range(len(stages))]
+        if isinstance(self.roi_head, StandardRoIHeadConfig):
+            prefixes = ["roi_head."]
+        for prefix, stage in zip(prefixes, stages):
+            extractors = [("bbox_roi_extractor", stage.bbox_roi_extractor)]
+            if stage.mask_branch is not None:
+                extractors.append(("mask_branch.roi_extractor", stage.mask_branch.roi_extractor))
+            for name, extractor in extractors:
+                check(
+                    self,
+                    f"{prefix}{name}.featmap_strides",
+                    len(extractor.featmap_strides) <= self.neck.num_outs,
+                    f"has more levels than the neck's outputs ({self.neck.num_outs})",
+                )
 
 
 class TwoStageDetector(Detector):
@@ -70,7 +81,8 @@ class TwoStageDetector(Detector):
         self, images: Tensor, batch: Batch, *, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """RPN and R-CNN losses (``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``,
-        ``loss_bbox``) and the R-CNN ``acc``; proposals carry no gradient into the RoI head."""
+        ``loss_bbox``, ``loss_mask`` with a mask branch; a cascade's are ``s{i}.``-prefixed) and
+        the R-CNN ``acc``; proposals carry no gradient into the RoI head."""
         feats = self.features(images)
         cls_scores, bbox_preds = self.rpn_head(feats)
         losses = dict(self.rpn_head.loss_by_outputs(cls_scores, bbox_preds, batch, generator))
@@ -81,12 +93,13 @@ class TwoStageDetector(Detector):
         return losses
 
     def predict(self, images: Tensor, metas: Sequence[ImageMeta]) -> list[ImageDetections]:
-        """Detections per image in original-image pixels."""
+        """Detections per image in original-image pixels (with ``masks`` for a mask head)."""
         feats = self.features(images)
         img_shapes = img_shapes_of(metas, images.device)
         cls_scores, bbox_preds = self.rpn_head(feats)
         boxes, _, mask = self.rpn_head.proposals(cls_scores, bbox_preds, img_shapes, False)
-        return rescale_detections(self.roi_head.predict(feats, boxes, mask, img_shapes), metas)
+        dets = self.roi_head.predict(feats, boxes, mask, img_shapes)
+        return self.roi_head.to_images(feats, dets, list(metas))
 
 
 @register(TwoStageDetectorConfig)

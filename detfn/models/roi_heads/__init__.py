@@ -4,6 +4,22 @@ Importing this package registers their configs.
 """
 
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHead, Shared2FCBBoxHeadConfig, accuracy
+from detfn.models.roi_heads.cascade import (
+    CascadeRoIHead,
+    CascadeRoIHeadConfig,
+    cascade_stage,
+    pad_rois,
+    refine_rois,
+)
+from detfn.models.roi_heads.mask_branch import MaskBranch, MaskBranchConfig, masks_for_detections
+from detfn.models.roi_heads.mask_head import (
+    FCNMaskHead,
+    FCNMaskHeadConfig,
+    mask_loss,
+    mask_roi_extractor_config,
+)
+from detfn.models.roi_heads.mask_paste import paste_masks, paste_masks_per_image
+from detfn.models.roi_heads.mask_targets import mask_targets
 from detfn.models.roi_heads.roi_extractor import (
     SingleRoIExtractor,
     SingleRoIExtractorConfig,
@@ -18,6 +34,15 @@ from detfn.models.roi_heads.standard import (
 )
 
 __all__ = [
+    "CascadeRoIHead",
+    "CascadeRoIHeadConfig",
+    "cascade_stage",
+    "pad_rois",
+    "refine_rois",
+    "FCNMaskHead",
+    "FCNMaskHeadConfig",
+    "MaskBranch",
+    "MaskBranchConfig",
     "RoISamples",
     "Shared2FCBBoxHead",
     "Shared2FCBBoxHeadConfig",
@@ -27,6 +52,12 @@ __all__ = [
     "StandardRoIHeadConfig",
     "accuracy",
     "map_roi_levels",
+    "mask_loss",
+    "mask_roi_extractor_config",
+    "mask_targets",
+    "masks_for_detections",
+    "paste_masks",
+    "paste_masks_per_image",
     "rois_from_mask",
     "sample_rois",
 ]

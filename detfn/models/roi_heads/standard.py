@@ -9,6 +9,10 @@ images are gathered into one ``[K, 5]`` tensor for pooling, the box head and its
 Testing: class-specific boxes are decoded and clipped to each image, then one batched multi-class
 NMS (score > 0.05, IoU 0.5, 100 per image) gives padded :class:`Detections` in the resized-image
 frame (:func:`detfn.models.postprocess.rescale_detections` maps them back).
+
+With ``mask_branch`` set the head is Mask R-CNN's (mmdetection's ``StandardRoIHead`` with a
+``mask_head``): the positive sampled RoIs train the mask branch, and at test time the final
+detections get masks pasted into the original images (:meth:`StandardRoIHead.to_images`).
 """
 
 from __future__ import annotations
@@ -21,17 +25,20 @@ from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive, check_unit_interval
 from detfn.models.assigners import AssignInput, MaxIoUAssignerConfig, gather_assigned
-from detfn.models.postprocess import Detections, multiclass_nms
+from detfn.models.postprocess import Detections, multiclass_nms, rescale_detections
 from detfn.models.roi_heads.bbox_head import Shared2FCBBoxHeadConfig
+from detfn.models.roi_heads.mask_branch import MaskBranchConfig
 from detfn.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detfn.models.samplers import PseudoSamplerConfig, RandomSamplerConfig
 from detfn.registry import build, register
-from detfn.structures import Batch
+from detfn.structures import Batch, ImageDetections, ImageMeta
 
 __all__ = [
     "RoISamples",
     "StandardRoIHead",
     "StandardRoIHeadConfig",
+    "detections_of_rois",
+    "mask_loss_of_samples",
     "rois_from_mask",
     "sample_rois",
 ]
@@ -61,6 +68,7 @@ class StandardRoIHeadConfig(Config):
         score_thr: test-time minimum class score (strictly greater).
         nms_iou: test-time per-class NMS IoU threshold.
         max_per_img: detections kept per image.
+        mask_branch: Mask R-CNN's mask extractor and head (None: boxes only).
     """
 
     bbox_roi_extractor: SingleRoIExtractorConfig = field(default_factory=SingleRoIExtractorConfig)
@@ -70,6 +78,7 @@ class StandardRoIHeadConfig(Config):
     score_thr: float = 0.05
     nms_iou: float = 0.5
     max_per_img: int = 100
+    mask_branch: MaskBranchConfig | None = None
 
     def __post_init__(self) -> None:
         check_unit_interval(self, "score_thr", "nms_iou")
@@ -91,11 +100,21 @@ class RoISamples(NamedTuple):
         rois (Tensor[K, 5]): ``(batch_index, x1, y1, x2, y2)``, detached.
         labels (Tensor[K]): int64 gt class for positives, ``num_classes`` for negatives.
         gt_boxes (Tensor[K, 4]): xyxy matched gt box (zeros for negatives).
+        gt_index (Tensor[K]): int64 row of the matched gt in its image (-1 for negatives).
+        is_gt (Tensor[K]): bool, the RoI is a gt box added as a proposal (mmdet's
+            ``pos_is_gt``); a cascade drops these rows from the refined proposals.
     """
 
     rois: Tensor
     labels: Tensor
     gt_boxes: Tensor
+    gt_index: Tensor
+    is_gt: Tensor
+
+    @property
+    def pos(self) -> Tensor:
+        """Tensor[K] bool: the positive RoIs (matched to a gt)."""
+        return self.gt_index >= 0
 
 
 def rois_from_mask(boxes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -163,7 +182,13 @@ def sample_rois(
         sample.pos_mask, matched_labels, torch.full_like(matched_labels, num_classes)
     )
     rois, img, idx = rois_from_mask(boxes, sample.pos_mask | sample.neg_mask)
-    return RoISamples(rois, labels[img, idx], matched_boxes[img, idx])
+    gt_index = torch.where(sample.pos_mask, assigned - 1, torch.full_like(assigned, -1))
+    is_gt = torch.zeros_like(mask)
+    if add_gt_as_proposals:
+        is_gt[:, proposals.shape[1] :] = batch.box_mask
+    return RoISamples(
+        rois, labels[img, idx], matched_boxes[img, idx], gt_index[img, idx], is_gt[img, idx]
+    )
 
 
 def _gt_rows_match_themselves(assigned: Tensor, gt_mask: Tensor) -> Tensor:
@@ -195,6 +220,11 @@ class StandardRoIHead(nn.Module):
         self.num_classes = num_classes
         self.bbox_roi_extractor = build(cfg.bbox_roi_extractor)
         self.bbox_head = build(cfg.bbox_head, in_channels=in_channels, num_classes=num_classes)
+        self.mask_branch = None
+        if cfg.mask_branch is not None:
+            self.mask_branch = build(
+                cfg.mask_branch, in_channels=in_channels, num_classes=num_classes
+            )
 
     def forward(self, feats: tuple[Tensor, ...], rois: Tensor) -> tuple[Tensor, Tensor]:
         """``(cls_score [K, C + 1], bbox_pred [K, 4C])`` of ``rois`` (Tensor[K, 5])."""
@@ -208,7 +238,8 @@ class StandardRoIHead(nn.Module):
         batch: Batch,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """``loss_cls``, ``loss_bbox`` and ``acc`` (percent; not a loss) of a training batch.
+        """``loss_cls``, ``loss_bbox``, ``acc`` (percent; not a loss) and, with a mask branch,
+        ``loss_mask`` of a training batch.
 
         Args:
             feats: pyramid levels ``Tensor[B, C, H_l, W_l]``, finest first.
@@ -220,9 +251,12 @@ class StandardRoIHead(nn.Module):
             self.cfg, proposals, proposal_mask, batch, generator, num_classes=self.num_classes
         )
         cls_score, bbox_pred = self(feats, samples.rois)
-        return self.bbox_head.loss(
+        losses = self.bbox_head.loss(
             cls_score, bbox_pred, samples.rois, samples.labels, samples.gt_boxes
         )
+        if self.mask_branch is not None:
+            losses.update(mask_loss_of_samples(self.mask_branch, feats, samples, batch))
+        return losses
 
     def predict(
         self,
@@ -241,19 +275,89 @@ class StandardRoIHead(nn.Module):
         Returns:
             :class:`Detections` with ``D = max_per_img``.
         """
-        cfg, num_classes = self.cfg, self.num_classes
         rois, img, idx = rois_from_mask(proposals.detach(), proposal_mask)
         cls_score, bbox_pred = self(feats, rois)
-        scores, boxes = self.bbox_head.decode(rois, cls_score, bbox_pred, img_shapes[img])
-        batch, num = proposal_mask.shape
-        # Back to the padded [B, P, ...] layout; padded slots stay masked out.
-        padded_scores = scores.new_zeros(batch, num, num_classes)
-        padded_scores = padded_scores.index_put((img, idx), scores[:, :num_classes])
-        padded_boxes = boxes.new_zeros(batch, num, num_classes, 4)
-        padded_boxes = padded_boxes.index_put((img, idx), boxes)
-        return multiclass_nms(
-            padded_boxes, padded_scores, proposal_mask, cfg.score_thr, cfg.nms_iou, cfg.max_per_img
+        return detections_of_rois(
+            self.cfg,
+            self.bbox_head,
+            rois,
+            img,
+            idx,
+            cls_score,
+            bbox_pred,
+            img_shapes,
+            proposal_mask,
         )
+
+    def to_images(
+        self, feats: tuple[Tensor, ...], dets: Detections, metas: list[ImageMeta]
+    ) -> list[ImageDetections]:
+        """Per image, the detections in original pixels; with a mask branch, their masks
+        (``Tensor[N, H_ori, W_ori]`` bool, pasted at ``mask_thr_binary``)."""
+        if self.mask_branch is None:
+            return rescale_detections(dets, metas)
+        return self.mask_branch.predict(feats, dets, metas)
+
+
+def detections_of_rois(
+    cfg: StandardRoIHeadConfig,
+    bbox_head: nn.Module,
+    rois: Tensor,
+    img: Tensor,
+    idx: Tensor,
+    cls_score: Tensor,
+    bbox_pred: Tensor,
+    img_shapes: Tensor,
+    proposal_mask: Tensor,
+) -> Detections:
+    """Decode the box head's outputs on ``rois`` and keep the NMS survivors (test time).
+
+    Args:
+        cfg: ``score_thr``, ``nms_iou`` and ``max_per_img``.
+        bbox_head: decodes ``bbox_pred`` onto ``rois`` with its coder.
+        rois (Tensor[K, 5]), img (Tensor[K]), idx (Tensor[K]): the RoIs and the padded
+            ``[B, P]`` slot each came from (:func:`rois_from_mask`).
+        cls_score (Tensor[K, C + 1]): logits (a cascade passes the mean over its stages).
+        bbox_pred (Tensor[K, 4C or 4]): deltas.
+        img_shapes (Tensor[B, 2]): ``(H, W)`` of each resized image, for clipping.
+        proposal_mask (Tensor[B, P]): the real slots.
+    """
+    num_classes = bbox_head.num_classes
+    scores, boxes = bbox_head.decode(rois, cls_score, bbox_pred, img_shapes[img])
+    batch, num = proposal_mask.shape
+    # Back to the padded [B, P, ...] layout; padded slots stay masked out.
+    padded_scores = scores.new_zeros(batch, num, num_classes)
+    padded_scores = padded_scores.index_put((img, idx), scores[:, :num_classes])
+    padded_boxes = boxes.new_zeros(batch, num, num_classes, 4)
+    padded_boxes = padded_boxes.index_put((img, idx), boxes)
+    return multiclass_nms(
+        padded_boxes, padded_scores, proposal_mask, cfg.score_thr, cfg.nms_iou, cfg.max_per_img
+    )
+
+
+def mask_loss_of_samples(
+    branch: nn.Module, feats: tuple[Tensor, ...], samples: RoISamples, batch: Batch
+) -> dict[str, Tensor]:
+    """``{"loss_mask"}`` of the positive sampled RoIs (mmdetection's ``pos_bboxes``, gt boxes
+    added as proposals included), targets from each one's assigned gt mask; RoIs are clipped to
+    each image's padded shape for the targets, as mmdetection's ``mask_target``."""
+    if batch.masks is None:
+        raise ValueError(
+            "the RoI head has a mask branch but the batch has no masks: load the dataset "
+            "with_mask=True (CocoDatasetConfig.with_mask)"
+        )
+    pos = samples.pos
+    pad_shapes = torch.tensor(
+        [m.pad_shape[:2] for m in batch.metas], dtype=samples.rois.dtype, device=samples.rois.device
+    )
+    return branch.loss(
+        feats,
+        samples.rois[pos],
+        samples.gt_index[pos],
+        samples.labels[pos],
+        batch.masks,
+        pad_shapes,
+    )
 
 
 @register(StandardRoIHeadConfig)

@@ -1,0 +1,117 @@
+"""Train torchvision's ``MaskRCNN`` the way the ``nuclei`` preset of ``experiments.mask_rcnn``
+trains detfn's Mask R-CNN, and evaluate both the same way (bbox and segm). Slow (one full
+training run); not a test.
+
+Same as the preset: ResNet-18 from scratch with trainable BatchNorm, FPN with 128 channels,
+anchors 8-128 px (3 ratios), RPN proposals train 1000 -> 500 / test 500 -> 300, 256 sampled RoIs,
+RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of 128, the very batches of detfn's
+loader (nuclei train at the images' own size, flip 0.5), SGD 0.02 / 0.9 / 1e-4 with the preset's
+warmup and steps, and pycocotools on nuclei val (masks: probabilities > 0.5 in the original
+image, torchvision's rule). torchvision's own initialization is kept.
+
+    python -m experiments.compare_torchvision_mask          # prints bbox and segm metric lines
+    python -m experiments.mask_rcnn --seed 0                # the detfn side
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from detfn.apis import build_experiment, mask_rcnn_nuclei_preset
+from detfn.data import build_loader
+from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
+from detfn.structures import ImageDetections
+from experiments.compare_torchvision import images_and_targets, train
+
+
+@dataclass(frozen=True)
+class CompareMaskArgs:
+    epochs: int = 24
+    """must match the detfn run being compared"""
+    log_interval: int = 10
+    seed: int = 0
+    """seeds the data order and the initialization, as ``--seed`` of experiments.mask_rcnn"""
+
+
+def torchvision_mask_model(num_classes: int, width: int = 128) -> nn.Module:
+    """torchvision's MaskRCNN sized as the ``nuclei`` preset of experiments.mask_rcnn."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops import MultiScaleRoIAlign
+
+    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=width)
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 5)
+    levels = ["0", "1", "2", "3"]
+    return MaskRCNN(
+        backbone,
+        num_classes=None,  # given by the predictors (a custom mask predictor requires it)
+        # the images come resized and normalized by detfn's pipeline: no second transform
+        min_size=256,
+        max_size=320,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=500,
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=300,
+        box_batch_size_per_image=256,
+        box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
+        mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
+        box_predictor=FastRCNNPredictor(1024, num_classes + 1),
+        mask_head=MaskRCNNHeads(width, (width,) * 4, 1),
+        mask_predictor=MaskRCNNPredictor(width, width, num_classes + 1),
+    )
+
+
+@torch.no_grad()
+def evaluate_masks(model: nn.Module, dataset, loader) -> dict:
+    """bbox and segm metrics; masks resized to the original image, then ``> 0.5``."""
+    model.eval()
+    detections, image_ids = [], []
+    for batch in loader:
+        images, _ = images_and_targets(batch)
+        for out, meta in zip(model(images), batch.metas):
+            scale = torch.tensor(meta.scale_factor)
+            probs = F.interpolate(out["masks"], size=meta.ori_shape, mode="bilinear")
+            detections.append(
+                ImageDetections(
+                    out["boxes"] / scale, out["scores"], out["labels"] - 1, probs[:, 0] > 0.5
+                )
+            )
+            image_ids.append(meta.image_id)
+    results = detections_to_segm_results(detections, image_ids, dataset.label_to_cat_id)
+    return coco_evaluate_instances(dataset.coco, results, img_ids=dataset.image_ids)
+
+
+def main(args: CompareMaskArgs) -> dict:
+    cfg = dataclasses.replace(mask_rcnn_nuclei_preset(), seed=args.seed)  # data order and init
+    built = build_experiment(cfg)
+    torch.manual_seed(args.seed)
+    model = torchvision_mask_model(cfg.model.num_classes)
+    loader = build_loader(built.train_set, cfg.data.train_loader)
+    train(model, loader, args.epochs, args.log_interval, steps=cfg.runner.lr.step)
+    metrics = evaluate_masks(
+        model, built.val_set, build_loader(built.val_set, cfg.data.test_loader)
+    )
+    print(metrics["bbox_summary"])
+    print(metrics["segm_summary"])
+    print("torchvision bbox_mAP_copypaste:", metrics["bbox_mAP_copypaste"])
+    print("torchvision segm_mAP_copypaste:", metrics["segm_mAP_copypaste"])
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(CompareMaskArgs))
