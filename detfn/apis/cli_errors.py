@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from detfn.engine.checkpoint_io import CheckpointError
+from detfn.engine.hooks.guards import NonFiniteLossError
+from detfn.engine.hooks.optimizer import NonFiniteGradError
+from detfn.engine.session import RunStopped, WorkDirBusy
 from detfn.registry import RegistryError
 
 __all__ = ["first_line", "is_input_error", "raised_by_detfn", "run_cli"]
@@ -31,6 +34,11 @@ T = TypeVar("T")
 # Types detfn raises for bad input: ValueError covers config checks (ConfigError included),
 # AnnotationError and BadImageError; RegistryError a config type nothing builds.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, RegistryError, CheckpointError)
+# Errors that end a run on purpose, with a message naming what happened and what to do: a busy
+# work dir, non-finite losses or gradients (the last good checkpoint is kept).
+RUN_ERRORS: tuple[type[BaseException], ...] = (WorkDirBusy, NonFiniteLossError, NonFiniteGradError)
+# Exit status of a run stopped by SIGTERM after saving its state (128 + SIGTERM, as a shell says).
+STOPPED_STATUS = 143
 
 _OWN_PACKAGES = ("detfn", "experiments")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding detfn/ and experiments/
@@ -75,8 +83,9 @@ def raised_by_detfn(error: BaseException) -> bool:
 
 
 def is_input_error(error: BaseException) -> bool:
-    """A bad-input error detfn raised on purpose (its message is meant for the user)."""
-    return isinstance(error, INPUT_ERRORS) and raised_by_detfn(error)
+    """A bad-input or run-ending error detfn raised on purpose (its message is meant for the
+    user)."""
+    return isinstance(error, INPUT_ERRORS + RUN_ERRORS) and raised_by_detfn(error)
 
 
 def first_line(error: BaseException) -> str:
@@ -99,11 +108,15 @@ def run_cli(body: Callable[[], T]) -> T:
 
     Raises:
         SystemExit: status 2 after printing the line, for an error :func:`is_input_error`
-            accepts; any other exception propagates with its traceback.
+            accepts; 143 after ``stopped: <reason>`` for a run stopped by SIGTERM (its state is
+            saved); any other exception propagates with its traceback.
     """
     try:
         return body()
-    except INPUT_ERRORS as error:
+    except RunStopped as stop:
+        print(f"stopped: {first_line(stop)}", file=sys.stderr, flush=True)
+        raise SystemExit(STOPPED_STATUS) from None
+    except INPUT_ERRORS + RUN_ERRORS as error:
         if os.environ.get("DETFN_TRACEBACK") == "1" or not is_input_error(error):
             raise
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)

@@ -255,3 +255,27 @@ def test_detfn_traceback_env_keeps_the_traceback(monkeypatch):
     monkeypatch.setenv("DETFN_TRACEBACK", "1")
     with pytest.raises(ValueError, match="seed must be >= 0"):
         run_cli(lambda: dataclasses.replace(cpu_preset(), seed=-1))
+
+
+def test_a_busy_work_dir_and_a_stopped_run_are_one_line(tmp_path, capsys):
+    from detfn.engine.session import RunStopped, work_dir_lock
+
+    def second_run():
+        with work_dir_lock(tmp_path, resuming=False), work_dir_lock(tmp_path, resuming=False):
+            pass
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(second_run)
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path}: another run (pid ") and "work dir" in line
+
+    def stopped():
+        raise RunStopped("SIGTERM at iteration 7; the state is saved in work_dirs/x/iter_7.pth")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(stopped)
+    assert exit_info.value.code == 143
+    assert capsys.readouterr().err.strip() == (
+        "stopped: SIGTERM at iteration 7; the state is saved in work_dirs/x/iter_7.pth"
+    )
