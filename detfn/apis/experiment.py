@@ -68,7 +68,8 @@ class ExperimentConfig(Config):
         data: datasets and loaders.
         runner: optimizer, schedule, hooks, resume / load_from.
         work_dir: config.json, log, metrics.jsonl, checkpoints.
-        seed: seeds torch and the data pipeline.
+        seed: seeds torch, NumPy, Python and the data pipeline; None: rank 0 draws one from the
+            OS's entropy and broadcasts it, and the config the run saves records it.
         device: "cpu", "cuda", "cuda:1" or "auto" (cuda when available).
         deterministic: mmdetection's ``--deterministic``: cuDNN deterministic, no cuDNN
             benchmark, torch's deterministic algorithms (ops without one warn: RoIAlign's CUDA
@@ -81,14 +82,14 @@ class ExperimentConfig(Config):
     data: DataConfig = field(default_factory=DataConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     work_dir: str = "work_dirs/faster_rcnn_r50_fpn_1x_coco"
-    seed: int = 0
+    seed: int | None = 0
     device: str = "auto"
     deterministic: bool = False
     auto_scale_lr: AutoScaleLrConfig = field(default_factory=AutoScaleLrConfig)
 
     def __post_init__(self) -> None:
         check(self, "name", bool(self.name), "must not be empty")
-        check(self, "seed", self.seed >= 0, f"must be >= 0, got {self.seed}")
+        check(self, "seed", self.seed is None or self.seed >= 0, f"must be >= 0, got {self.seed}")
         check(
             self,
             "device",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from detfn.apis.train_hooks import training_hooks
 from detfn.config import override
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
-from detfn.dist.seeding import seed_all, set_deterministic
+from detfn.dist.seeding import init_seed, seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
 from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
@@ -97,7 +98,10 @@ class Built:
 
 def build_experiment(cfg: ExperimentConfig, *, with_train: bool = True) -> Built:
     """Seed (and, with ``cfg.deterministic``, pick deterministic kernels), build the model on
-    its device and the datasets."""
+    its device and the datasets. ``cfg.seed=None`` draws a seed on rank 0 and broadcasts it;
+    ``Built.cfg`` records it, so the saved config reproduces the run."""
+    if cfg.seed is None:
+        cfg = dataclasses.replace(cfg, seed=init_seed(None))
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True, warn_only=True)

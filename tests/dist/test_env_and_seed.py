@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import subprocess
@@ -87,3 +89,14 @@ def test_seeds():
     first = (np.random.rand(), torch.rand(()).item())
     seed_all(drawn)
     assert (np.random.rand(), torch.rand(()).item()) == first
+
+
+def test_no_seed_draws_one_and_the_built_config_records_it():
+    from detfn.apis import bccd_cpu_preset
+    from detfn.apis.train import build_experiment
+
+    cfg = dataclasses.replace(bccd_cpu_preset(), seed=None, device="cpu")
+    first = build_experiment(cfg, with_train=False).cfg.seed
+    second = build_experiment(cfg, with_train=False).cfg.seed
+    assert isinstance(first, int) and 0 <= first < 2**31
+    assert first != second  # drawn afresh (a 1 in 2**31 chance of equal draws)
