@@ -14,6 +14,7 @@ from torch import Tensor
 
 from detfn.config import Config, check_positive
 from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
+from detfn.models.losses.iou import aligned_inter_union, box_loss_weight
 from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
@@ -33,14 +34,8 @@ def aligned_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
     Returns:
         Tensor[...]: GIoU in ``[-1, 1]``.
     """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    inter_wh = (
-        torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-        - torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    ).clamp(min=0)  # [..., 2]
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = (area1 + area2 - inter).clamp(min=eps)
+    inter, union = aligned_inter_union(boxes1, boxes2)
+    union = union.clamp(min=eps)
     hull_wh = (
         torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
         - torch.minimum(boxes1[..., :2], boxes2[..., :2])
@@ -68,13 +63,7 @@ def giou_loss(
     Returns:
         Tensor: ``[N]`` for ``reduction="none"``, else 0-d.
     """
-    if pred.shape != target.shape or pred.shape[-1:] != (4,):
-        raise ValueError(
-            f"giou_loss takes pred and target boxes [N, 4] of the same shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    if weight is not None and weight.shape == pred.shape:
-        weight = weight.mean(dim=-1)  # [N]: one weight per box
+    weight = box_loss_weight("giou_loss", pred, target, weight)
     loss = 1 - aligned_giou(pred, target, eps)
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 

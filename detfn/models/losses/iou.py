@@ -23,7 +23,15 @@ from detfn.models.losses.base import Loss, bind_loss, check_loss_fields
 from detfn.models.losses.reduction import Reduction, weight_reduce_loss
 from detfn.registry import register
 
-__all__ = ["IoULossConfig", "IoUMode", "aligned_iou", "build_iou_loss", "iou_loss"]
+__all__ = [
+    "IoULossConfig",
+    "IoUMode",
+    "aligned_inter_union",
+    "aligned_iou",
+    "box_loss_weight",
+    "build_iou_loss",
+    "iou_loss",
+]
 
 IoUMode = Literal["linear", "square", "log"]
 
@@ -41,6 +49,22 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         Tensor[...]: IoU in ``[0, 1]``.
     """
+    inter, union = aligned_inter_union(boxes1, boxes2)
+    return inter / union.clamp(min=EPS)
+
+
+def aligned_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of each box with the box at the same index.
+
+    The union is not clamped: IoU and GIoU clamp it to their own ``eps``.
+
+    Args:
+        boxes1 (Tensor[..., 4]): xyxy.
+        boxes2 (Tensor[..., 4]): xyxy, same shape.
+
+    Returns:
+        inter (Tensor[...]) and union (Tensor[...]).
+    """
     area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
     area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
     inter_wh = (
@@ -48,7 +72,31 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         - torch.maximum(boxes1[..., :2], boxes2[..., :2])
     ).clamp(min=0)  # [..., 2]
     inter = inter_wh[..., 0] * inter_wh[..., 1]
-    return inter / (area1 + area2 - inter).clamp(min=EPS)
+    return inter, area1 + area2 - inter
+
+
+def box_loss_weight(
+    loss_name: str, pred: Tensor, target: Tensor, weight: Tensor | None
+) -> Tensor | None:
+    """Check that ``pred`` and ``target`` are boxes ``[N, 4]`` of one shape, and make ``weight``
+    one per box: a ``[N, 4]`` weight is averaged over the coordinates (as mmdet does).
+
+    Args:
+        loss_name: the loss function, named in the error.
+        pred (Tensor[N, 4]), target (Tensor[N, 4]): xyxy boxes.
+        weight: ``None``, per-box ``[N]`` or per-coordinate ``[N, 4]``.
+
+    Returns:
+        ``None`` or Tensor[N].
+    """
+    if pred.shape != target.shape or pred.shape[-1:] != (4,):
+        raise ValueError(
+            f"{loss_name} takes pred and target boxes [N, 4] of the same shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if weight is not None and weight.shape == pred.shape:
+        weight = weight.mean(dim=-1)  # [N]: one weight per box
+    return weight
 
 
 def iou_loss(
@@ -73,13 +121,7 @@ def iou_loss(
     Returns:
         Tensor: ``[N]`` for ``reduction="none"``, else 0-d.
     """
-    if pred.shape != target.shape or pred.shape[-1:] != (4,):
-        raise ValueError(
-            f"iou_loss takes pred and target boxes [N, 4] of the same shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    if weight is not None and weight.shape == pred.shape:
-        weight = weight.mean(dim=-1)  # [N]: one weight per box
+    weight = box_loss_weight("iou_loss", pred, target, weight)
     ious = aligned_iou(pred, target).clamp(min=eps)
     if mode == "linear":
         loss = 1 - ious

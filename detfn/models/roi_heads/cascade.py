@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from detfn.config import Config, check, check_positive, check_unit_interval
+from detfn.config import Config, check
 from detfn.models.assigners import MaxIoUAssignerConfig
 from detfn.models.coders import DeltaXYWHBBoxCoderConfig
 from detfn.models.losses import SmoothL1LossConfig
@@ -36,8 +36,8 @@ from detfn.models.roi_heads.mask_branch import MaskBranchConfig, masks_for_detec
 from detfn.models.roi_heads.standard import (
     StandardRoIHead,
     StandardRoIHeadConfig,
+    check_nms_settings,
     detections_of_rois,
-    mask_loss_of_samples,
     rois_from_mask,
     sample_rois,
 )
@@ -104,8 +104,7 @@ class CascadeRoIHeadConfig(Config):
     max_per_img: int = 100
 
     def __post_init__(self) -> None:
-        check_unit_interval(self, "score_thr", "nms_iou")
-        check_positive(self, "max_per_img")
+        check_nms_settings(self)
         check(self, "stages", len(self.stages) >= 1, "needs at least one stage")
         check(
             self,
@@ -216,12 +215,7 @@ class CascadeRoIHead(nn.Module):
             samples = sample_rois(
                 stage.cfg, boxes, mask, batch, generator, num_classes=self.num_classes
             )
-            cls_score, bbox_pred = stage(feats, samples.rois)
-            stage_losses = stage.bbox_head.loss(
-                cls_score, bbox_pred, samples.rois, samples.labels, samples.gt_boxes
-            )
-            if stage.mask_branch is not None:
-                stage_losses.update(mask_loss_of_samples(stage.mask_branch, feats, samples, batch))
+            stage_losses, cls_score, bbox_pred = stage.loss_of_samples(feats, samples, batch)
             for name, value in stage_losses.items():
                 losses[f"s{i}.{name}"] = value * weight if "loss" in name else value
             if i < last:

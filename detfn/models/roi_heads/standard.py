@@ -37,6 +37,7 @@ __all__ = [
     "RoISamples",
     "StandardRoIHead",
     "StandardRoIHeadConfig",
+    "check_nms_settings",
     "detections_of_rois",
     "mask_loss_of_samples",
     "rois_from_mask",
@@ -54,6 +55,13 @@ def _rcnn_sampler() -> RandomSamplerConfig:
     return RandomSamplerConfig(
         num=512, pos_fraction=0.25, neg_pos_ub=-1.0, add_gt_as_proposals=True
     )
+
+
+def check_nms_settings(cfg: Config) -> None:
+    """Check a config's test-time ``score_thr``, ``nms_iou`` (both in [0, 1]) and
+    ``max_per_img`` (positive), the fields a standard and a cascade RoI head share."""
+    check_unit_interval(cfg, "score_thr", "nms_iou")
+    check_positive(cfg, "max_per_img")
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,7 @@ class StandardRoIHeadConfig(Config):
     mask_branch: MaskBranchConfig | None = None
 
     def __post_init__(self) -> None:
-        check_unit_interval(self, "score_thr", "nms_iou")
-        check_positive(self, "max_per_img")
+        check_nms_settings(self)
         extractor, head = self.bbox_roi_extractor, self.bbox_head
         check(
             self,
@@ -250,13 +257,27 @@ class StandardRoIHead(nn.Module):
         samples = sample_rois(
             self.cfg, proposals, proposal_mask, batch, generator, num_classes=self.num_classes
         )
+        losses, _, _ = self.loss_of_samples(feats, samples, batch)
+        return losses
+
+    def loss_of_samples(
+        self, feats: tuple[Tensor, ...], samples: RoISamples, batch: Batch
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The box (and mask) losses of already sampled RoIs, with the box head's outputs.
+
+        The outputs ``cls_score`` (Tensor[K, C + 1]) and ``bbox_pred`` (Tensor[K, 4C or 4]) come
+        back with the losses because a cascade stage refines its sampled RoIs with them.
+
+        Returns:
+            ``(losses, cls_score, bbox_pred)``; ``losses`` as :meth:`loss`.
+        """
         cls_score, bbox_pred = self(feats, samples.rois)
         losses = self.bbox_head.loss(
             cls_score, bbox_pred, samples.rois, samples.labels, samples.gt_boxes
         )
         if self.mask_branch is not None:
             losses.update(mask_loss_of_samples(self.mask_branch, feats, samples, batch))
-        return losses
+        return losses, cls_score, bbox_pred
 
     def predict(
         self,
