@@ -4,18 +4,25 @@ Both models get the same weights (torchvision's seeded initialization, mapped to
 experiments.torchvision_weights), the same synthetic batch and the settings that make them
 compute the same thing (aligned=False RoIAlign with the same ``--sampling-ratio``, anchors with
 whole-pixel corners, FrozenBatchNorm with layer1 and the stem frozen, 1x proposal counts, 512
-RoIs per image, SGD 0.02 / 0.9 / 1e-4). Before every step both models are restored to those
-weights, so the proposals never collapse as they do after a few updates on random data.
+RoIs per image, SGD 0.02 / 0.9 / 1e-4). ``--model retinanet`` / ``fcos``: torchvision's
+RetinaNet / FCOS assembly (P6 from P5, ReLU before P7, FrozenBatchNorm), detfn's unrounded
+anchors copied into torchvision's RetinaNet, detfn's FCOS head under ``torchvision_fcos_head()``
+and class logits re-drawn so that scores pass the test threshold. Before every step both models
+are restored to those weights, so the proposals never collapse as they do after a few updates
+on random data.
 
-Each step prints, per side, the proposals kept and RoIs sampled per image (train) or the
-detection candidates entering the final NMS (inference); when they differ, the benchmark
-reports no ratio for that measurement. The two models' steps alternate in one process (order
+Each step prints, per side, its work per image: Faster R-CNN's proposals kept and RoIs sampled
+(train), a dense detector's positive anchors or points (train), and the detection candidates
+entering the final NMS (inference); when they differ, the benchmark reports no ratio for that
+measurement. The dense detectors want sizes that divide by 128 (torchvision derives each
+level's stride by integer division, so other sizes shift its top-level anchors). The two models' steps alternate in one process (order
 swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
 median of per-pair ratios, with the lowest and highest. Peak memory is the torch tensor memory
 allocated during one step above what was live before it, from torch.profiler's memory events
 (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA). Results also go to a JSON file.
 
     python -m experiments.benchmark --depth 18 --sampling-ratio 0
+    python -m experiments.benchmark --model retinanet --depth 18 --size 256 384 --iters 2
     python -m experiments.benchmark --device cuda --size 800 1344 --amp bf16
 """
 
@@ -40,7 +47,7 @@ from experiments.benchmark_models import PAIRS, BenchSettings, Side
 
 @dataclass(frozen=True)
 class BenchArgs:
-    model: Literal["faster_rcnn"] = "faster_rcnn"
+    model: Literal["faster_rcnn", "retinanet", "fcos"] = "faster_rcnn"
     depth: Literal[18, 34, 50, 101] = 50
     size: tuple[int, int] = (512, 640)
     """image height and width (multiples of 32: no padding)"""
@@ -187,8 +194,13 @@ def run(args: BenchArgs) -> dict:
     batch = synthetic_batch(args, device)
     pair = PAIRS[args.model](settings, batch)
     print(
-        f"{pair.title}, batch {args.batch} x {args.size[0]}x{args.size[1]}, RoIAlign "
-        f"sampling_ratio={args.sampling_ratio}, {device} ({_machine(device)}), "
+        f"{pair.title}, batch {args.batch} x {args.size[0]}x{args.size[1]}, "
+        + (
+            f"RoIAlign sampling_ratio={args.sampling_ratio}, "
+            if args.model == "faster_rcnn"
+            else ""
+        )
+        + f"{device} ({_machine(device)}), "
         f"torch {torch.__version__}",
         flush=True,
     )

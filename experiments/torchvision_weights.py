@@ -17,8 +17,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "INTEGER_CORNER_RATIOS",
+    "fcos_head_to_detfn",
+    "fcos_to_detfn",
     "load_torchvision_weights",
+    "retinanet_to_detfn",
     "torchvision_faster_rcnn",
+    "torchvision_fcos",
+    "torchvision_retinanet",
     "torchvision_to_detfn",
 ]
 
@@ -40,27 +45,82 @@ _RENAMES = (
 )
 
 
-def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename torchvision's FasterRCNN weights to detfn's; move the background class from the
-    first classifier row to the last and drop its box regressor rows."""
+_RETINANET_RENAMES = (
+    *_RENAMES[:3],
+    (r"backbone\.fpn\.extra_blocks\.p6\.", "neck.fpn_convs.3."),
+    (r"backbone\.fpn\.extra_blocks\.p7\.", "neck.fpn_convs.4."),
+    (r"head\.classification_head\.conv\.(\d)\.0\.", r"bbox_head.cls_convs.\1."),
+    (r"head\.classification_head\.cls_logits\.", "bbox_head.retina_cls."),
+    (r"head\.regression_head\.conv\.(\d)\.0\.", r"bbox_head.reg_convs.\1."),
+    (r"head\.regression_head\.bbox_reg\.", "bbox_head.retina_reg."),
+)
+
+
+def _renamed(state: dict[str, Tensor], renames, caller: str) -> dict[str, Tensor]:
+    """``state`` under the first matching ``(pattern, replacement)`` of ``renames`` per key."""
     out = {}
     for key, value in state.items():
-        match = next(((p, r) for p, r in _RENAMES if re.match(p, key)), None)
+        match = next(((p, r) for p, r in renames if re.match(p, key)), None)
         if match is None:
-            raise KeyError(f"torchvision_to_detfn: no detfn name for torchvision weight {key!r}")
-        name = re.sub(match[0], match[1], key, count=1)
-        if "cls_score" in key:
-            value = torch.cat([value[1:], value[:1]])
-        elif "box_predictor.bbox_pred" in key:
-            value = value[4:]
-        out[name] = value
+            raise KeyError(f"{caller}: no detfn name for torchvision weight {key!r}")
+        out[re.sub(match[0], match[1], key, count=1)] = value
     return out
 
 
-def load_torchvision_weights(model: nn.Module, reference: nn.Module) -> None:
-    """Copy ``reference``'s (torchvision FasterRCNN) weights into detfn's ``model``; every
-    tensor of both must be mapped (a ``ValueError`` names the ones that are not)."""
-    mapped = torchvision_to_detfn(reference.state_dict())
+def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename torchvision's FasterRCNN weights to detfn's; move the background class from the
+    first classifier row to the last and drop its box regressor rows."""
+    out = _renamed(state, _RENAMES, "torchvision_to_detfn")
+    for key, value in out.items():
+        if key.startswith("roi_head.bbox_head.fc_cls."):
+            out[key] = torch.cat([value[1:], value[:1]])
+        elif key.startswith("roi_head.bbox_head.fc_reg."):
+            out[key] = value[4:]
+    return out
+
+
+def retinanet_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename torchvision's RetinaNet weights (ResNet, FPN with P6/P7, head towers) to detfn's.
+    Both libraries have sigmoid classifiers without a background row: names change, values not."""
+    return _renamed(state, _RETINANET_RENAMES, "retinanet_to_detfn")
+
+
+def fcos_head_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename torchvision's FCOS head weights (``FCOS.head``) to detfn's FCOSHead names."""
+    out = {}
+    towers = {"classification_head.conv": "cls_convs", "regression_head.conv": "reg_convs"}
+    single = {
+        "classification_head.cls_logits": "conv_cls",
+        "regression_head.bbox_reg": "conv_reg",
+        "regression_head.bbox_ctrness": "conv_centerness",
+    }
+    for name, value in state.items():
+        prefix, leaf = name.rsplit(".", 1)
+        if prefix in single:
+            out[f"{single[prefix]}.{leaf}"] = value
+            continue
+        tower, index = prefix.rsplit(".", 1)
+        block, part = divmod(int(index), 3)  # Sequential(conv, GroupNorm, ReLU) per block
+        out[f"{towers[tower]}.{block}.{('conv', 'gn')[part]}.{leaf}"] = value
+    return out
+
+
+def fcos_to_detfn(state: dict[str, Tensor], num_levels: int = 5) -> dict[str, Tensor]:
+    """Rename torchvision's whole FCOS (ResNet, FPN with P6/P7, head) to detfn's names. detfn's
+    per-level ``Scale`` has no torchvision twin: it gets 1.0, which multiplies by one."""
+    head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("head.")}
+    out = _renamed(rest, _RETINANET_RENAMES[:5], "fcos_to_detfn")
+    out.update({f"bbox_head.{k}": v for k, v in fcos_head_to_detfn(head).items()})
+    out.update({f"bbox_head.scales.{i}.scale": torch.tensor(1.0) for i in range(num_levels)})
+    return out
+
+
+def load_torchvision_weights(model: nn.Module, reference: nn.Module, mapping=None) -> None:
+    """Copy ``reference``'s torchvision weights into detfn's ``model`` through ``mapping`` (a
+    renaming function, default :func:`torchvision_to_detfn` for FasterRCNN); every tensor of
+    both must be mapped (a ``ValueError`` names the ones that are not)."""
+    mapped = (mapping or torchvision_to_detfn)(reference.state_dict())
     ours = model.state_dict()
     # BatchNorm's step counter exists only on one side when the other uses FrozenBatchNorm
     mapped = {k: v for k, v in mapped.items() if k in ours or not k.endswith("num_batches_tracked")}
@@ -113,4 +173,76 @@ def torchvision_faster_rcnn(
         rpn_post_nms_top_n_test=post_test,
         box_batch_size_per_image=rois_per_image,
         box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio),
+    )
+
+
+def torchvision_retinanet(
+    depth: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    cell_anchors: list[Tensor],
+    *,
+    frozen_bn: bool = True,
+    detections_per_img: int = 100,
+) -> nn.Module:
+    """torchvision's RetinaNet shaped as mmdetection's ``retinanet_r{depth}_fpn_1x``.
+
+    ResNet-``depth`` with C3-C5 into the FPN, P6 from P5 and a ReLU before P7 (torchvision's
+    ``LastLevelP6P7(256, 256)``, mmdetection's ``on_output`` + ``relu_before_extra_convs``);
+    ``frozen_bn``: FrozenBatchNorm with the stem and layer1 frozen (mmdetection's 1x training),
+    else trainable BatchNorm everywhere. ``cell_anchors`` (per level Tensor[A, 4], detfn's
+    unrounded octave anchors) replace torchvision's rounded ones. The images are fed already
+    normalized and at ``image_size`` (H, W): the transform neither normalizes nor resizes.
+    """
+    from torchvision.models.detection import RetinaNet
+
+    model = RetinaNet(
+        _dense_backbone(depth, frozen_bn),
+        num_classes=num_classes,
+        detections_per_img=detections_per_img,
+        **_fed_as_is(image_size),
+    )
+    model.anchor_generator.cell_anchors = list(cell_anchors)
+    return model
+
+
+def torchvision_fcos(
+    depth: int, num_classes: int, image_size: tuple[int, int], *, frozen_bn: bool = True
+) -> nn.Module:
+    """torchvision's FCOS (``fcos_resnet50_fpn``'s assembly) on a ResNet-``depth``: the
+    backbone and FPN of :func:`torchvision_retinanet`, torchvision's FCOS head and defaults
+    (score 0.2, NMS 0.6, 1000 per level, 100 per image, centre sampling radius 1.5), images fed
+    already normalized and at ``image_size`` (H, W)."""
+    from torchvision.models.detection import FCOS
+
+    return FCOS(
+        _dense_backbone(depth, frozen_bn),
+        num_classes=num_classes,
+        **_fed_as_is(image_size),
+    )
+
+
+def _fed_as_is(image_size: tuple[int, int]) -> dict:
+    """torchvision transform settings that neither normalize nor resize ``image_size`` images."""
+    return {
+        "min_size": min(image_size),
+        "max_size": max(image_size),
+        "image_mean": [0.0, 0.0, 0.0],
+        "image_std": [1.0, 1.0, 1.0],
+    }
+
+
+def _dense_backbone(depth: int, frozen_bn: bool) -> nn.Module:
+    """ResNet + FPN of torchvision's dense detectors: C3-C5, P6 from P5, ReLU before P7."""
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    norm = {} if frozen_bn else {"norm_layer": nn.BatchNorm2d}
+    return resnet_fpn_backbone(
+        backbone_name=f"resnet{depth}",
+        weights=None,
+        trainable_layers=3 if frozen_bn else 5,
+        returned_layers=[2, 3, 4],
+        extra_blocks=LastLevelP6P7(256, 256),
+        **norm,
     )

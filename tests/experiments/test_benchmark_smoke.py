@@ -1,20 +1,33 @@
 """experiments.benchmark runs end to end at a tiny size and both models do the same work.
 
-A smoke test: it asserts that the run completes, that detfn and torchvision kept the same
-proposals, sampled the same RoIs and fed the same candidates to the final NMS at every step
-(so that a ratio is reported), and that the JSON file holds the results - never a timing.
+A smoke test: it asserts that the run completes, that detfn and torchvision did the same work at
+every step (Faster R-CNN: proposals kept, RoIs sampled, candidates of the final NMS; RetinaNet
+and FCOS: positive anchors or points, candidates of the final NMS), so that a ratio is reported,
+and that the JSON file holds the results - never a timing.
 """
 
 import json
 
+import pytest
+
 from experiments.benchmark import BenchArgs, run
 
 
-def test_benchmark_completes_with_equal_work(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("model", "size", "counters"),
+    [
+        ("faster_rcnn", (64, 96), ("proposals", "rois", "nms_candidates")),
+        # a multiple of the top stride 128, where torchvision's integer strides are the nominal ones
+        ("retinanet", (128, 128), ("positives", "nms_candidates")),
+        ("fcos", (128, 128), ("positives", "nms_candidates")),
+    ],
+)
+def test_benchmark_completes_with_equal_work(tmp_path, capsys, model, size, counters):
     out = tmp_path / "bench.json"
     args = BenchArgs(
+        model=model,
         depth=18,
-        size=(64, 96),
+        size=size,
         batch=1,
         num_classes=3,
         iters=1,
@@ -25,7 +38,9 @@ def test_benchmark_completes_with_equal_work(tmp_path, capsys):
     report = run(args)
     printed = capsys.readouterr().out
     assert "WORK DIFFERS" not in printed
-    assert "proposals=[" in printed and "rois=[" in printed and "nms_candidates=[" in printed
+    for counter in counters:
+        assert f"{counter}=[" in printed, counter
+    assert "nms_candidates=[0]" not in printed  # the NMS had something to do
     for which in ("train", "inference"):
         assert report["results"][which]["equal_work"]
         assert report["results"][which]["ratio_median"] is not None

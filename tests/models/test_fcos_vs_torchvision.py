@@ -26,6 +26,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from detfn.models.dense_heads.fcos_head import build_fcos_head, torchvision_fcos_head
 from detfn.structures import Batch, ImageMeta
+from experiments.torchvision_weights import fcos_head_to_detfn
 
 NUM_CLASSES = 4
 SIZE = 256
@@ -33,26 +34,6 @@ CHANNELS = 256
 STRIDES = (8, 16, 32, 64, 128)
 
 TORCHVISION_SETTINGS = torchvision_fcos_head()
-
-
-def _torchvision_to_detfn(tv_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename torchvision's FCOS head parameters to detfn's (mmdetection's) names."""
-    out = {}
-    towers = {"classification_head.conv": "cls_convs", "regression_head.conv": "reg_convs"}
-    single = {
-        "classification_head.cls_logits": "conv_cls",
-        "regression_head.bbox_reg": "conv_reg",
-        "regression_head.bbox_ctrness": "conv_centerness",
-    }
-    for name, value in tv_state.items():
-        prefix, leaf = name.rsplit(".", 1)
-        if prefix in single:
-            out[f"{single[prefix]}.{leaf}"] = value
-            continue
-        tower, index = prefix.rsplit(".", 1)
-        block, part = divmod(int(index), 3)  # Sequential(conv, GroupNorm, ReLU) per block
-        out[f"{towers[tower]}.{block}.{('conv', 'gn')[part]}.{leaf}"] = value
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +44,7 @@ def heads():
         for param in tv.head.parameters():
             param.normal_(0.0, 0.05)
     ours = build_fcos_head(TORCHVISION_SETTINGS, in_channels=CHANNELS, num_classes=NUM_CLASSES)
-    missing = ours.load_state_dict(_torchvision_to_detfn(tv.head.state_dict()), strict=False)
+    missing = ours.load_state_dict(fcos_head_to_detfn(tv.head.state_dict()), strict=False)
     assert missing.unexpected_keys == []
     assert missing.missing_keys == [f"scales.{i}.scale" for i in range(len(STRIDES))]
     return tv, ours.eval()
@@ -132,7 +113,7 @@ def test_losses_and_gradients_equal_torchvision(heads):
 
     sum(expected.values()).backward()
     sum(got.values()).backward()
-    tv_grads = _torchvision_to_detfn({n: p.grad for n, p in tv.head.named_parameters()})
+    tv_grads = fcos_head_to_detfn({n: p.grad for n, p in tv.head.named_parameters()})
     for name, param in ours.named_parameters():
         if name.startswith("scales."):
             continue

@@ -13,11 +13,9 @@ normalisation, per-level top-k, decoding, class-wise NMS.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from detfn.config import override
 from detfn.models.anchors import base_anchors
@@ -25,6 +23,7 @@ from detfn.models.detectors import RETINANET_R50_FPN
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
 from detfn.structures import Batch, ImageMeta
+from experiments.torchvision_weights import retinanet_to_detfn
 
 NUM_CLASSES = 3
 SIZE = 256
@@ -60,25 +59,6 @@ def torchvision_model(cfg) -> nn.Module:
     return model
 
 
-def torchvision_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    renames = (
-        (r"backbone\.body\.", "backbone."),
-        (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.", r"neck.lateral_convs.\1."),
-        (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.", r"neck.fpn_convs.\1."),
-        (r"backbone\.fpn\.extra_blocks\.p6\.", "neck.fpn_convs.3."),
-        (r"backbone\.fpn\.extra_blocks\.p7\.", "neck.fpn_convs.4."),
-        (r"head\.classification_head\.conv\.(\d)\.0\.", r"bbox_head.cls_convs.\1."),
-        (r"head\.classification_head\.cls_logits\.", "bbox_head.retina_cls."),
-        (r"head\.regression_head\.conv\.(\d)\.0\.", r"bbox_head.reg_convs.\1."),
-        (r"head\.regression_head\.bbox_reg\.", "bbox_head.retina_reg."),
-    )
-    out = {}
-    for key, value in state.items():
-        pattern, replacement = next((p, r) for p, r in renames if re.match(p, key))
-        out[re.sub(pattern, replacement, key, count=1)] = value
-    return out
-
-
 @pytest.fixture(scope="module")
 def models():
     """Seeded torchvision weights, class logits spread so that scores pass the 0.05 threshold."""
@@ -88,7 +68,7 @@ def models():
     nn.init.normal_(reference.head.classification_head.cls_logits.weight, std=0.05)
     nn.init.zeros_(reference.head.classification_head.cls_logits.bias)
     model = build(cfg)
-    mapped = torchvision_to_detfn(reference.state_dict())
+    mapped = retinanet_to_detfn(reference.state_dict())
     unmapped = set(model.state_dict()) ^ set(mapped)
     assert not unmapped, f"unmapped weights: {sorted(unmapped)}"
     model.load_state_dict(mapped)
