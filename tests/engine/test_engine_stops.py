@@ -28,7 +28,12 @@ SCRIPT = pathlib.Path(__file__).with_name("stop_run.py")
 
 
 def child(work_dir, *args):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    # The child trains the first iterations, this process the rest after the resume: both with
+    # the same intra-op thread count, since float sums split over other thread counts round
+    # differently and "bit-exact" would then compare two different computations.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads}
+    env["WANDB_MODE"] = "disabled"
     cmd = [sys.executable, str(SCRIPT), str(work_dir), *map(str, args)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
