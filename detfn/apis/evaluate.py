@@ -28,7 +28,7 @@ from detfn.evaluation.coco import (
 from detfn.evaluation.segm import detections_to_segm_results, write_instance_results
 from detfn.structures import Batch, ImageDetections
 
-__all__ = ["collect_detections", "evaluate_dataset", "label_to_category"]
+__all__ = ["collect_detections", "evaluate_dataset", "label_to_category", "score_detections"]
 
 logger = logging.getLogger("detfn.apis")
 
@@ -103,6 +103,24 @@ def evaluate_dataset(
     """
     cat_ids = label_to_category(dataset, class_names)  # fail before predicting
     detections, image_ids = collect_detections(predict, params, buffers, loader, device, on_batch)
+    return score_detections(
+        dataset, detections, image_ids, cat_ids, classwise=classwise, results_json=results_json
+    )
+
+
+def score_detections(
+    dataset: Any,
+    detections: list[ImageDetections],
+    image_ids: list[int],
+    cat_ids: list[int],
+    *,
+    classwise: bool = False,
+    results_json: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """COCO bbox (and, when every detection has masks, segm) metrics of the whole dataset's
+    detections; ``cat_ids[label]`` is each model label's category (:func:`label_to_category`),
+    and only those categories are scored. Shared by the single-process and the sharded
+    evaluation, which calls it on rank 0 with the gathered detections."""
     with_masks = bool(detections) and all(d.masks is not None for d in detections)
     if not with_masks:
         results = detections_to_coco_results(detections, image_ids, cat_ids)

@@ -6,37 +6,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from detfn.apis.evaluate import PredictFn, collect_detections, evaluate_dataset, label_to_category
+from detfn.apis.evaluate import (
+    PredictFn,
+    collect_detections,
+    evaluate_dataset,
+    label_to_category,
+    score_detections,
+)
 from detfn.dist import evaluate_on_ranks, is_distributed
-from detfn.evaluation.coco import coco_evaluate, detections_to_coco_results, write_results_json
 from detfn.structures import Batch, ImageDetections
 
-__all__ = ["evaluate_dataset_on_ranks", "score_detections"]
-
-
-def score_detections(
-    dataset: Any,
-    detections: list[ImageDetections],
-    image_ids: list[int],
-    cat_ids: list[int],
-    *,
-    classwise: bool = False,
-    results_json: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """COCO metrics of the whole dataset's detections; ``cat_ids[label]`` is the category of
-    each model label (:func:`~detfn.apis.evaluate.label_to_category`), and only those
-    categories are scored."""
-    results = detections_to_coco_results(detections, image_ids, cat_ids)
-    if results_json is not None:
-        write_results_json(results, Path(results_json))
-    return coco_evaluate(
-        dataset.coco, results, classwise=classwise, img_ids=dataset.image_ids, cat_ids=cat_ids
-    )
+__all__ = ["evaluate_dataset_on_ranks"]
 
 
 def evaluate_dataset_on_ranks(

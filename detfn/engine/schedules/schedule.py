@@ -104,7 +104,7 @@ class Schedule(Config):
 
     def value(self, base: float, progress: int, total: int | None, group: int) -> float:
         """The regular value of one group at ``progress`` of ``total`` (see module docstring)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define value()")
 
     def check_run(self, bases: Sequence[float], state: TrainState) -> None:
         """Fail at the start of a run, not midway, when the schedule cannot cover it: evaluate
