@@ -13,28 +13,73 @@ comparison measures beyond seed noise is the remaining design choices (RoIAlign 
 
     python -m experiments.compare_torchvision            # prints both metric lines
     python -m experiments.compare_torchvision --model retinanet
+    python -m experiments.compare_torchvision --model fcos
 
 ``--model retinanet`` trains torchvision's ``RetinaNet`` the way ``retinanet_bccd_preset`` trains
 detfn's: ResNet-18 from scratch, FPN with 128 channels on C3-C5 and P6 from C5, P7 from P6,
 octave anchors 16-25 px on stride 8 (3 scales x 3 ratios), 4-conv heads, focal loss, SGD 0.01.
 torchvision differs by design in its ReLU before P7 and its rounded anchor sizes.
+
+``--model fcos`` trains torchvision's ``FCOS`` built from ``fcos_bccd_preset``'s config
+(:func:`experiments.torchvision_models.torchvision_fcos_bccd`). Matched: ResNet-18 from scratch,
+FPN with 128 channels on C3-C5, P6 from P5 and a ReLU before P7; 4-conv GN towers of 128 with
+normal(0.01) init and the 0.01 prior bias, without conv bias (torchvision's are held at zero and
+frozen); points at the nominal strides 8-128 with offset 0.5 (a point generator replaces
+torchvision's, which puts them at offset 0 and derives strides by integer division: 106 for P7
+of a 320-wide image); no center sampling (an infinite radius: torchvision always samples);
+regress ranges (0, 64) ... (512, inf); focal loss (0.25, 2) and centerness BCE averaged over the
+positives; SGD 0.01 / 0.9 / 1e-4 with conv biases at 2x lr without decay (norms keep theirs),
+gradients clipped at L2 norm 35, the same warmup and steps; at test a score threshold of 0.05,
+1000 candidates per level, NMS 0.5 and 100 per image. Where torchvision has no option for the
+preset's choice the two necessarily differ (:data:`~experiments.torchvision_models.
+FCOS_DIFFERENCES` holds the detfn settings that compute torchvision's way, and
+``tests/experiments/test_compare_torchvision.py`` checks with equal weights on BCCD images that
+they are the only differences):
+
+* box regression: torchvision's ReLU distances in units of the stride (``norm_on_bbox``), with
+  no per-level learnable scale; the preset's ``exp(scale_l * x)`` in pixels;
+* centerness on the regression tower (``centerness_on_reg``); the preset's on the
+  classification tower;
+* box loss: torchvision's GIoU loss (eps 1e-7) averaged over the positives; the preset's IoU
+  loss ``-log IoU`` weighted by the centerness targets and divided by their sum;
+* test scores: torchvision thresholds, takes the per-level top-k by, and reports
+  ``sqrt(cls * centerness)``; the preset thresholds and takes the top-k by ``cls`` and reports
+  ``cls * centerness`` (the square root keeps the order, so NMS and AP rank alike: only which
+  candidates enter differs);
+* regress-range bounds: strict in torchvision, inclusive in the preset. Frequent here: box sides
+  and points lie on a 0.5 px grid (7 of the 594 positives of one bccd8 image sit on a bound).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 import tyro
 from torch import nn
 
-from detfn.apis import bccd_cpu_preset, build_experiment, retinanet_bccd_preset
+from detfn.apis import (
+    ExperimentConfig,
+    bccd_cpu_preset,
+    build_experiment,
+    fcos_bccd_preset,
+    retinanet_bccd_preset,
+)
+from detfn.config import override
 from detfn.data import build_loader
+from detfn.engine.optim import SGDConfig, make_param_groups, norm_param_names
 from detfn.evaluation import coco_evaluate, detections_to_coco_results
 from detfn.structures import ImageDetections
+from experiments.torchvision_models import (
+    torchvision_fcos_bccd,
+    torchvision_model,
+    torchvision_retinanet_bccd,
+)
 
 
 @dataclass(frozen=True)
@@ -44,64 +89,33 @@ class CompareArgs:
     log_interval: int = 10
     seed: int = 0
     """seeds the data order and the initialization, as ``--seed`` of experiments.faster_rcnn"""
-    model: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
+    model: Literal["faster_rcnn", "retinanet", "fcos"] = "faster_rcnn"
     """which detector and bccd preset to compare"""
+    max_iters: int | None = None
+    """stop training after this many iterations (smoke runs; the schedule is unchanged)"""
+    data_root: Path | None = None
+    """a BCCD-style folder (instances.json, JPEGImages/) to train and evaluate on instead of the
+    bundled splits (smoke runs)"""
 
 
-def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
-    """torchvision's FasterRCNN sized as the ``bccd`` preset; ``ratios`` are the anchor ratios."""
-    from torchvision.models import resnet18
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.ops import MultiScaleRoIAlign
+@dataclass(frozen=True)
+class Comparison:
+    """A detfn preset, its torchvision twin, and torchvision's label of detfn's class 0."""
 
-    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
-    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
-    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=128)
-    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
-    return FasterRCNN(
-        backbone,
-        num_classes=num_classes + 1,
-        # the images come resized and normalized by detfn's pipeline: no second transform
-        min_size=240,
-        max_size=320,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
-        rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=1000,
-        rpn_post_nms_top_n_train=500,
-        rpn_pre_nms_top_n_test=500,
-        rpn_post_nms_top_n_test=300,
-        box_batch_size_per_image=256,
-        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2),
-    )
+    preset: Callable[[], ExperimentConfig]
+    twin: Callable[[ExperimentConfig], nn.Module]
+    label_offset: int  # 1 where torchvision's class 0 is the background
 
 
-def torchvision_retinanet(num_classes: int) -> nn.Module:
-    """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``."""
-    from torchvision.models import resnet18
-    from torchvision.models.detection import RetinaNet
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-
-    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
-    layers = {"layer2": "0", "layer3": "1", "layer4": "2"}
-    extra = LastLevelP6P7(512, 128)  # in != out channels: P6 from C5, as the preset's on_input
-    backbone = BackboneWithFPN(body, layers, [128, 256, 512], 128, extra_blocks=extra)
-    sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256))
-    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-    return RetinaNet(
-        backbone,
-        num_classes,
-        min_size=240,
-        max_size=320,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
-        anchor_generator=anchors,
-        detections_per_img=100,
-    )
+COMPARISONS = {
+    "faster_rcnn": Comparison(
+        bccd_cpu_preset, lambda cfg: torchvision_model(cfg.model.num_classes), 1
+    ),
+    "retinanet": Comparison(
+        retinanet_bccd_preset, lambda cfg: torchvision_retinanet_bccd(cfg.model.num_classes), 0
+    ),
+    "fcos": Comparison(fcos_bccd_preset, torchvision_fcos_bccd, 0),
+}
 
 
 def lr_at(iteration: int, epoch: int, base: float = 0.02, steps: tuple[int, ...] = (6, 7)) -> float:
@@ -125,6 +139,35 @@ def images_and_targets(batch, label_offset: int = 1):
     return images, targets
 
 
+def sgd_like(model: nn.Module, sgd: SGDConfig) -> torch.optim.SGD:
+    """torch's SGD over ``model``'s trainable parameters with ``sgd``'s lr, momentum, weight
+    decay and mmcv's per-parameter multipliers (bias lr and decay, norm decay) by detfn's own
+    grouping rules; each group keeps its unscheduled lr as ``base_lr``."""
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    groups = make_param_groups(
+        named,
+        sgd.param_groups,
+        lr=sgd.lr,
+        weight_decay=sgd.weight_decay,
+        momentum=sgd.momentum,
+        norm_names=norm_param_names(model),
+    )
+    return torch.optim.SGD(
+        [
+            {
+                "params": [named[n] for n in g.names],
+                "lr": g.lr,
+                "base_lr": g.lr,
+                "weight_decay": g.weight_decay,
+            }
+            for g in groups
+        ],
+        lr=sgd.lr,
+        momentum=sgd.momentum,
+        nesterov=sgd.nesterov,
+    )
+
+
 def train(
     model: nn.Module,
     loader,
@@ -133,20 +176,33 @@ def train(
     base_lr: float = 0.02,
     label_offset: int = 1,
     steps: tuple[int, ...] = (6, 7),
+    *,
+    sgd: SGDConfig | None = None,
+    max_grad_norm: float | None = None,
+    max_iters: int | None = None,
 ) -> None:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=0.9, weight_decay=1e-4)
+    """Train ``model`` on ``loader``'s batches with the bccd schedule (:func:`lr_at`).
+
+    ``sgd``: the preset's optimizer (None: SGD at ``base_lr``, momentum 0.9, decay 1e-4);
+    ``max_grad_norm``: clip the global L2 norm of the gradients; ``max_iters``: stop early.
+    """
+    optimizer = sgd_like(model, sgd or SGDConfig(lr=base_lr, momentum=0.9, weight_decay=1e-4))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     iteration, start, window = 0, time.time(), []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         model.train()
         for batch in loader:
+            if max_iters is not None and iteration >= max_iters:
+                return
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration, epoch, base_lr, steps)
+                group["lr"] = lr_at(iteration, epoch, group["base_lr"], steps)
             images, targets = images_and_targets(batch, label_offset)
             loss = sum(model(images, targets).values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             iteration += 1
             window.append(loss.item())
@@ -176,17 +232,36 @@ def evaluate(model: nn.Module, dataset, loader, label_offset: int = 1) -> dict:
     return coco_evaluate(dataset.coco, results, img_ids=dataset.image_ids)
 
 
+def with_data_root(cfg: ExperimentConfig, root: Path) -> ExperimentConfig:
+    """``cfg`` training and evaluating on the COCO json and images under ``root``."""
+    files = {"ann_file": str(root / "instances.json"), "img_prefix": str(root / "JPEGImages")}
+    return override(cfg, {f"data.{s}.{k}": v for s in ("train", "val") for k, v in files.items()})
+
+
 def main(args: CompareArgs) -> dict:
-    retina = args.model == "retinanet"
-    preset = retinanet_bccd_preset() if retina else bccd_cpu_preset()
-    cfg = dataclasses.replace(preset, seed=args.seed)  # data order and init
+    comparison = COMPARISONS[args.model]
+    cfg = dataclasses.replace(comparison.preset(), seed=args.seed)  # data order and init
+    if args.data_root is not None:
+        cfg = with_data_root(cfg, args.data_root)
     built = build_experiment(cfg)
     torch.manual_seed(args.seed)
-    num_classes = cfg.model.num_classes
-    model = torchvision_retinanet(num_classes) if retina else torchvision_model(num_classes)
-    offset = 0 if retina else 1  # RetinaNet has no background class
+    model = comparison.twin(cfg)
+    offset = comparison.label_offset
     loader = build_loader(built.train_set, cfg.data.train_loader)
-    train(model, loader, args.epochs, args.log_interval, cfg.runner.optimizer.lr, offset)
+    clip = cfg.runner.optimizer_hook.grad_clip
+    if clip is not None and clip.norm_type != 2.0:
+        raise ValueError(f"compare_torchvision: grad_clip.norm_type {clip.norm_type}: only 2")
+    train(
+        model,
+        loader,
+        args.epochs,
+        args.log_interval,
+        label_offset=offset,
+        steps=cfg.runner.lr.step,
+        sgd=cfg.runner.optimizer,
+        max_grad_norm=None if clip is None else clip.max_norm,
+        max_iters=args.max_iters,
+    )
     val_loader = build_loader(built.val_set, cfg.data.test_loader)
     metrics = evaluate(model, built.val_set, val_loader, offset)
     print(metrics["bbox_summary"])

@@ -28,6 +28,7 @@ from detfn.data import build_loader
 from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
 from detfn.structures import ImageDetections
 from experiments.compare_torchvision import images_and_targets, train
+from experiments.torchvision_models import TWO_STAGE_SETTINGS, fed_as_is
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,9 @@ def torchvision_mask_model(num_classes: int, width: int = 128) -> nn.Module:
         backbone,
         num_classes=None,  # given by the predictors (a custom mask predictor requires it)
         # the images come resized and normalized by detfn's pipeline: no second transform
-        min_size=256,
-        max_size=320,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
+        **fed_as_is(256, 320),
         rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=1000,
-        rpn_post_nms_top_n_train=500,
-        rpn_pre_nms_top_n_test=500,
-        rpn_post_nms_top_n_test=300,
-        box_batch_size_per_image=256,
+        **TWO_STAGE_SETTINGS,
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
         mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
         box_predictor=FastRCNNPredictor(1024, num_classes + 1),
