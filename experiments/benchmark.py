@@ -64,6 +64,8 @@ class BenchArgs:
     """bf16 autocast of both forwards, CUDA only"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)"""
+    measure: tuple[Literal["train", "inference"], ...] = ("train", "inference")
+    """which steps to time (one alone halves a run on a busy machine)"""
     memory: bool = True
     """measure peak memory (one extra step per side, untimed)"""
     output: Path | None = None
@@ -205,7 +207,7 @@ def run(args: BenchArgs) -> dict:
         flush=True,
     )
     results: dict[str, dict] = {}
-    for which in ("train", "inference"):
+    for which in dict.fromkeys(args.measure):
         results[which] = interleaved(pair.detfn, pair.torchvision, which, args, device)
         if args.memory:
             for name in ("detfn", "torchvision"):
@@ -242,13 +244,15 @@ def print_table(report: dict) -> None:
     res = report["results"]
     print(f"\n{'':<22}{'detfn':>12}{'torchvision':>14}{'detfn/tv (min-max)':>26}")
     for which, label in (("train", "train step (ms)"), ("inference", "inference (ms)")):
+        if which not in res:
+            continue
         r = res[which]
         spread = _cell(
             r["ratio_median"],
             lambda m, r=r: f"{m:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
         )
         print(f"{label:<22}{r['detfn_ms']:>12.0f}{r['torchvision_ms']:>14.0f}{spread:>26}")
-    for which in ("train", "inference"):
+    for which in res:
         r = res[which]
         if "detfn_peak_mb" in r:
             ratio = r["detfn_peak_mb"] / max(r["torchvision_peak_mb"], 1e-9)
