@@ -6,9 +6,9 @@ compute the same thing (aligned=False RoIAlign with the same ``--sampling-ratio`
 whole-pixel corners, FrozenBatchNorm with layer1 and the stem frozen, 1x proposal counts, 512
 RoIs per image, SGD 0.02 / 0.9 / 1e-4, torchvision's small-box filters: RPN boxes under 1e-3
 px and, before the final NMS, boxes under 1e-2 px dropped on both sides). ``--model
-retinanet`` / ``fcos``: torchvision's RetinaNet / FCOS assembly (P6 from P5, ReLU before P7, FrozenBatchNorm), detfn's unrounded
-anchors copied into torchvision's RetinaNet, detfn's FCOS head under ``torchvision_fcos_head()``
-and class logits re-drawn so that scores pass the test threshold. Before every step both models
+retinanet`` / ``fcos``: torchvision's RetinaNet / FCOS assembly (P6 from P5, ReLU before P7,
+FrozenBatchNorm), detfn's unrounded anchors copied into torchvision's RetinaNet, detfn's FCOS
+head under ``torchvision_fcos_head()`` and class logits re-drawn so that scores pass the test threshold. Before every step both models
 are restored to those weights, so the proposals never collapse as they do after a few updates
 on random data.
 
