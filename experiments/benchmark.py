@@ -8,16 +8,16 @@ RoIs per image, SGD 0.02 / 0.9 / 1e-4, torchvision's small-box filters: RPN boxe
 px and, before the final NMS, boxes under 1e-2 px dropped on both sides). ``--model
 retinanet`` / ``fcos``: torchvision's RetinaNet / FCOS assembly (P6 from P5, ReLU before P7,
 FrozenBatchNorm), detfn's unrounded anchors copied into torchvision's RetinaNet, detfn's FCOS
-head under ``torchvision_fcos_head()`` and class logits re-drawn so that scores pass the test threshold. Before every step both models
-are restored to those weights, so the proposals never collapse as they do after a few updates
-on random data.
+head under ``torchvision_fcos_head()`` and class logits re-drawn so that scores pass the test
+threshold. Before every step both models are restored to those weights, so the proposals never
+collapse as they do after a few updates on random data.
 
 Each step prints, per side, its work per image: Faster R-CNN's proposals kept and RoIs sampled
 (train), a dense detector's positive anchors or points (train), and the detection candidates
 entering the final NMS (inference); when they differ, the benchmark reports no ratio for that
 measurement. The dense detectors want sizes that divide by 128 (torchvision derives each
-level's stride by integer division, so other sizes shift its top-level anchors). The two models' steps alternate in one process (order
-swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
+level's stride by integer division, so other sizes shift its top-level anchors). The two
+models' steps alternate in one process (order swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
 median of per-pair ratios, with the lowest and highest. Peak memory is the torch tensor memory
 allocated during one step above what was live before it, from torch.profiler's memory events
 (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA). Results also go to a JSON file.

@@ -1,4 +1,4 @@
-"""Does data loading keep up? Images per second of a preset's train loader against its training step.
+"""Does data loading keep up? Images/s of a preset's train loader against its training step.
 
     python -m experiments.benchmark_loader [--model faster_rcnn] [--preset bccd]
         [--batches 50] [--workers 0 2] [--train-steps 3]
