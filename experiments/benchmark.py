@@ -17,8 +17,9 @@ Each step prints, per side, its work per image: Faster R-CNN's proposals kept an
 entering the final NMS (inference); when they differ, the benchmark reports no ratio for that
 measurement. The dense detectors want sizes that divide by 128 (torchvision derives each
 level's stride by integer division, so other sizes shift its top-level anchors). The two
-models' steps alternate in one process (order swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
-median of per-pair ratios, with the lowest and highest. Peak memory is the torch tensor memory
+models' steps alternate in one process (order swapped every pair), so a slow spell on a shared
+machine hits both; the ratio reported is the median of per-pair ratios, with the lowest and
+highest. Peak memory is the torch tensor memory
 allocated during one step above what was live before it, from torch.profiler's memory events
 (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA). Results also go to a JSON file.
 
