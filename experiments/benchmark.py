@@ -4,20 +4,22 @@ Both models get the same weights (torchvision's seeded initialization, mapped to
 experiments.torchvision_weights), the same synthetic batch and the settings that make them
 compute the same thing (aligned=False RoIAlign with the same ``--sampling-ratio``, anchors with
 whole-pixel corners, FrozenBatchNorm with layer1 and the stem frozen, 1x proposal counts, 512
-RoIs per image, SGD 0.02 / 0.9 / 1e-4). ``--model retinanet`` / ``fcos``: torchvision's
-RetinaNet / FCOS assembly (P6 from P5, ReLU before P7, FrozenBatchNorm), detfn's unrounded
-anchors copied into torchvision's RetinaNet, detfn's FCOS head under ``torchvision_fcos_head()``
-and class logits re-drawn so that scores pass the test threshold. Before every step both models
-are restored to those weights, so the proposals never collapse as they do after a few updates
-on random data.
+RoIs per image, SGD 0.02 / 0.9 / 1e-4, torchvision's small-box filters: RPN boxes under 1e-3
+px and, before the final NMS, boxes under 1e-2 px dropped on both sides). ``--model
+retinanet`` / ``fcos``: torchvision's RetinaNet / FCOS assembly (P6 from P5, ReLU before P7,
+FrozenBatchNorm), detfn's unrounded anchors copied into torchvision's RetinaNet, detfn's FCOS
+head under ``torchvision_fcos_head()`` and class logits re-drawn so that scores pass the test
+threshold. Before every step both models are restored to those weights, so the proposals never
+collapse as they do after a few updates on random data.
 
 Each step prints, per side, its work per image: Faster R-CNN's proposals kept and RoIs sampled
 (train), a dense detector's positive anchors or points (train), and the detection candidates
 entering the final NMS (inference); when they differ, the benchmark reports no ratio for that
 measurement. The dense detectors want sizes that divide by 128 (torchvision derives each
-level's stride by integer division, so other sizes shift its top-level anchors). The two models' steps alternate in one process (order
-swapped every pair), so a slow spell on a shared machine hits both; the ratio reported is the
-median of per-pair ratios, with the lowest and highest. Peak memory is the torch tensor memory
+level's stride by integer division, so other sizes shift its top-level anchors). The two
+models' steps alternate in one process (order swapped every pair), so a slow spell on a shared
+machine hits both; the ratio reported is the median of per-pair ratios, with the lowest and
+highest. Peak memory is the torch tensor memory
 allocated during one step above what was live before it, from torch.profiler's memory events
 (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA). Results also go to a JSON file.
 
@@ -64,6 +66,8 @@ class BenchArgs:
     """bf16 autocast of both forwards, CUDA only"""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)"""
+    measure: tuple[Literal["train", "inference"], ...] = ("train", "inference")
+    """which steps to time (one alone halves a run on a busy machine)"""
     memory: bool = True
     """measure peak memory (one extra step per side, untimed)"""
     output: Path | None = None
@@ -205,7 +209,7 @@ def run(args: BenchArgs) -> dict:
         flush=True,
     )
     results: dict[str, dict] = {}
-    for which in ("train", "inference"):
+    for which in dict.fromkeys(args.measure):
         results[which] = interleaved(pair.detfn, pair.torchvision, which, args, device)
         if args.memory:
             for name in ("detfn", "torchvision"):
@@ -242,13 +246,15 @@ def print_table(report: dict) -> None:
     res = report["results"]
     print(f"\n{'':<22}{'detfn':>12}{'torchvision':>14}{'detfn/tv (min-max)':>26}")
     for which, label in (("train", "train step (ms)"), ("inference", "inference (ms)")):
+        if which not in res:
+            continue
         r = res[which]
         spread = _cell(
             r["ratio_median"],
             lambda m, r=r: f"{m:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
         )
         print(f"{label:<22}{r['detfn_ms']:>12.0f}{r['torchvision_ms']:>14.0f}{spread:>26}")
-    for which in ("train", "inference"):
+    for which in res:
         r = res[which]
         if "detfn_peak_mb" in r:
             ratio = r["detfn_peak_mb"] / max(r["torchvision_peak_mb"], 1e-9)

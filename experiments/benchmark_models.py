@@ -53,8 +53,39 @@ def _detfn_faster_rcnn_config(s: BenchSettings):
             "class_names": None,
             "roi_head.bbox_roi_extractor.sampling_ratio": s.sampling_ratio,
             "roi_head.bbox_roi_extractor.aligned": False,  # torchvision has no aligned RoIAlign
+            # torchvision's RPN drops boxes under rpn.min_size = 1e-3 before its NMS; mmdetection's
+            # min_bbox_size is the same filter (strict >, against torchvision's >=: only a box of
+            # exactly 1e-3 px would differ)
+            "rpn_head.train_proposal.min_bbox_size": TORCHVISION_RPN_MIN_SIZE,
+            "rpn_head.test_proposal.min_bbox_size": TORCHVISION_RPN_MIN_SIZE,
         },
     )
+
+
+# torchvision's defaults: RPN(min_size=1e-3) and the 1e-2 px hard-coded in
+# RoIHeads.postprocess_detections (boxes narrower or shorter are removed before the final NMS)
+TORCHVISION_RPN_MIN_SIZE = 1e-3
+TORCHVISION_ROI_MIN_SIZE = 1e-2
+
+
+def drop_small_boxes(bbox_head: nn.Module, min_size: float = TORCHVISION_ROI_MIN_SIZE) -> None:
+    """Give detfn's R-CNN box head (this instance only) torchvision's filter before the final
+    NMS: a (box, class) pair whose clipped box is narrower or shorter than ``min_size`` gets
+    score 0, below any ``score_thr``, so it never enters the NMS - as torchvision's
+    ``remove_small_boxes`` (keeps ``>= min_size``) after its score filter. The benchmark's
+    equal setting only: mmdetection has no such filter in the R-CNN stage, and detfn pays for
+    it here. ``decode`` gives scores (Tensor[K, C + 1], background last), boxes (Tensor[K, C, 4]).
+    """
+    decode = bbox_head.decode
+
+    @functools.wraps(decode)
+    def decode_dropping_small(*args, **kwargs):
+        scores, boxes = decode(*args, **kwargs)
+        big = ((boxes[..., 2:] - boxes[..., :2]) >= min_size).all(-1)  # [K, C]
+        foreground = scores[:, :-1].where(big, 0.0)
+        return torch.cat([foreground, scores[:, -1:]], dim=1), boxes
+
+    bbox_head.decode = decode_dropping_small
 
 
 def _probe_detfn(model: nn.Module, probe: Probe) -> None:
@@ -119,6 +150,7 @@ def faster_rcnn_pair(s: BenchSettings, batch: Batch) -> Pair:
     reference.to(s.device)
     _spread_objectness(reference, batch)
     model = build(_detfn_faster_rcnn_config(s))
+    drop_small_boxes(model.roi_head.bbox_head)
     load_torchvision_weights(model, reference)
     model.to(s.device)
     detfn_probe, tv_probe = Probe(), Probe()

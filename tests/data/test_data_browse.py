@@ -46,7 +46,10 @@ def test_browse_reads_a_dataset_config_json(tmp_path):
 
 def test_benchmark_prints_a_table(capsys):
     torch_threads = torch.get_num_threads()
-    rows = benchmark_loader.main(benchmark_loader.BenchmarkArgs(batches=1, workers=(0,)))
+    args = benchmark_loader.BenchmarkArgs(batches=1, workers=(0,), train_steps=1)
+    rows = benchmark_loader.main(args)
     torch.set_num_threads(torch_threads)
     assert [(w, n) for w, n, _ in rows] == [(0, 2)]
-    assert "images/s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "images/s" in printed
+    assert "training step (faster_rcnn, 1 torch thread(s)): median" in printed

@@ -294,11 +294,9 @@ class AnchorHead(DenseHead):
         targets = self.targets(anchors, valid, num_per_level, batch, generator)
         logits = flatten_levels(cls_scores, self.num_classes).reshape(-1, self.num_classes)
         deltas = flatten_levels(bbox_preds, 4).reshape(-1, 4)
-        # One-hot rows; background (label == num_classes) is the all-zero row.
-        one_hot = F.one_hot(targets.labels.reshape(-1), self.num_classes + 1)[:, :-1]
         loss_cls = self.loss_cls(
             logits,
-            one_hot.to(logits.dtype),
+            self.class_targets(targets.labels.reshape(-1), logits.dtype),
             targets.label_weights.reshape(-1),
             targets.avg_factor,
         )
@@ -310,6 +308,15 @@ class AnchorHead(DenseHead):
         )
         cls_name, bbox_name = self.loss_names()
         return {cls_name: loss_cls, bbox_name: loss_bbox}
+
+    def class_targets(self, labels: Tensor, dtype: torch.dtype) -> Tensor:
+        """The classification loss's target for int labels (Tensor[N], ``num_classes`` is the
+        background): the focal loss takes the labels themselves (its label path gives the
+        one-hot formula's numbers in fewer passes over ``[N, C]``), the cross-entropy one-hot
+        rows of ``dtype`` (Tensor[N, C]; background the all-zero row)."""
+        if isinstance(self.cfg.loss_cls, FocalLossConfig):
+            return labels
+        return F.one_hot(labels, self.num_classes + 1)[:, :-1].to(dtype)
 
     def loss_names(self) -> tuple[str, str]:
         """Keys of the two losses (the RPN prefixes them with ``rpn``)."""
