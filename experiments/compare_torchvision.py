@@ -112,7 +112,9 @@ COMPARISONS = {
         bccd_cpu_preset, lambda cfg: torchvision_model(cfg.model.num_classes), 1
     ),
     "retinanet": Comparison(
-        retinanet_bccd_preset, lambda cfg: torchvision_retinanet_bccd(cfg.model.num_classes), 0
+        retinanet_bccd_preset,
+        lambda cfg: torchvision_retinanet_bccd(cfg.model.num_classes, cfg.model.bbox_head.norm),
+        0,
     ),
     "fcos": Comparison(fcos_bccd_preset, torchvision_fcos_bccd, 0),
 }

@@ -15,6 +15,7 @@ test_compare_torchvision.py`` checks with equal weights that they are the only o
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torchvision.models
@@ -23,6 +24,7 @@ from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -114,17 +116,21 @@ def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2
     )
 
 
-def torchvision_retinanet_bccd(num_classes: int) -> nn.Module:
-    """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``."""
+def torchvision_retinanet_bccd(num_classes: int, head_norm: str = "none") -> nn.Module:
+    """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``; ``head_norm="GN"`` gives
+    its towers GroupNorm(32) after bias-free convs, as the preset's ``bbox_head.norm``."""
     # in != out channels: P6 from C5, as the preset's on_input
     backbone = _resnet_fpn(18, (2, 3, 4), (128, 256, 512), 128, p6_in_channels=512)
     sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    norm_layer = {"none": None, "GN": partial(nn.GroupNorm, 32)}[head_norm]
+    head = RetinaNetHead(128, 9, num_classes, norm_layer=norm_layer)
     return RetinaNet(
         backbone,
         num_classes,
         **fed_as_is(240, 320),
         anchor_generator=anchors,
+        head=head,
         detections_per_img=100,
     )
 

@@ -49,9 +49,11 @@ _RETINANET_RENAMES = (
     *_RENAMES[:3],
     (r"backbone\.fpn\.extra_blocks\.p6\.", "neck.fpn_convs.3."),
     (r"backbone\.fpn\.extra_blocks\.p7\.", "neck.fpn_convs.4."),
-    (r"head\.classification_head\.conv\.(\d)\.0\.", r"bbox_head.cls_convs.\1."),
+    (r"head\.classification_head\.conv\.(\d)\.0\.", r"bbox_head.cls_convs.\1.conv."),
+    (r"head\.classification_head\.conv\.(\d)\.1\.", r"bbox_head.cls_convs.\1.gn."),
     (r"head\.classification_head\.cls_logits\.", "bbox_head.retina_cls."),
-    (r"head\.regression_head\.conv\.(\d)\.0\.", r"bbox_head.reg_convs.\1."),
+    (r"head\.regression_head\.conv\.(\d)\.0\.", r"bbox_head.reg_convs.\1.conv."),
+    (r"head\.regression_head\.conv\.(\d)\.1\.", r"bbox_head.reg_convs.\1.gn."),
     (r"head\.regression_head\.bbox_reg\.", "bbox_head.retina_reg."),
 )
 

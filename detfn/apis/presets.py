@@ -254,7 +254,12 @@ def retinanet_bccd_preset() -> ExperimentConfig:
     Faster R-CNN preset; RetinaNet's own choices kept (P3-P7 with P6 on C5, 4-conv towers,
     focal loss, L1, no sampling) with:
 
-    * 128-channel towers (the neck's width);
+    * 128-channel towers (the neck's width) with GroupNorm(32) after each conv (``norm="GN"``,
+      mmdetection's ``norm_cfg`` of the head): trained from scratch without it, RetinaNet's
+      classification loss barely moves in the 100 warmup iterations (1.13 -> 1.00) and the
+      8 epochs end at 0.016 val mAP (torchvision's RetinaNet, trained the same way: 0.013);
+      with it, the loss falls to 0.43 and the val mAP is 0.072 after those 100 iterations
+      alone (2026-11-30, BCCD, seed 0);
     * octave base scale 2 instead of 4, so that the smallest anchors (16, 20, 25 px on stride
       8) still cover platelets in half-size images, as the Faster R-CNN preset's scale 4 does;
     * RetinaNet's half learning rate (0.01, as ``retinanet_r50_fpn_1x_coco`` halves
@@ -266,6 +271,7 @@ def retinanet_bccd_preset() -> ExperimentConfig:
         {
             **_BCCD_BACKBONE,
             "bbox_head.feat_channels": 128,
+            "bbox_head.norm": "GN",
             "bbox_head.anchor_generator.octave_base_scale": 2.0,
         },
     )

@@ -68,12 +68,12 @@ def test_built_head_structure_and_prior_probability_init():
     torch.manual_seed(0)
     head = build(MODEL).bbox_head
     assert len(head.cls_convs) == len(head.reg_convs) == 4
-    assert head.cls_convs[0].in_channels == 256  # the neck's width, given once
+    assert head.cls_convs[0].conv.in_channels == 256  # the neck's width, given once
     assert head.retina_cls.out_channels == 9 * 80 and head.retina_reg.out_channels == 9 * 4
     bias = -math.log((1 - 0.01) / 0.01)
     torch.testing.assert_close(head.retina_cls.bias, torch.full((720,), bias))
-    assert head.reg_convs[2].bias.abs().sum() == 0 and head.retina_reg.bias.abs().sum() == 0
-    assert head.cls_convs[0].weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert head.reg_convs[2].conv.bias.abs().sum() == 0 and head.retina_reg.bias.abs().sum() == 0
+    assert head.cls_convs[0].conv.weight.std().item() == pytest.approx(0.01, rel=0.05)
 
 
 def test_schedule_lr_001_and_data():

@@ -1,8 +1,10 @@
 """RetinaNet head (mmdetection 2.x ``RetinaHead``; Lin et al., "Focal Loss for Dense Object
 Detection", ICCV 2017, https://arxiv.org/abs/1708.02002).
 
-Two towers of ``stacked_convs`` 3x3 conv + ReLU (with bias, no norm), one for classification and
-one for regression, shared by every level; then ``retina_cls`` (3x3 -> A * C sigmoid logits) and
+Two towers of ``stacked_convs`` 3x3 conv + ReLU, one for classification and one for regression,
+shared by every level (with bias and no norm by default; ``norm="GN"`` puts GroupNorm(32) after
+each conv and drops its bias, as mmdetection's ``norm_cfg`` does: what a from-scratch RetinaNet
+needs, see ``retinanet_bccd_preset``); then ``retina_cls`` (3x3 -> A * C sigmoid logits) and
 ``retina_reg`` (3x3 -> A * 4 deltas). Every conv starts from N(0, 0.01) with zero bias, except
 the classifier's bias: ``-log((1 - p) / p)`` with prior ``p = 0.01``, so that at the start every
 anchor predicts background with probability 0.99 and the focal loss of the many easy negatives
@@ -16,19 +18,18 @@ score > 0.05, NMS 0.5, 100 per image.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detfn.config import check_positive, check_unit_interval
+from detfn.config import check, check_positive, check_unit_interval
 from detfn.models.anchors import AnchorGeneratorConfig
 from detfn.models.assigners import MaxIoUAssignerConfig
 from detfn.models.dense_heads.anchor_head import AnchorHead, AnchorHeadConfig
+from detfn.models.dense_heads.towers import HeadNorm, conv_tower, init_head_convs_
 from detfn.registry import register
 
-__all__ = ["RetinaHead", "RetinaHeadConfig", "bias_from_prior", "build_retina_head"]
+__all__ = ["RetinaHead", "RetinaHeadConfig", "build_retina_head"]
 
 
 def _octave_anchors() -> AnchorGeneratorConfig:
@@ -54,57 +55,43 @@ class RetinaHeadConfig(AnchorHeadConfig):
     Attributes:
         stacked_convs: 3x3 convs in each tower.
         prior_prob: initial foreground probability of the classifier (its bias).
+        norm: the towers' norm, ``"none"`` (mmdetection's RetinaHead default) or ``"GN"``
+            (GroupNorm(32), conv without bias; needs ``feat_channels`` divisible by 32).
     """
 
     anchor_generator: AnchorGeneratorConfig = field(default_factory=_octave_anchors)
     assigner: MaxIoUAssignerConfig = field(default_factory=_retina_assigner)
     stacked_convs: int = 4
     prior_prob: float = 0.01
+    norm: HeadNorm = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "stacked_convs")
         check_unit_interval(self, "prior_prob")
-
-
-def bias_from_prior(prior_prob: float) -> float:
-    """The logit whose sigmoid is ``prior_prob``: ``-log((1 - p) / p)`` (-4.595 for 0.01)."""
-    return -math.log((1 - prior_prob) / prior_prob)
+        check(self, "norm", self.norm in ("GN", "none"), f"must be 'GN' or 'none': {self.norm!r}")
+        if self.norm == "GN":
+            check(self, "feat_channels", self.feat_channels % 32 == 0, "GN needs a multiple of 32")
 
 
 class RetinaHead(AnchorHead):
-    """Towers ``cls_convs`` / ``reg_convs`` and predictors ``retina_cls`` / ``retina_reg``
-    (mmdetection's parameter names)."""
+    """Towers ``cls_convs`` / ``reg_convs`` (blocks ``cls_convs.0.conv`` / ``.gn``) and predictors
+    ``retina_cls`` / ``retina_reg``: mmdetection's parameter names, so its checkpoints map one to
+    one."""
 
     def __init__(self, cfg: RetinaHeadConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.build_parts(cfg, num_classes)
         width = cfg.feat_channels
-
-        def tower() -> nn.ModuleList:
-            return nn.ModuleList(
-                nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1)
-                for i in range(cfg.stacked_convs)
-            )
-
-        self.cls_convs = tower()
-        self.reg_convs = tower()
+        self.cls_convs = conv_tower(in_channels, width, cfg.stacked_convs, cfg.norm, None)
+        self.reg_convs = conv_tower(in_channels, width, cfg.stacked_convs, cfg.norm, None)
         self.retina_cls = nn.Conv2d(width, self.num_anchors * num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(width, self.num_anchors * 4, 3, padding=1)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.retina_cls.bias, bias_from_prior(cfg.prior_prob))
+        init_head_convs_(self, self.retina_cls, cfg.prior_prob)
 
     def forward_level(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """``(cls_score [B, A * C, H, W], bbox_pred [B, A * 4, H, W])`` of one level."""
-        cls_feat, reg_feat = feat, feat
-        for conv in self.cls_convs:
-            cls_feat = F.relu(conv(cls_feat))
-        for conv in self.reg_convs:
-            reg_feat = F.relu(conv(reg_feat))
-        return self.retina_cls(cls_feat), self.retina_reg(reg_feat)
+        return self.retina_cls(self.cls_convs(feat)), self.retina_reg(self.reg_convs(feat))
 
 
 @register(RetinaHeadConfig)
