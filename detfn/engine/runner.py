@@ -34,8 +34,7 @@ from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
 from detfn.engine.loop import RunContext, check_workflow, train_loop
-from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
-from detfn.engine.optim.base import Optimizer
+from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.priority import get_priority
 from detfn.engine.schedules import ScheduleConfig, StepSchedule
 from detfn.engine.session import (

@@ -34,7 +34,7 @@ def _compare(cfg, make_ref):
         }
         for n, p in model.named_parameters():
             p.grad = grads[n].clone()
-        params, state = opt.update(grads, state, params, hyper["lr"], hyper["momentum"])
+        params, state = opt.update(grads, state, params, hyper)
         ref.step()
     for n, p in model.named_parameters():
         torch.testing.assert_close(params[n], p.detach(), rtol=1e-5, atol=1e-6)
