@@ -29,14 +29,13 @@ from detfn.engine.hooks.guards import NanGuardConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
-from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.priority import get_priority
-from detfn.engine.schedules import ScheduleConfig, StepSchedule
+from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
 from detfn.engine.session import (
     SIGTERM_REASON,
     RunStopped,

@@ -15,7 +15,6 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     logger,
     optimizer,
     sampler_seed,
-    schedule,
     timer,
     wandb,
     workdir,
