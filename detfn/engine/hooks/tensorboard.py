@@ -20,7 +20,7 @@ from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
 from detfn.engine.events import Event, Hook
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import sink_logger_hook
+from detfn.engine.hooks.logger import logger_hook
 from detfn.engine.priority import HookConfig
 from detfn.engine.state import TrainState
 from detfn.registry import register
@@ -70,16 +70,17 @@ def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
         return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def write_train(writer: Any, state: TrainState, means: dict[str, float]) -> None:
-        for tag, value in scalars_of(state, means).items():
-            writer.add_scalar(tag, value, state.iter + 1)
+    def write_train(writer: Any, event: Event, means: dict[str, float]) -> None:
+        for tag, value in scalars_of(event.state, means).items():
+            writer.add_scalar(tag, value, event.state.iter + 1)
 
-    def write_val(writer: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            writer.add_scalar(f"val/{key}", value, record["global_iter"])
+    def write_val(writer: Any, event: Event, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, float):
+                writer.add_scalar(f"val/{key}", value, record["global_iter"])
         writer.flush()
 
-    return sink_logger_hook(
+    return logger_hook(
         TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
     )
 

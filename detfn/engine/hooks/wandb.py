@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from detfn.config import check_positive
 from detfn.engine.events import Event, Hook
-from detfn.engine.hooks.logger import sink_logger_hook
+from detfn.engine.hooks.logger import logger_hook
 from detfn.engine.priority import HookConfig
 from detfn.engine.state import TrainState
 from detfn.registry import register
@@ -139,17 +139,17 @@ def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def write_train(run: Any, state: TrainState, means: dict[str, float]) -> None:
-        run.log(train_payload(state, means), step=state.iter + 1)
+    def write_train(run: Any, event: Event, means: dict[str, float]) -> None:
+        run.log(train_payload(event.state, means), step=event.state.iter + 1)
 
-    def write_val(run: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
-        values = {f"val/{k}": v for k, v in metrics.items()}
+    def write_val(run: Any, event: Event, record: dict[str, Any]) -> None:
+        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, float)}
         run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
     def close(run: Any, event: Event) -> None:
         run.finish(exit_code=1 if event.error is not None else 0)
 
-    return sink_logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
+    return logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
 
 
 @register(WandbHookConfig)
