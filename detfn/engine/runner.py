@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io, weights
+from detfn.engine import checkpoint_io
 from detfn.engine.driver import drive
 from detfn.engine.events import Hook
 from detfn.engine.hooks import early_stopping, tensorboard  # noqa: F401  (custom_hooks' tags)
@@ -228,8 +228,8 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
         state = checkpoint_io.state_from_checkpoint(checkpoint_io.load_checkpoint(path), state)
         logger.info("resumed from %s at epoch %d, iter %d", path, state.epoch, state.iter)
     elif cfg.load_from:
-        params, buffers = weights.load_weights(cfg.load_from, like=state)
-        state, missing = weights.merge_weights(state, params, buffers)
+        params, buffers = checkpoint_io.load_weights(cfg.load_from, like=state)
+        state, missing = checkpoint_io.merge_weights(state, params, buffers)
         _check_match(cfg, state, {**params, **buffers}, missing)
         logger.info(
             "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)

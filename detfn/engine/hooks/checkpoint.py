@@ -13,17 +13,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from detfn.config import check
-from detfn.dist.env_info import collect_env
-from detfn.engine.checkpoint_io import advance_counters, save_checkpoint, write_latest
+from detfn.engine.checkpoint_io import save_event_state, write_latest
 from detfn.engine.combinators import any_of, compose, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 from detfn.engine.priority import HookConfig, get_priority
@@ -78,46 +73,6 @@ def resolve_out_dir(out_dir: str | None, run: Any, who: str) -> pathlib.Path:
     return pathlib.Path(chosen)
 
 
-def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
-    """What a checkpoint records about the run besides the state: config and loader position."""
-    from detfn.config import to_json
-
-    cfg = getattr(run, "cfg", None)
-    is_config = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
-    loader = getattr(run, "train_loader", None)
-    position = loader.state_dict() if hasattr(loader, "state_dict") else None
-    return {
-        "config": to_json(cfg) if is_config else None,
-        "config_type": f"{type(cfg).__module__}.{type(cfg).__qualname__}" if is_config else None,
-        "loader": position,
-        "stage": stage.value,
-        "env": collect_env(),
-    }
-
-
-def all_finite(state: TrainState) -> bool:
-    """Whether every floating weight and buffer is finite (one fused reduction)."""
-    tensors = [
-        t for t in (*state.params.values(), *state.buffers.values()) if t.is_floating_point()
-    ]
-    if not tensors:
-        return True
-    return bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
-
-
-def save_state(event: Event, state: TrainState, path: pathlib.Path, save_optimizer: bool) -> bool:
-    """Save ``state`` at ``path``; returns whether it is finite (only then may it be latest)."""
-    saved = advance_counters(state, event.stage)
-    save_checkpoint(
-        path, saved, meta=run_meta(event.run, event.stage), save_optimizer=save_optimizer
-    )
-    if all_finite(saved):
-        return True
-    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-    logger.warning("%s holds non-finite weights; latest still points at the previous file", path)
-    return False
-
-
 def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
     """The checkpoint hook (see the module docstring)."""
     unit = "epoch" if cfg.by_epoch else "iter"
@@ -139,7 +94,7 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
         mine = {"kept": [n for n in kept if n not in dropped], "last": name}
         new_state = with_hook_state(state, CHECKPOINT, mine)
         directory = out_dir(event)
-        if save_state(event, new_state, directory / name, cfg.save_optimizer):
+        if save_event_state(event, new_state, directory / name, cfg.save_optimizer):
             write_latest(directory, directory / name)
         for n in dropped:
             (directory / f"{unit}_{n}.pth").unlink(missing_ok=True)
@@ -161,7 +116,7 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
         mine = {**(state.hooks.get(CHECKPOINT) or {"kept": []}), "last": name}
         new_state = with_hook_state(state, CHECKPOINT, mine)
         directory = out_dir(event)
-        if save_state(event, new_state, directory / name, cfg.save_optimizer):
+        if save_event_state(event, new_state, directory / name, cfg.save_optimizer):
             write_latest(directory, directory / name)
         return new_state
 

@@ -23,10 +23,10 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import check, fail
-from detfn.engine.checkpoint_io import advance_counters, save_checkpoint
+from detfn.engine.checkpoint_io import save_event_state
 from detfn.engine.combinators import Condition, all_of, any_of, at, compose, nth, only_at, when
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.hooks.checkpoint import resolve_out_dir, run_meta
+from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.priority import HookConfig, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
@@ -187,12 +187,7 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     old = mine.get("best_ckpt")
     mine.update(best_score=score, best_ckpt=name)
     new_state = with_hook_state(state, EVALUATION, mine)
-    save_checkpoint(
-        out_dir / name,
-        advance_counters(new_state, event.stage),
-        meta=run_meta(event.run, event.stage),
-        save_optimizer=cfg.save_optimizer,
-    )
+    save_event_state(event, new_state, out_dir / name, cfg.save_optimizer)
     if old and old != name:
         (out_dir / old).unlink(missing_ok=True)
     logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
