@@ -31,7 +31,6 @@ from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.priority import get_priority
@@ -39,6 +38,8 @@ from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
 from detfn.engine.session import (
     SIGTERM_REASON,
     RunStopped,
+    dump_config,
+    make_logger,
     remove_stale_tmp,
     sigterm_requests_stop,
     stop_request_hook,
@@ -191,7 +192,6 @@ def build_hooks(
         ("evaluation", cfg.evaluation),
         ("text_logger", cfg.text_logger),
         ("wandb", cfg.wandb),
-        ("work_dir", WorkDirHookConfig(dump_config=False)),
         ("nan_guard", cfg.nan_guard),
         ("ema", cfg.ema),
         ("sampler_seed", cfg.sampler_seed),

@@ -247,7 +247,6 @@ def test_default_slots_reproduce_mmcv_custom_hook_order_c():
     ]
     names = [h.name for h in order_hooks(build_hooks(cfg, optimizer, custom))]
     assert names == [
-        "work_dir",  # detfn's extra at HIGHEST: the config is on disk before anything can fail
         "custom_1",
         "lr",
         "momentum",

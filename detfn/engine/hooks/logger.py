@@ -27,9 +27,9 @@ from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, Outputs, Stage
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.workdir import METRICS_FILE
 from detfn.engine.priority import HookConfig, get_priority
 from detfn.engine.schedules.schedule import run_max_iters
+from detfn.engine.session import METRICS_FILE
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
