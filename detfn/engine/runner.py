@@ -20,7 +20,7 @@ import torch
 from detfn.config import Config, check, fail
 from detfn.engine import checkpoint_io
 from detfn.engine.driver import drive
-from detfn.engine.events import Hook
+from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks import early_stopping, tensorboard  # noqa: F401  (custom_hooks' tags)
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
@@ -33,7 +33,6 @@ from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
-from detfn.engine.priority import get_priority
 from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
 from detfn.engine.session import (
     SIGTERM_REASON,

@@ -35,8 +35,7 @@ from typing import Any
 
 from detfn.config import save
 from detfn.engine.combinators import only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
 LOCK_FILE = ".detfn.lock"

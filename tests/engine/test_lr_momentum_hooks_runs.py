@@ -10,8 +10,7 @@ import pytest
 from schedule_preview import preview_schedule, preview_state
 
 import detfn.engine.schedules as sch
-from detfn.engine.events import Event, Stage
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Priority, Stage
 from detfn.engine.schedules import schedule_hook
 from detfn.registry import build
 

@@ -20,10 +20,8 @@ from typing import Any
 from detfn.config import check
 from detfn.engine.checkpoint_io import save_event_state, write_latest
 from detfn.engine.combinators import any_of, compose, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.schedules.schedule import run_max_iters
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
+from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
 CHECKPOINT = "checkpoint"

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detfn.config import Config, check, fail
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook, Stage, get_priority
 from detfn.engine.hooks.evaluation import infer_rule as infer_rule_of
 from detfn.engine.hooks.evaluation import is_better
-from detfn.engine.priority import get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 

@@ -18,8 +18,7 @@ import torch
 
 from detfn.config import check, check_positive
 from detfn.engine.combinators import compose, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 

@@ -12,8 +12,7 @@ import dataclasses
 from detfn.config import to_json
 from detfn.dist.comm import is_main_process
 from detfn.dist.env_info import collect_env, env_header
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
 __all__ = ["ENV_HEADER", "env_header_fn", "env_header_hook"]

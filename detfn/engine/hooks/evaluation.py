@@ -25,9 +25,8 @@ import torch
 from detfn.config import check, fail
 from detfn.engine.checkpoint_io import save_event_state
 from detfn.engine.combinators import Condition, all_of, any_of, at, compose, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.priority import HookConfig, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 

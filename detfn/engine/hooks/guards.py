@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from detfn.engine.combinators import only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.registry import register
 
 NAN_GUARD_HOOK = "nan_guard"

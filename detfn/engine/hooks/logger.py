@@ -25,12 +25,10 @@ import torch
 from detfn.config import check_positive, fail
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, Outputs, Stage
+from detfn.engine.events import Event, Hook, HookConfig, Outputs, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.schedules.schedule import run_max_iters
 from detfn.engine.session import METRICS_FILE
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
 TEXT_LOGGER = "text_logger"

@@ -24,9 +24,8 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.optim import Optimizer
-from detfn.engine.priority import Priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 

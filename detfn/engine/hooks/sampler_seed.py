@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detfn.engine.combinators import only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.registry import register
 
 SAMPLER_SEED_HOOK = "sampler_seed"

@@ -18,10 +18,9 @@ from typing import Any
 
 from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
-from detfn.engine.events import Event, Hook
+from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.hooks.logger import logger_hook
-from detfn.engine.priority import HookConfig
 from detfn.engine.state import TrainState
 from detfn.registry import register
 

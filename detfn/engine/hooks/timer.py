@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detfn.engine.combinators import compose, only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 

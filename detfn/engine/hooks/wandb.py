@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detfn.config import check_positive
-from detfn.engine.events import Event, Hook
+from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.logger import logger_hook
-from detfn.engine.priority import HookConfig
 from detfn.engine.state import TrainState
 from detfn.registry import register
 

@@ -30,9 +30,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from detfn.config import Config, check, fail
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority
-from detfn.engine.state import TrainState
+from detfn.engine.events import Event, Hook, Priority, Stage
+from detfn.engine.state import TrainState, run_max_iters
 
 WarmupType = Literal["constant", "linear", "exp"]
 WARMUP_TYPES = ("constant", "linear", "exp")
@@ -47,15 +46,6 @@ def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, ratio: float) -
     if warmup == "exp":
         return ratio ** (1 - cur_iter / warmup_iters)
     raise ValueError(f"warmup must be one of {WARMUP_TYPES}, got {warmup!r}")
-
-
-def run_max_iters(state: TrainState) -> int | None:
-    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
-    if state.max_iters is not None:
-        return state.max_iters
-    if state.max_epochs is not None and state.iters_per_epoch > 0:
-        return state.max_epochs * state.iters_per_epoch
-    return None
 
 
 @dataclass(frozen=True)
