@@ -49,8 +49,7 @@ import torch
 
 from detfn.engine.driver import Events, keep_stop_reason
 from detfn.engine.events import LOOP_OUTPUTS, Event, Outputs, Stage
-from detfn.engine.rng import capture_rng, restore_rng
-from detfn.engine.state import TrainState
+from detfn.engine.state import TrainState, capture_rng, restore_rng
 from detfn.engine.step import LossFn, TrainStep, batch_size_of, make_train_step
 
 Workflow = Sequence[tuple[str, int]]
