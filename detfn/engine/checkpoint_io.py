@@ -145,7 +145,12 @@ def atomic_write(
                 f"{free} bytes are free"
             ) from None
         raise
-    _fsync_dir(path.parent)
+    with contextlib.suppress(OSError):  # make the rename durable where the platform can
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return path
 
 
@@ -158,27 +163,6 @@ def _disk_full(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
-
-
-def _tensor_bytes(value: Any) -> int:
-    """Bytes of the tensors in a plain value (what a checkpoint of it needs, roughly)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, Mapping):
-        return sum(_tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    """Make the rename durable (where the platform and file system can fsync a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_checkpoint(
@@ -202,7 +186,9 @@ def save_checkpoint(
         **to_plain(dict(meta or {}), "meta"),
     }
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
-    return atomic_write(path, lambda f: torch.save(ckpt, f), _tensor_bytes(plain_state))
+    tensors = torch.utils._pytree.tree_leaves(plain_state)
+    size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return atomic_write(path, lambda f: torch.save(ckpt, f), size)
 
 
 def _version() -> str:
