@@ -21,7 +21,6 @@ from detfn.dist.comm import is_main_process
 from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.hooks.logger import logger_hook
-from detfn.engine.state import TrainState
 from detfn.registry import register
 
 TENSORBOARD = "tensorboard"
@@ -47,18 +46,9 @@ class TensorBoardHookConfig(HookConfig):
         check_positive(self, "interval")
 
 
-def scalars_of(state: TrainState, means: dict[str, float]) -> dict[str, float]:
-    """The ``train/`` scalars of one point: means, plus the first group's lr and momentum."""
-    out = {f"train/{k}": v for k, v in means.items()}
-    if state.lr:
-        out["train/lr"] = float(state.lr[0])
-    if state.momentum:
-        out["train/momentum"] = float(state.momentum[0])
-    return out
-
-
-def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
-    """The hook; its writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
+@register(TensorBoardHookConfig)
+def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
+    """The writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
 
     def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
         if not is_main_process():
@@ -70,8 +60,13 @@ def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
         return SummaryWriter(log_dir=str(log_dir)), {}
 
     def write_train(writer: Any, event: Event, means: dict[str, float]) -> None:
-        for tag, value in scalars_of(event.state, means).items():
-            writer.add_scalar(tag, value, event.state.iter + 1)
+        state = event.state
+        scalars = {f"train/{k}": v for k, v in means.items()}
+        for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+            if values:
+                scalars[f"train/{key}"] = float(values[0])
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, state.iter + 1)
 
     def write_val(writer: Any, event: Event, record: dict[str, Any]) -> None:
         for key, value in record.items():
@@ -82,10 +77,3 @@ def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
     return logger_hook(
         TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
     )
-
-
-@register(TensorBoardHookConfig)
-def build_tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
-    """``build(TensorBoardHookConfig(...))``: a custom hook for ``train(hooks=...)``."""
-    del context
-    return tensorboard_hook(cfg)

@@ -129,12 +129,16 @@ def _real_init(**kwargs: Any) -> Any:
     return wandb.init(**kwargs, settings=wandb.Settings(silent=True))
 
 
-def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
-    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``."""
+@register(WandbHookConfig)
+def build_wandb_hook(
+    cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
+) -> Hook:
+    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``.
+    ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
 
     def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
         mine = event.state.hooks.get(WANDB) or {}
-        run = init(**_init_kwargs(cfg, event, mine.get("run_id")))
+        run = (init or _real_init)(**_init_kwargs(cfg, event, mine.get("run_id")))
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
@@ -149,12 +153,3 @@ def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
         run.finish(exit_code=1 if event.error is not None else 0)
 
     return logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
-
-
-@register(WandbHookConfig)
-def build_wandb_hook(
-    cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
-) -> Hook:
-    """The wandb hook; ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
-    del context
-    return wandb_hook(cfg, init if init is not None else _real_init)
