@@ -193,6 +193,7 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     return new_state
 
 
+@register(EvaluationHookConfig)
 def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
     fn = compose(
         only_at(Stage.BEFORE_RUN, lambda event: _start(event, cfg)),
@@ -200,8 +201,6 @@ def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
     )
     return Hook(EVALUATION, fn, get_priority(cfg.priority), writes=("metrics",))
 
-
-register(EvaluationHookConfig)(evaluation_hook)
 
 EARLY_STOPPING = "early_stopping"
 EARLY_STOPPING_PRIORITY = 85  # after the evaluation hook (LOW, 70), before the loggers (90)
@@ -233,28 +232,17 @@ class EarlyStoppingConfig(Config):  # not a HookConfig: monitor stays the first 
             fail(self, "rule", str(error))
 
 
-def _improved(score: float, best: float | None, rule: str, min_delta: float) -> bool:
-    """``score`` beats ``best`` by more than ``min_delta`` in the rule's direction."""
-    if best is None:
-        return True
-    shifted = score - min_delta if rule == "greater" else score + min_delta
-    return is_better(shifted, best, rule)
-
-
 def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | None:
-    """Count evaluations without improvement; request the stop at ``patience``."""
-    if event.stage not in (Stage.AFTER_TRAIN_EPOCH, Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH):
-        return None
+    """Count evaluations without improvement by ``min_delta``; request the stop at ``patience``."""
     metrics: Any = event.outputs.metrics
-    if not metrics:
-        return None
     if cfg.monitor not in metrics:
         return _missing_monitor(event, cfg, metrics)
     score = float(metrics[cfg.monitor])
     state = event.state
     mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
     rule = infer_rule(cfg.monitor, cfg.rule)
-    if math.isfinite(score) and _improved(score, mine["best"], rule, cfg.min_delta):
+    shifted = score - cfg.min_delta if rule == "greater" else score + cfg.min_delta
+    if math.isfinite(score) and (mine["best"] is None or is_better(shifted, mine["best"], rule)):
         mine = {"best": score, "bad_evaluations": 0}
     else:
         mine = {**mine, "bad_evaluations": mine["bad_evaluations"] + 1}
@@ -286,9 +274,7 @@ def _missing_monitor(event: Event, cfg: EarlyStoppingConfig, metrics: Any) -> Tr
 
 @register(EarlyStoppingConfig)
 def build_early_stopping_hook(cfg: EarlyStoppingConfig, **context: Any) -> Hook:
-    return Hook(
-        EARLY_STOPPING,
-        lambda event: early_stopping_fn(event, cfg),
-        get_priority(cfg.priority),
-        reads_optional=("metrics",),
-    )
+    stages = (Stage.AFTER_TRAIN_EPOCH, Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH)
+    with_metrics = lambda event: bool(event.outputs.metrics)  # noqa: E731
+    fn = only_at(stages, when(with_metrics, lambda event: early_stopping_fn(event, cfg)))
+    return Hook(EARLY_STOPPING, fn, get_priority(cfg.priority), reads_optional=("metrics",))
