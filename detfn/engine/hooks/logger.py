@@ -136,12 +136,8 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON record of an evaluation: ``epoch`` is the number of train epochs done when the
     metrics were computed (mmcv's ``get_epoch``), ``global_iter`` the iterations done."""
-    if stage is Stage.AFTER_TRAIN_ITER:
-        epoch, done = state.epoch + 1, state.iter + 1
-    elif stage is Stage.AFTER_TRAIN_EPOCH:
-        epoch, done = state.epoch + 1, state.iter
-    else:
-        epoch, done = state.epoch, state.iter
+    epoch = state.epoch + (stage in (Stage.AFTER_TRAIN_ITER, Stage.AFTER_TRAIN_EPOCH))
+    done = state.iter + (stage is Stage.AFTER_TRAIN_ITER)
     return {"mode": "val", "epoch": epoch, "global_iter": done, **numbers(metrics)}
 
 
@@ -164,13 +160,13 @@ def format_line(
         )
         values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{head}  {values}"
-    total = run_max_iters(state) or 0
-    if by_epoch:
-        head = f"Epoch [{record['epoch']}][{record['iter']}/{state.iters_per_epoch}]"
-        bar = progress_bar(record["iter"], state.iters_per_epoch, bar_width)
-    else:
-        head = f"Iter [{record['global_iter']}/{total}]"
-        bar = progress_bar(record["global_iter"], total, bar_width)
+    done, total = (
+        (record["iter"], state.iters_per_epoch)
+        if by_epoch
+        else (record["global_iter"], run_max_iters(state) or 0)
+    )
+    head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
+    bar = progress_bar(done, total, bar_width)
     parts = []
     if "lr" in record:
         parts.append(f"lr: {record['lr']:.3e}")
