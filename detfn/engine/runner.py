@@ -21,7 +21,6 @@ from detfn.config import Config, check, fail
 from detfn.engine import checkpoint_io
 from detfn.engine.driver import drive
 from detfn.engine.events import Hook, get_priority
-from detfn.engine.hooks import tensorboard  # noqa: F401  (custom_hooks tag)
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig

@@ -15,6 +15,7 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     logger,
     optimizer,
     sampler_seed,
+    tensorboard,
     timer,
     wandb,
 )

@@ -1,16 +1,13 @@
 """The data-parallel hooks: what the loggers see is the job's, not one rank's.
 
-* ``distributed_losses`` (priority 20, before the NaN guard and the optimizer hook) replaces
-  ``loss`` and every ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
-  reduction; each rank's own loss is only a sample of the job's). Every later reader sees the
-  same numbers on every rank, so a non-finite loss on one rank stops all of them at the same
-  iteration. On ``after_run`` after a failure, the failing rank
-  announces its error (:func:`detfn.dist.failure.announce_failure`), so the other ranks stop
-  with it at their next agreement point instead of waiting for the process-group timeout.
-* ``distributed_logged`` (priority 80, after the timer and the evaluation hook (LOW) and before
-  the loggers (VERY_LOW)) replaces ``time`` and ``data_time`` by the slowest rank's, so the ETA is
-  that of the job, which waits for its slowest rank at every gradient all-reduce; and a val
-  phase's ``metrics`` (its mean losses over this rank's shard) by their means over the ranks.
+* ``distributed_losses`` (priority 20, before the NaN guard and every other reader of the loss)
+  replaces ``loss`` and each ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
+  reduction), so a non-finite loss on one rank stops all of them at the same iteration; after a
+  failure the failing rank announces it (:func:`detfn.dist.failure.announce_failure`), so the
+  others stop at their next agreement point instead of at the process-group timeout.
+* ``distributed_logged`` (priority 80: after the timer and the evaluation hook, before the
+  loggers) takes the slowest rank's ``time`` / ``data_time`` (the job waits for it at every
+  all-reduce, so the ETA is the job's) and a val phase's mean ``metrics`` over the ranks.
 
 Every rank must run both (they run collectives); on one process they do nothing.
 """

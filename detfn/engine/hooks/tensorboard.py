@@ -1,13 +1,8 @@
-"""TensorBoard logger hook: the logged scalars as TensorBoard event files (mmcv's
-``TensorboardLoggerHook``), under ``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise.
-
-When the text logger would write a train record (:func:`log_due`), it writes the mean since the
-previous point of each loss term, ``loss``, ``time``/``data_time`` (and ``grad_norm``) as
-``train/<name>``, with ``train/lr`` and ``train/momentum``; every evaluation's numeric metrics as
-``val/<name>``. The step is the number of iterations done. Only rank 0 writes.
-``torch.utils.tensorboard`` needs the ``tensorboard`` package (``pip install
-detfn[tensorboard]``), imported when the run starts. The writer lives in the hook's closure (it is
-not checkpointable); the running sums live in ``state.hooks["tensorboard"]``.
+"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``): the text logger's train means as
+``train/<name>`` (with the first group's ``train/lr`` and ``train/momentum``) and every
+evaluation's numeric metrics as ``val/<name>``, at step = iterations done, under
+``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise. Only rank 0 writes. It needs the
+``tensorboard`` package (``pip install detfn[tensorboard]``), imported when the run starts.
 """
 
 from __future__ import annotations
