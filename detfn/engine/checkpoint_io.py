@@ -288,8 +288,8 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
         )
     stored = ckpt["state"]
     device = next((t.device for t in like.params.values()), None)
-    params = _fit(like.params, stored["params"], where, "params")
-    buffers = _fit(like.buffers, stored["buffers"], where, "buffers")
+    params, _ = _fit(like.params, stored["params"], where, "params", strict=True)
+    buffers, _ = _fit(like.buffers, stored["buffers"], where, "buffers", strict=True)
     opt_state = like.opt_state
     if stored.get("opt_state") is not None:
         opt_state = _like(like.opt_state, stored["opt_state"], device)
@@ -305,23 +305,28 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
 
 
 def _fit(
-    like: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor], where: str, what: str
-) -> dict[str, torch.Tensor]:
-    """Stored tensors with exactly the names and shapes of ``like``, on ``like``'s devices."""
-    missing = sorted(set(like) - set(stored))
+    like: Mapping[str, torch.Tensor], stored: Mapping[str, Any], where: str, what: str, strict: bool
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``like`` with the stored tensors of its names, on its devices and dtypes, and the names
+    that got none. A shape mismatch always raises (it would train another model); ``strict``
+    (resume) also refuses missing and unexpected names."""
+    missing = [name for name in like if name not in stored]
     unexpected = sorted(set(stored) - set(like))
-    if missing or unexpected:
+    if strict and (missing or unexpected):
         raise CheckpointError(
-            f"{where}: {what} do not match the model: missing {missing[:5]}, "
+            f"{where}: {what} do not match the model: missing {sorted(missing)[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    for name, tensor in like.items():
-        if tuple(stored[name].shape) != tuple(tensor.shape):
-            shape = tuple(stored[name].shape)
+    fitted = dict(like)
+    for name in like.keys() - set(missing):
+        tensor, shape = like[name], tuple(stored[name].shape)
+        if shape != tuple(tensor.shape):
+            label = f"{what}[{name!r}]" if strict else repr(name)
             raise CheckpointError(
-                f"{where}: {what}[{name!r}] has shape {shape}, the model has {tuple(tensor.shape)}"
+                f"{where}: {label} has shape {shape}, the model has {tuple(tensor.shape)}"
             )
-    return {name: stored[name].to(tensor.device) for name, tensor in like.items()}
+        fitted[name] = stored[name].to(device=tensor.device, dtype=tensor.dtype)
+    return fitted, missing
 
 
 def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
@@ -381,22 +386,10 @@ def load_weights(
 def merge_weights(
     state: TrainState, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
 ) -> tuple[TrainState, list[str]]:
-    """``state`` with the weights copied in by name, and the names of its tensors that got none.
-    Names the state lacks are ignored; a shape mismatch raises (it would train another model)."""
+    """``state`` with the weights copied in by name (``load_from``), and the names of its tensors
+    that got none. Names the state lacks are ignored; a shape mismatch raises."""
     loaded = {**params, **buffers}
-    missing: list[str] = []
-    new: list[dict[str, torch.Tensor]] = []
-    for current in (state.params, state.buffers):
-        merged = dict(current)
-        for name, tensor in current.items():
-            if name not in loaded:
-                missing.append(name)
-            elif tuple(loaded[name].shape) != tuple(tensor.shape):
-                raise CheckpointError(
-                    f"load_from: {name!r} has shape {tuple(loaded[name].shape)}, "
-                    f"the model has {tuple(tensor.shape)}"
-                )
-            else:
-                merged[name] = loaded[name].to(device=tensor.device, dtype=tensor.dtype)
-        new.append(merged)
-    return dataclasses.replace(state, params=new[0], buffers=new[1]), missing
+    new_params, missing = _fit(state.params, loaded, "load_from", "params", strict=False)
+    new_buffers, missing_buffers = _fit(state.buffers, loaded, "load_from", "buffers", strict=False)
+    state = dataclasses.replace(state, params=new_params, buffers=new_buffers)
+    return state, missing + missing_buffers
