@@ -57,24 +57,17 @@ class Outputs:
     time: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        writable = self.__dict__.get("_writable")
+        owner, writable = self.__dict__.get("_writable") or (None, None)
         if writable is not None and name not in writable:
             raise AttributeError(
-                f"{writable.owner} may not write the step output {name!r}: it declares "
+                f"{owner} may not write the step output {name!r}: it declares "
                 f"writes={sorted(writable)}; each output is written by its owner only"
             )
         object.__setattr__(self, name, value)
 
     def open_for(self, owner: str, names: tuple[str, ...] | None) -> None:
         """Let only ``names`` be written (by ``owner``) until the next call; None: anything."""
-        object.__setattr__(self, "_writable", None if names is None else _Writable(owner, names))
-
-
-class _Writable(frozenset):
-    def __new__(cls, owner: str, names: tuple[str, ...]):
-        made = super().__new__(cls, names)
-        made.owner = owner
-        return made
+        object.__setattr__(self, "_writable", None if names is None else (owner, frozenset(names)))
 
 
 OUTPUT_FIELDS = frozenset(f.name for f in fields(Outputs))

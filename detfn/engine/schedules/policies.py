@@ -379,18 +379,9 @@ class OneCycleSchedule(Schedule):
 
 
 ScheduleConfig = Union[
-    FixedSchedule,
-    StepSchedule,
-    ExpSchedule,
-    PolySchedule,
-    InvSchedule,
-    CosineSchedule,
-    LinearSchedule,
-    FlatCosineSchedule,
-    CosineRestartSchedule,
-    CyclicSchedule,
-    OneCycleSchedule,
-]
+    FixedSchedule, StepSchedule, ExpSchedule, PolySchedule, InvSchedule, CosineSchedule,
+    LinearSchedule, FlatCosineSchedule, CosineRestartSchedule, CyclicSchedule, OneCycleSchedule,
+]  # fmt: skip
 """Any policy: use it as a field type (tyro subcommands, JSON type tags)."""
 
 SCHEDULES: tuple[type[Schedule], ...] = typing.get_args(ScheduleConfig)
