@@ -21,7 +21,7 @@ from detfn.apis.weights_fit import fit_weights
 from detfn.config import load
 from detfn.data import Sample, collate
 from detfn.data.transforms.loading import LoadImageConfig, read_rgb
-from detfn.engine.weights import load_weights
+from detfn.engine.checkpoint_io import load_weights
 from detfn.models.functional import detector_predict_fn, split
 from detfn.registry import build
 from detfn.structures import ImageDetections, ImageMeta

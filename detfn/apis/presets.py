@@ -29,7 +29,7 @@ from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import GradClipConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.optim.groups import ParamGroupsConfig
+from detfn.engine.optim import ParamGroupsConfig
 from detfn.engine.schedules import StepSchedule
 from detfn.models.detectors import (
     ATSS_R50_FPN,

@@ -19,8 +19,7 @@ import torch
 from detfn.analysis.logs import METRICS_FILE, available_keys, plot_curves, read_metrics
 from detfn.data import collate
 from detfn.data.transforms.loading import read_rgb
-from detfn.engine.events import Event, Hook
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Hook, Priority
 from detfn.structures import ImageDetections
 
 __all__ = [

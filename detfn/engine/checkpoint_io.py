@@ -1,12 +1,13 @@
-"""Atomic checkpoint files of a whole :class:`TrainState`, and safe loading.
+"""Checkpoint files: a whole :class:`TrainState` written atomically and loaded safely, and the
+weights of any checkpoint for ``load_from``.
 
 A checkpoint is a ``torch.save``d dict of plain values (tensors, numbers, str, bytes, None and
 dicts / lists / tuples of them) that ``torch.load(weights_only=True)`` reads without running code:
 ``{"format": "detfn-checkpoint", "format_version", "meta": {"detfn_version", "time", "config",
-"config_type", "loader", "epoch", "iter", ...}, "state": {every TrainState field}}``. Dataclass
-and NamedTuple values are written as dicts and rebuilt from a fresh state (``like``) on resume.
-Writes go to a temporary file that is fsynced and renamed over the target, so a crash mid-write
-leaves the previous file and the ``latest.json`` pointer untouched.
+"config_type", "loader", "stage", "env", "epoch", "iter"}, "state": {every TrainState field}}``.
+Dataclass and NamedTuple values are written as dicts and rebuilt from a fresh state (``like``) on
+resume. Writes go to a temporary file that is fsynced and renamed over the target, so a crash
+mid-write leaves the previous file and the ``latest.json`` pointer untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import enum
 import errno
 import importlib.metadata
 import json
+import logging
 import numbers
 import os
 import pathlib
@@ -30,8 +32,9 @@ from typing import IO, Any
 
 import torch
 
-from detfn.config import file_mode
-from detfn.engine.events import Stage
+from detfn.config import file_mode, to_json
+from detfn.dist.env_info import collect_env
+from detfn.engine.events import Event, Stage
 from detfn.engine.state import TrainState
 
 FORMAT = "detfn-checkpoint"
@@ -75,7 +78,12 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return {k: to_plain(v, f"{where}.{k}") for k, v in zip(value._fields, value)}
     if isinstance(value, Mapping):
-        return {_plain_key(k, where): to_plain(v, f"{where}.{k}") for k, v in value.items()}
+        if not all(isinstance(k, (str, int)) for k in value):
+            key = next(k for k in value if not isinstance(k, (str, int)))
+            raise CheckpointError(
+                f"{where} has a key {key!r} of type {type(key).__name__}; use str or int"
+            )
+        return {k: to_plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if isinstance(value, tuple) else items
@@ -83,12 +91,6 @@ def to_plain(value: Any, where: str = "state") -> Any:
         f"{where} holds a {type(value).__qualname__}, which a weights-only checkpoint cannot "
         "store; keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
     )
-
-
-def _plain_key(key: Any, where: str) -> Any:
-    if isinstance(key, (str, int)):
-        return key
-    raise CheckpointError(f"{where} has a key {key!r} of type {type(key).__name__}; use str or int")
 
 
 def _like(template: Any, value: Any, device: torch.device | None) -> Any:
@@ -143,7 +145,12 @@ def atomic_write(
                 f"{free} bytes are free"
             ) from None
         raise
-    _fsync_dir(path.parent)
+    with contextlib.suppress(OSError):  # make the rename durable where the platform can
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return path
 
 
@@ -156,30 +163,6 @@ def _disk_full(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
-
-
-def _tensor_bytes(value: Any) -> int:
-    """Bytes of the tensors in a plain value (what a checkpoint of it needs, roughly)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, Mapping):
-        return sum(_tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    """Make the rename durable; not every platform can open a directory, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(
@@ -203,7 +186,9 @@ def save_checkpoint(
         **to_plain(dict(meta or {}), "meta"),
     }
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
-    return atomic_write(path, lambda f: torch.save(ckpt, f), _tensor_bytes(plain_state))
+    tensors = torch.utils._pytree.tree_leaves(plain_state)
+    size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return atomic_write(path, lambda f: torch.save(ckpt, f), size)
 
 
 def _version() -> str:
@@ -284,18 +269,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except MemoryError:
         raise
     except Exception as error:  # zip, EOF, OS and parse errors all mean an unreadable file
-        raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint "
-            f"({_first_line(error) or type(error).__name__})"
-        ) from None
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first_line})") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         ckpt["path"] = str(path)
     return ckpt
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainState:
@@ -309,9 +287,9 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
             "use load_weights (load_from) for weights only"
         )
     stored = ckpt["state"]
-    device = _first_device(like.params)
-    params = _fit(like.params, stored["params"], where, "params")
-    buffers = _fit(like.buffers, stored["buffers"], where, "buffers")
+    device = next((t.device for t in like.params.values()), None)
+    params, _ = _fit(like.params, stored["params"], where, "params", strict=True)
+    buffers, _ = _fit(like.buffers, stored["buffers"], where, "buffers", strict=True)
     opt_state = like.opt_state
     if stored.get("opt_state") is not None:
         opt_state = _like(like.opt_state, stored["opt_state"], device)
@@ -326,25 +304,92 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
     )
 
 
-def _first_device(tensors: Mapping[str, torch.Tensor]) -> torch.device | None:
-    return next((t.device for t in tensors.values()), None)
-
-
 def _fit(
-    like: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor], where: str, what: str
-) -> dict[str, torch.Tensor]:
-    """Stored tensors with exactly the names and shapes of ``like``, on ``like``'s devices."""
-    missing = sorted(set(like) - set(stored))
+    like: Mapping[str, torch.Tensor], stored: Mapping[str, Any], where: str, what: str, strict: bool
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``like`` with the stored tensors of its names, on its devices and dtypes, and the names
+    that got none. A shape mismatch always raises (it would train another model); ``strict``
+    (resume) also refuses missing and unexpected names."""
+    missing = [name for name in like if name not in stored]
     unexpected = sorted(set(stored) - set(like))
-    if missing or unexpected:
+    if strict and (missing or unexpected):
         raise CheckpointError(
-            f"{where}: {what} do not match the model: missing {missing[:5]}, "
+            f"{where}: {what} do not match the model: missing {sorted(missing)[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    for name, tensor in like.items():
-        if tuple(stored[name].shape) != tuple(tensor.shape):
-            shape = tuple(stored[name].shape)
+    fitted = dict(like)
+    for name in like.keys() - set(missing):
+        tensor, shape = like[name], tuple(stored[name].shape)
+        if shape != tuple(tensor.shape):
+            label = f"{what}[{name!r}]" if strict else repr(name)
             raise CheckpointError(
-                f"{where}: {what}[{name!r}] has shape {shape}, the model has {tuple(tensor.shape)}"
+                f"{where}: {label} has shape {shape}, the model has {tuple(tensor.shape)}"
             )
-    return {name: stored[name].to(tensor.device) for name, tensor in like.items()}
+        fitted[name] = stored[name].to(device=tensor.device, dtype=tensor.dtype)
+    return fitted, missing
+
+
+def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
+    """What a checkpoint records about the run besides the state: config and loader position."""
+    cfg = getattr(run, "cfg", None)
+    is_config = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+    loader = getattr(run, "train_loader", None)
+    return {
+        "config": to_json(cfg) if is_config else None,
+        "config_type": f"{type(cfg).__module__}.{type(cfg).__qualname__}" if is_config else None,
+        "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
+        "stage": stage.value,
+        "env": collect_env(),
+    }
+
+
+def save_event_state(event: Event, state: TrainState, path: pathlib.Path, optimizer: bool) -> bool:
+    """Save ``state`` as the loop will have it after ``event``; returns whether its weights are
+    finite (one fused reduction): only a finite checkpoint may become ``latest``."""
+    saved = advance_counters(state, event.stage)
+    save_checkpoint(path, saved, meta=run_meta(event.run, event.stage), save_optimizer=optimizer)
+    tensors = [
+        t for t in (*saved.params.values(), *saved.buffers.values()) if t.is_floating_point()
+    ]
+    if not tensors or bool(
+        torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all()
+    ):
+        return True
+    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+    logger.warning("%s holds non-finite weights; latest still points at the previous file", path)
+    return False
+
+
+def load_weights(
+    src: str | os.PathLike[str] | Mapping[str, Any], *, like: TrainState | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(params, buffers)`` of a path or loaded dict: a detfn checkpoint, an mmcv-style
+    ``{"state_dict": ...}`` or a plain state_dict (a DataParallel ``module.`` prefix is removed).
+    A plain state_dict does not say which tensors are buffers: ``like``'s names split it; without
+    ``like`` everything is params."""
+    ckpt = load_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
+    if isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT:
+        return dict(ckpt["state"]["params"]), dict(ckpt["state"]["buffers"])
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping):
+        ckpt = ckpt["state_dict"]
+    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        where = str(src) if isinstance(src, (str, os.PathLike)) else "<state_dict>"
+        raise CheckpointError(f"{where}: neither a detfn checkpoint nor a state_dict of tensors")
+    weights = dict(ckpt)
+    if weights and all(k.startswith("module.") for k in weights):
+        weights = {k[len("module.") :]: v for k, v in weights.items()}
+    buffer_names = set(like.buffers) if like is not None else set()
+    params = {k: v for k, v in weights.items() if k not in buffer_names}
+    return params, {k: v for k, v in weights.items() if k in buffer_names}
+
+
+def merge_weights(
+    state: TrainState, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+) -> tuple[TrainState, list[str]]:
+    """``state`` with the weights copied in by name (``load_from``), and the names of its tensors
+    that got none. Names the state lacks are ignored; a shape mismatch raises."""
+    loaded = {**params, **buffers}
+    new_params, missing = _fit(state.params, loaded, "load_from", "params", strict=False)
+    new_buffers, missing_buffers = _fit(state.buffers, loaded, "load_from", "buffers", strict=False)
+    state = dataclasses.replace(state, params=new_params, buffers=new_buffers)
+    return state, missing + missing_buffers

@@ -1,5 +1,4 @@
-"""Small functions that build hook functions out of other hook functions: a hook's body says
-what it does, these say when.
+"""Hook functions built from hook functions: a hook's body says what it does, these say when.
 
 Hook functions ``fn(event) -> TrainState | None`` nest: ``every_n_iters(50, only_at(
 Stage.AFTER_TRAIN_ITER, log))``. Conditions ``cond(event) -> bool`` (:func:`nth`, :func:`last`,
@@ -15,9 +14,8 @@ from dataclasses import replace
 from typing import Literal
 
 from detfn.engine.driver import keep_stop_reason
-from detfn.engine.events import Event, Hook, HookFn, Stage
-from detfn.engine.priority import Priority, get_priority
-from detfn.engine.state import TrainState
+from detfn.engine.events import Event, Hook, HookFn, Priority, Stage, get_priority
+from detfn.engine.state import TrainState, run_max_iters
 
 Condition = Callable[[Event], bool]
 Counter = Literal["iter", "inner_iter", "epoch"]
@@ -28,46 +26,29 @@ def _check_fn(fn: HookFn, who: str) -> None:
         raise ValueError(f"{who}: expected a hook function fn(event), got {fn!r}")
 
 
-def _check_n(n: int, who: str) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{who}: n must be an int >= 1, got {n!r}")
-
-
-def to_stages(stages: Stage | str | Iterable[Stage | str]) -> frozenset[Stage]:
-    """Stages from a :class:`Stage`, a stage name, or an iterable of them."""
-    items = [stages] if isinstance(stages, (Stage, str)) else list(stages)
-    out = set()
-    for item in items:
-        try:
-            out.add(Stage(item))
-        except ValueError:
-            names = ", ".join(s.value for s in Stage)
-            raise ValueError(f"unknown stage {item!r}; use one of {names}") from None
-    if not out:
-        raise ValueError("only_at: give at least one stage")
-    return frozenset(out)
-
-
 def when(cond: Condition, fn: HookFn, who: str = "when") -> HookFn:
     """Run ``fn`` on the events where ``cond(event)`` holds."""
     _check_fn(fn, who)
-
-    def gated(event: Event) -> TrainState | None:
-        return fn(event) if cond(event) else None
-
-    return gated
+    return lambda event: fn(event) if cond(event) else None
 
 
 def at(stages: Stage | str | Iterable[Stage | str]) -> Condition:
-    """The event is one of ``stages``."""
-    wanted = to_stages(stages)
+    """The event is one of ``stages`` (stages or their names)."""
+    items = [stages] if isinstance(stages, (Stage, str)) else list(stages)
+    names = {s.value for s in Stage}
+    unknown = [s for s in items if not isinstance(s, Stage) and s not in names]
+    if unknown or not items:
+        raise ValueError(f"unknown stage {unknown[0]!r}; use one of {', '.join(names)}"
+                         if unknown else "only_at: give at least one stage")  # fmt: skip
+    wanted = frozenset(Stage(s) for s in items)
     return lambda event: event.stage in wanted
 
 
 def nth(n: int, counter: Counter, start: int | None = None, who: str = "nth") -> Condition:
     """Every ``n``-th iteration / inner iteration / epoch, counted from 1 (mmcv's rule); with
     ``start``, the counts ``start, start + n, ...`` (mmcv's ``EvalHook(start=...)``)."""
-    _check_n(n, who)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{who}: n must be an int >= 1, got {n!r}")
 
     def cond(event: Event) -> bool:
         count = getattr(event.state, counter) + 1
@@ -79,42 +60,30 @@ def nth(n: int, counter: Counter, start: int | None = None, who: str = "nth") ->
 
 
 def epoch_end(event: Event) -> bool:
-    """The last iteration of an epoch (``inner_iter + 1 == iters_per_epoch``)."""
+    """The last iteration of an epoch."""
     return event.state.inner_iter + 1 == event.state.iters_per_epoch
 
 
 def last(counter: Literal["iter", "epoch"]) -> Condition:
-    """The run's last iteration (``iter + 1 == max_iters``) or epoch."""
-
-    def cond(event: Event) -> bool:
-        state = event.state
-        if counter == "epoch":
-            return state.max_epochs is not None and state.epoch + 1 == state.max_epochs
-        total = state.max_iters
-        if total is None and state.max_epochs is not None:
-            total = state.max_epochs * state.iters_per_epoch
-        return total is not None and state.iter + 1 == total
-
-    return cond
+    """The run's last iteration or epoch."""
+    if counter == "epoch":
+        return lambda e: e.state.max_epochs is not None and e.state.epoch + 1 == e.state.max_epochs
+    return lambda event: event.state.iter + 1 == run_max_iters(event.state)
 
 
 def any_of(*conds: Condition) -> Condition:
-    """Any of ``conds`` holds."""
     return lambda event: any(cond(event) for cond in conds)
 
 
 def all_of(*conds: Condition) -> Condition:
-    """Every one of ``conds`` holds."""
     return lambda event: all(cond(event) for cond in conds)
 
 
 def only_at(stages: Stage | str | Iterable[Stage | str], fn: HookFn) -> HookFn:
-    """Run ``fn`` only on events of ``stages``."""
     return when(at(stages), fn, "only_at")
 
 
 def every_n_iters(n: int, fn: HookFn) -> HookFn:
-    """Run ``fn`` when ``(state.iter + 1) % n == 0`` (iteration events)."""
     return when(nth(n, "iter", who="every_n_iters"), fn, "every_n_iters")
 
 
@@ -124,20 +93,16 @@ def every_n_inner_iters(n: int, fn: HookFn) -> HookFn:
 
 
 def every_n_epochs(n: int, fn: HookFn) -> HookFn:
-    """Run ``fn`` when ``(state.epoch + 1) % n == 0`` (epoch events)."""
     return when(nth(n, "epoch", who="every_n_epochs"), fn, "every_n_epochs")
 
 
 def at_epoch_end(fn: HookFn) -> HookFn:
-    """Run ``fn`` on the last iteration of an epoch."""
     return when(epoch_end, fn, "at_epoch_end")
 
 
 def compose(*fns: HookFn) -> HookFn:
-    """One hook function running ``fns`` in order, each seeing the state the previous returned.
-
-    The composed function returns the final state if any part returned one, else None.
-    """
+    """One hook function running ``fns`` in order, each seeing the state the previous returned;
+    it returns the final state if any part returned one, else None."""
     if not fns:
         raise ValueError("compose: give at least one hook function")
     for i, fn in enumerate(fns):
@@ -158,10 +123,7 @@ def compose(*fns: HookFn) -> HookFn:
 
 
 def make_hook(
-    name: str,
-    fn: HookFn,
-    priority: int | str | Priority = Priority.NORMAL,
-    **outputs: tuple[str, ...],
+    name: str, fn: HookFn, priority: int | str | Priority = Priority.NORMAL, **outputs
 ) -> Hook:
     """A :class:`Hook` with a checked name, function and priority (int, level or level name);
     ``outputs``: its ``reads`` / ``reads_optional`` / ``writes``."""

@@ -10,8 +10,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from detfn.engine.events import LOOP_OUTPUTS, OUTPUT_FIELDS, Event, Hook, Stage
-from detfn.engine.priority import get_priority
+from detfn.engine.events import LOOP_OUTPUTS, OUTPUT_FIELDS, Event, Hook, Stage, get_priority
 from detfn.engine.state import TrainState
 
 Events = Generator[Event, "TrainState | None", TrainState]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import Any
 
 import torch
 
+from detfn.config import Config, fail
 from detfn.engine.state import TrainState
 
 
@@ -56,24 +57,17 @@ class Outputs:
     time: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        writable = self.__dict__.get("_writable")
+        owner, writable = self.__dict__.get("_writable") or (None, None)
         if writable is not None and name not in writable:
             raise AttributeError(
-                f"{writable.owner} may not write the step output {name!r}: it declares "
+                f"{owner} may not write the step output {name!r}: it declares "
                 f"writes={sorted(writable)}; each output is written by its owner only"
             )
         object.__setattr__(self, name, value)
 
     def open_for(self, owner: str, names: tuple[str, ...] | None) -> None:
         """Let only ``names`` be written (by ``owner``) until the next call; None: anything."""
-        object.__setattr__(self, "_writable", None if names is None else _Writable(owner, names))
-
-
-class _Writable(frozenset):
-    def __new__(cls, owner: str, names: tuple[str, ...]):
-        made = super().__new__(cls, names)
-        made.owner = owner
-        return made
+        object.__setattr__(self, "_writable", None if names is None else (owner, frozenset(names)))
 
 
 OUTPUT_FIELDS = frozenset(f.name for f in fields(Outputs))
@@ -109,3 +103,54 @@ class Hook:
     reads: tuple[str, ...] = ()
     reads_optional: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+
+
+class Priority(IntEnum):
+    """mmcv's named levels."""
+
+    HIGHEST = 0
+    VERY_HIGH = 10
+    HIGH = 30
+    ABOVE_NORMAL = 40
+    NORMAL = 50
+    BELOW_NORMAL = 60
+    LOW = 70
+    VERY_LOW = 90
+    LOWEST = 100
+
+
+def get_priority(priority: int | str | Priority) -> int:
+    """An int in [0, 100], a :class:`Priority`, or a level name in any case -> the int value.
+
+    Raises:
+        ValueError: an int outside [0, 100] or an unknown level name.
+        TypeError: any other type (mmcv's ``get_priority`` contract).
+    """
+    if isinstance(priority, Priority):
+        return int(priority)
+    if isinstance(priority, bool):
+        raise TypeError("priority must be an integer or Priority enum value")
+    if isinstance(priority, int):
+        if not 0 <= priority <= 100:
+            raise ValueError("priority must be between 0 and 100")
+        return priority
+    if isinstance(priority, str):
+        try:
+            return int(Priority[priority.upper()])
+        except KeyError:
+            names = ", ".join(p.name for p in Priority)
+            raise ValueError(f"unknown priority {priority!r}; use one of {names}") from None
+    raise TypeError("priority must be an integer or Priority enum value")
+
+
+@dataclass(frozen=True)
+class HookConfig(Config):
+    """The base of hook configs: a ``priority`` (an int in [0, 100] or a level name), checked."""
+
+    priority: int | str = "NORMAL"
+
+    def __post_init__(self) -> None:
+        try:
+            get_priority(self.priority)
+        except (ValueError, TypeError) as error:
+            fail(self, "priority", f"is invalid ({error}), got {self.priority!r}")

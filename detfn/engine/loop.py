@@ -49,8 +49,7 @@ import torch
 
 from detfn.engine.driver import Events, keep_stop_reason
 from detfn.engine.events import LOOP_OUTPUTS, Event, Outputs, Stage
-from detfn.engine.rng import capture_rng, restore_rng
-from detfn.engine.state import TrainState
+from detfn.engine.state import TrainState, capture_rng, restore_rng
 from detfn.engine.step import LossFn, TrainStep, batch_size_of, make_train_step
 
 Workflow = Sequence[tuple[str, int]]
@@ -62,19 +61,15 @@ class RunContext:
     """Static facts of a run, the same object on every event (``event.run``).
 
     Attributes:
-        cfg: the experiment config (any dataclass), for loggers and the work dir.
-        work_dir: where hooks write files; None for none.
-        train_loader: ``len()`` batches per epoch, iterable; optionally ``set_epoch(e)``,
+        cfg: the experiment config (any dataclass), for loggers and checkpoints.
+        train_loader: ``len()`` batches per epoch; optionally ``set_epoch(e)`` and
             ``state_dict()`` / ``load_state_dict(d)`` for mid-epoch resume.
-        val_loader: iterated by ``("val", n)`` workflow phases when ``val_step`` is set.
-        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``.
-        train_step: ``step(state, batch) -> outputs``; None builds ``make_train_step(loss_fn)``.
+        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``; ``train_step``: ``step(state,
+            batch) -> outputs`` (None builds ``make_train_step(loss_fn)``).
         val_step: ``val_step(state, batch) -> dict`` of scalars (and ``batch_size``), run under
-            ``no_grad``; a val phase's metrics are their batch-size-weighted means.
-        evaluate: ``evaluate(state) -> dict[str, float]``; used by evaluation hooks, and by a val
-            phase when ``val_step`` is None.
-        device: where tensors live.
-        logger: console + work-dir log file.
+            ``no_grad`` over ``val_loader``; a val phase's metrics are their batch-size-weighted
+            means. evaluate: ``evaluate(state) -> metrics``, for evaluation hooks, and for a val
+            phase without ``val_step``.
     """
 
     cfg: Any = None
@@ -96,44 +91,28 @@ def check_workflow(
     ``run``, also that a val phase has what it needs."""
     phases = tuple(tuple(p) for p in workflow)
     for phase in phases:
-        ok = len(phase) == 2 and phase[0] in ("train", "val")
-        if not ok or not isinstance(phase[1], int) or isinstance(phase[1], bool) or phase[1] < 1:
+        ok = len(phase) == 2 and phase[0] in ("train", "val") and type(phase[1]) is int
+        if not ok or phase[1] < 1:
             raise ValueError(f"workflow phase {phase!r} must be ('train' | 'val', count >= 1)")
     if not any(p[0] == "train" for p in phases):
         raise ValueError(f"workflow {phases!r} has no ('train', n) phase; the run would not end")
-    has_val = any(p[0] == "val" for p in phases)
-    if has_val and run is None:
+    if run is None or not any(p[0] == "val" for p in phases):
         return phases
-    if has_val and run.val_step is None and run.evaluate is None:
+    if run.val_step is None and run.evaluate is None:
         raise ValueError("workflow has a 'val' phase but the RunContext has no val_step/evaluate")
-    if has_val and run.val_step is not None and run.val_loader is None:
+    if run.val_step is not None and run.val_loader is None:
         raise ValueError("workflow has a 'val' phase with a val_step but no val_loader")
     return phases
 
 
-def _check_length(state: TrainState) -> None:
+def train_loop(state: TrainState, run: RunContext, workflow: Workflow = (("train", 1),)) -> Events:
+    """The event generator of a run (see the module docstring); returns the final state."""
     if state.max_epochs is None and state.max_iters is None:
         raise ValueError("TrainState needs max_epochs (epoch-based) or max_iters (iter-based)")
     for name in ("max_epochs", "max_iters"):
         value = getattr(state, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (type(value) is not int or value < 1):
             raise ValueError(f"TrainState.{name} must be an int >= 1 or None, got {value!r}")
-
-
-def _with_lengths(state: TrainState, iters_per_epoch: int) -> TrainState:
-    """Set ``iters_per_epoch``; an epoch-based run also gets ``max_iters = epochs * len``, as
-    mmcv's runner sets it, so by-iteration schedules know the run's length."""
-    if iters_per_epoch < 1:
-        raise ValueError(f"the train loader has len() == {iters_per_epoch}; it needs batches")
-    max_iters = state.max_iters
-    if state.max_epochs is not None:
-        max_iters = state.max_epochs * iters_per_epoch
-    return replace(state, iters_per_epoch=iters_per_epoch, max_iters=max_iters)
-
-
-def train_loop(state: TrainState, run: RunContext, workflow: Workflow = (("train", 1),)) -> Events:
-    """The event generator of a run (see the module docstring); returns the final state."""
-    _check_length(state)
     phases = check_workflow(workflow, run)
     if run.train_loader is None or (run.train_step is None and run.loss_fn is None):
         raise ValueError("RunContext needs a train_loader and a loss_fn (or train_step)")
@@ -156,7 +135,15 @@ class _Loop:
         try:
             if state.rng:
                 restore_rng(state.rng)
-            state = _with_lengths(state, len(self.run.train_loader))
+            # an epoch-based run gets max_iters = epochs * len, as mmcv's runner sets it, so
+            # by-iteration schedules know the run's length
+            per_epoch = len(self.run.train_loader)
+            if per_epoch < 1:
+                raise ValueError(f"the train loader has len() == {per_epoch}; it needs batches")
+            max_iters = (
+                state.max_iters if state.max_epochs is None else state.max_epochs * per_epoch
+            )
+            state = replace(state, iters_per_epoch=per_epoch, max_iters=max_iters)
             state = yield from self.emit(Stage.BEFORE_RUN, state)
             while not self.finished(state) and state.stop_reason is None:
                 state = yield from self.workflow_pass(state)
@@ -301,14 +288,12 @@ def _as_outputs(result: Any) -> Outputs:
 
 
 def _scalars(outputs: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric scalars of a val step's outputs (one level of nested dicts flattened)."""
+    """Numeric scalars of a val step's outputs (nested dicts flattened)."""
     flat: dict[str, float] = {}
     for key, value in outputs.items():
-        if key == "batch_size":
-            continue
         if isinstance(value, Mapping):
             flat.update(_scalars(value))
-        elif _is_scalar(value):
+        elif key != "batch_size" and _is_scalar(value):
             flat[key] = float(value)
     return flat
 

@@ -18,10 +18,9 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io, weights
+from detfn.engine import checkpoint_io
 from detfn.engine.driver import drive
-from detfn.engine.events import Hook
-from detfn.engine.hooks import early_stopping, tensorboard  # noqa: F401  (custom_hooks' tags)
+from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
@@ -29,18 +28,16 @@ from detfn.engine.hooks.guards import NanGuardConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
-from detfn.engine.hooks.schedule import schedule_hook
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
-from detfn.engine.hooks.workdir import WorkDirHookConfig, dump_config, make_logger
 from detfn.engine.loop import RunContext, check_workflow, train_loop
-from detfn.engine.optim import OptimizerConfig, SGDConfig, initial_hyperparams
-from detfn.engine.optim.base import Optimizer
-from detfn.engine.priority import get_priority
-from detfn.engine.schedules import ScheduleConfig, StepSchedule
+from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
+from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
 from detfn.engine.session import (
     SIGTERM_REASON,
     RunStopped,
+    dump_config,
+    make_logger,
     remove_stale_tmp,
     sigterm_requests_stop,
     stop_request_hook,
@@ -51,7 +48,8 @@ from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build, builder_for, tag_of
 
 SCHEDULED = ("lr", "momentum", "weight_decay")
-
+SLOTS = ("checkpoint", "timer", "evaluation", "text_logger", "wandb", "nan_guard", "ema")
+SLOTS += ("sampler_seed",)  # detfn's extras after mmcv's defaults
 DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
 
 
@@ -110,12 +108,9 @@ class RunnerConfig(Config):
     def __post_init__(self) -> None:
         if self.max_epochs is None and self.max_iters is None:
             object.__setattr__(self, "max_epochs", DEFAULT_MAX_EPOCHS)
-        if self.max_epochs is not None and self.max_iters is not None:
-            fail(
-                self,
-                "max_epochs",
-                f"and max_iters: set only one, got {self.max_epochs} and {self.max_iters}",
-            )
+        both = self.max_epochs is not None and self.max_iters is not None
+        both_msg = f"and max_iters: set only one, got {self.max_epochs} and {self.max_iters}"
+        check(self, "max_epochs", not both, both_msg)
         for name in ("max_epochs", "max_iters"):
             value = getattr(self, name)
             check(self, name, value is None or value >= 1, f"must be >= 1, got {value}")
@@ -123,34 +118,29 @@ class RunnerConfig(Config):
             check_workflow(self.workflow)
         except ValueError as error:
             fail(self, "workflow", str(error))
-        check(
-            self,
-            "load_from",
-            not (self.load_from and self.resume_from),
-            "and resume_from are exclusive: resume restores the weights too",
-        )
+        exclusive = "and resume_from are exclusive: resume restores the weights too"
+        check(self, "load_from", not (self.load_from and self.resume_from), exclusive)
         ok = 0.0 <= self.load_from_min_match <= 1.0
         check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
-        for i, hook_cfg in enumerate(self.custom_hooks):
-            check_custom_hook(self, i, hook_cfg)
-
-
-def check_custom_hook(cfg: RunnerConfig, index: int, hook_cfg: Any) -> None:
-    """``custom_hooks[index]`` is a registered config instance with a valid ``priority``."""
-    where = f"[{index}]"
-    if isinstance(hook_cfg, type) or not isinstance(hook_cfg, Config):
-        fail(cfg, "custom_hooks", f"{where} must be a hook config instance, got {hook_cfg!r}")
-    try:
-        builder_for(type(hook_cfg))
-    except Exception as error:
-        fail(cfg, "custom_hooks", f"{where}: {error}")
-    if not hasattr(hook_cfg, "priority"):
-        name = type(hook_cfg).__name__
-        fail(cfg, "custom_hooks", f"{where}: {name} has no priority field; add one")
-    try:
-        get_priority(hook_cfg.priority)
-    except (ValueError, TypeError) as error:
-        fail(cfg, "custom_hooks", f"{where}.priority is invalid ({error})")
+        for i, hook_cfg in enumerate(self.custom_hooks):  # registered, with a valid priority
+            where = f"[{i}]"
+            if isinstance(hook_cfg, type) or not isinstance(hook_cfg, Config):
+                fail(
+                    self,
+                    "custom_hooks",
+                    f"{where} must be a hook config instance, got {hook_cfg!r}",
+                )
+            try:
+                builder_for(type(hook_cfg))
+            except Exception as error:
+                fail(self, "custom_hooks", f"{where}: {error}")
+            if not hasattr(hook_cfg, "priority"):
+                name = type(hook_cfg).__name__
+                fail(self, "custom_hooks", f"{where}: {name} has no priority field; add one")
+            try:
+                get_priority(hook_cfg.priority)
+            except (ValueError, TypeError) as error:
+                fail(self, "custom_hooks", f"{where}.priority is invalid ({error})")
 
 
 def initial_state(
@@ -158,15 +148,11 @@ def initial_state(
 ) -> TrainState:
     """A fresh state at iteration 0: the current hyperparameters are the groups' configured ones."""
     base = initial_hyperparams(optimizer.groups)
+    max_iters = cfg.max_iters if cfg.max_epochs is None else None
     return TrainState(
-        params=dict(params),
-        buffers=dict(buffers),
-        opt_state=optimizer.init(params),
-        max_epochs=cfg.max_epochs,
-        max_iters=cfg.max_iters if cfg.max_epochs is None else None,
-        base=base,
-        hyper=dict(base),
-    )
+        params=dict(params), buffers=dict(buffers), opt_state=optimizer.init(params),
+        max_epochs=cfg.max_epochs, max_iters=max_iters, base=base, hyper=dict(base),
+    )  # fmt: skip
 
 
 def build_hooks(
@@ -176,80 +162,51 @@ def build_hooks(
     *,
     context: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Hook]:
-    """The default hooks in slot order, detfn's extras, ``cfg.custom_hooks``, then ``custom``
-    (registration order matters only between equal priorities; :func:`drive` sorts by
-    priority).
+    """The schedule hooks, the default hooks in slot order, ``cfg.custom_hooks``, then ``custom``
+    (the order matters only between equal priorities: :func:`drive` sorts by priority).
 
     ``context`` passes builder keywords per hook config field, e.g.
     ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``; a custom hook config's
     keywords are under its registry tag (``tag_of(type(hook_cfg))``).
     """
     context = context or {}
-    schedules = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
-    slots: list[tuple[str, Any]] = [
-        ("optimizer_hook", cfg.optimizer_hook),
-        ("checkpoint", cfg.checkpoint),
-        ("timer", cfg.timer),
-        ("evaluation", cfg.evaluation),
-        ("text_logger", cfg.text_logger),
-        ("wandb", cfg.wandb),
-        ("work_dir", WorkDirHookConfig(dump_config=False)),
-        ("nan_guard", cfg.nan_guard),
-        ("ema", cfg.ema),
-        ("sampler_seed", cfg.sampler_seed),
-    ]
-    hooks = []
-    for key, hook_cfg in slots:
-        if hook_cfg is None:
-            continue
-        extra = dict(context.get(key, {}))
-        if key == "optimizer_hook":
-            extra["optimizer"] = optimizer
-        hooks.append(build(hook_cfg, **extra))
-    from_cfg = [  # the config's priority wins, as mmcv's register_hook_from_cfg
-        replace(build(c, **context.get(tag_of(type(c)), {})), priority=get_priority(c.priority))
-        for c in cfg.custom_hooks
-    ]
-    return [*schedules, *hooks, *from_cfg, *custom]
-
-
-def _resume_path(cfg: RunnerConfig, work_dir: Path | None) -> Path | None:
-    if cfg.resume_from:
-        return Path(cfg.resume_from)
-    if cfg.auto_resume:
-        if work_dir is None:
-            raise ValueError("RunnerConfig.auto_resume needs a work_dir to look for checkpoints")
-        return checkpoint_io.find_latest(work_dir)
-    return None
+    hooks = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
+    hooks.append(
+        build(cfg.optimizer_hook, optimizer=optimizer, **context.get("optimizer_hook", {}))
+    )
+    for key in SLOTS:
+        if getattr(cfg, key) is not None:
+            hooks.append(build(getattr(cfg, key), **context.get(key, {})))
+    for c in cfg.custom_hooks:  # the config's priority wins, as mmcv's register_hook_from_cfg
+        built = build(c, **context.get(tag_of(type(c)), {}))
+        hooks.append(replace(built, priority=get_priority(c.priority)))
+    return [*hooks, *custom]
 
 
 def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger) -> TrainState:
     """Apply ``resume_from`` / ``auto_resume`` or ``load_from`` to a fresh state."""
-    path = _resume_path(cfg, work_dir)
+    path = Path(cfg.resume_from) if cfg.resume_from else None
+    if cfg.auto_resume and path is None:
+        if work_dir is None:
+            raise ValueError("RunnerConfig.auto_resume needs a work_dir to look for checkpoints")
+        path = checkpoint_io.find_latest(work_dir)
     if path is not None:
         state = checkpoint_io.state_from_checkpoint(checkpoint_io.load_checkpoint(path), state)
         logger.info("resumed from %s at epoch %d, iter %d", path, state.epoch, state.iter)
-    elif cfg.load_from:
-        params, buffers = weights.load_weights(cfg.load_from, like=state)
-        state, missing = weights.merge_weights(state, params, buffers)
-        _check_match(cfg, state, {**params, **buffers}, missing)
-        logger.info(
-            "loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing)
-        )
-    return state
-
-
-def _check_match(cfg: RunnerConfig, state: TrainState, loaded, missing: list[str]) -> None:
-    """``load_from`` must fill at least ``load_from_min_match`` of the model's tensors."""
+    if path is not None or not cfg.load_from:
+        return state
+    params, buffers = checkpoint_io.load_weights(cfg.load_from, like=state)
+    state, missing = checkpoint_io.merge_weights(state, params, buffers)
     total = len(state.params) + len(state.buffers)
     matched = total - len(missing)
-    if matched > 0 and matched >= cfg.load_from_min_match * total:
-        return
-    raise checkpoint_io.CheckpointError(
-        f"load_from {cfg.load_from}: only {matched} of the model's {total} tensors have a weight "
-        f"in the file (load_from_min_match={cfg.load_from_min_match}); the model lacks e.g. "
-        f"{missing[:3]}, the file has e.g. {sorted(loaded)[:3]}"
-    )
+    if matched == 0 or matched < cfg.load_from_min_match * total:
+        raise checkpoint_io.CheckpointError(
+            f"load_from {cfg.load_from}: only {matched} of the model's {total} tensors have a "
+            f"weight in the file (load_from_min_match={cfg.load_from_min_match}); the model lacks "
+            f"e.g. {missing[:3]}, the file has e.g. {sorted({**params, **buffers})[:3]}"
+        )
+    logger.info("loaded weights from %s (%d tensors without weights)", cfg.load_from, len(missing))
+    return state
 
 
 def for_iterations(cfg: RunnerConfig, iters_per_epoch: int) -> RunnerConfig:
@@ -311,25 +268,16 @@ def train(
         logger = logger or make_logger("detfn", work_dir)
         optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
         state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
+        fp16 = cfg.optimizer_hook.precision == "fp16"
         step = make_train_step(
-            loss_fn,
-            backend=cfg.grad_backend,
-            autocast_dtype=cfg.optimizer_hook.autocast_dtype,
-            device_type=torch.device(device).type,
-            loss_scale=current_loss_scale if cfg.optimizer_hook.precision == "fp16" else None,
-        )
+            loss_fn, backend=cfg.grad_backend, autocast_dtype=cfg.optimizer_hook.autocast_dtype,
+            device_type=torch.device(device).type, loss_scale=current_loss_scale if fp16 else None,
+        )  # fmt: skip
         run = RunContext(
-            cfg=run_cfg,
-            work_dir=work_dir,
-            train_loader=train_loader,
-            val_loader=val_loader,
-            loss_fn=loss_fn,
-            train_step=step,
-            val_step=val_step,
-            evaluate=evaluate,
-            device=device,
-            logger=logger,
-        )
+            cfg=run_cfg, work_dir=work_dir, train_loader=train_loader, val_loader=val_loader,
+            loss_fn=loss_fn, train_step=step, val_step=val_step, evaluate=evaluate,
+            device=device, logger=logger,
+        )  # fmt: skip
         hooks = [*hooks, stop_request_hook(stop)]
         all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
         final = drive(train_loop(state, run, cfg.workflow), all_hooks)

@@ -1,5 +1,11 @@
-"""The edges of a run in a work dir: one run per dir (a lock), no stale temporary files, and
-SIGTERM as a stop request.
+"""The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
+
+Layout (mmcv's, with a JSON config)::
+
+    <work_dir>/config.json          the experiment config; detfn.config.load(path, cls) == cfg
+    <work_dir>/<timestamp>.log      the text log (console lines plus warnings)
+    <work_dir>/metrics.jsonl        one JSON record per logged iteration / evaluation
+    <work_dir>/epoch_N.pth ...      checkpoints, latest.json, best_<key>_epoch_N.pth
 
 * Lock: ``<work_dir>/.detfn.lock`` is held with ``flock`` for the whole run (the kernel releases
   it when the process dies). A second live run in the same dir is refused. A lock file left by a
@@ -14,21 +20,32 @@ SIGTERM as a stop request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import logging
 import os
 import pathlib
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
+from detfn.config import save
 from detfn.engine.combinators import only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
 LOCK_FILE = ".detfn.lock"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
 SIGTERM_REASON = "SIGTERM"
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+# marks on the handlers make_logger adds, so a later call replaces them and nothing else
+_CONSOLE_MARK = "_detfn_console"
+_FILE_MARK = "_detfn_run_log"
 
 
 class WorkDirBusy(RuntimeError):
@@ -101,3 +118,58 @@ def stop_request_hook(flag: threading.Event) -> Hook:
         return replace(event.state, stop_reason=SIGTERM_REASON) if flag.is_set() else None
 
     return Hook("stop_request", only_at(Stage.AFTER_TRAIN_ITER, stop), int(Priority.LOWEST))
+
+
+def config_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
+    return pathlib.Path(work_dir) / CONFIG_FILE
+
+
+def metrics_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
+    return pathlib.Path(work_dir) / METRICS_FILE
+
+
+def log_file_path(work_dir: str | os.PathLike[str], stamp: str | None = None) -> pathlib.Path:
+    """``<work_dir>/<stamp>.log``, the stamp ``YYYYmmdd_HHMMSS`` of now by default (mmcv's)."""
+    stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
+    return pathlib.Path(work_dir) / f"{stamp}.log"
+
+
+def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
+    """Write ``cfg`` (a config dataclass) to ``<work_dir>/config.json`` atomically."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"dump_config takes a config dataclass instance, got {type(cfg).__name__}")
+    return save(cfg, config_path(work_dir))
+
+
+def make_logger(
+    name: str = "detfn",
+    work_dir: str | os.PathLike[str] | None = None,
+    stamp: str | None = None,
+    level: int = logging.INFO,
+) -> logging.Logger:
+    """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``.
+
+    Calling it again with the same name adds no second console handler, and closes the log
+    file of an earlier run, so one run never writes into another run's log.
+    """
+    logger = logging.getLogger(name)
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(getattr(h, _CONSOLE_MARK, False) for h in logger.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        setattr(console, _CONSOLE_MARK, True)
+        logger.addHandler(console)
+    wanted = log_file_path(work_dir, stamp).resolve() if work_dir is not None else None
+    for handler in list(logger.handlers):
+        if getattr(handler, _FILE_MARK, False) and pathlib.Path(handler.baseFilename) != wanted:
+            logger.removeHandler(handler)
+            handler.close()
+    files = [getattr(h, "baseFilename", None) for h in logger.handlers]
+    if wanted is not None and str(wanted) not in files:
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(wanted, mode="a")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        setattr(handler, _FILE_MARK, True)
+        logger.addHandler(handler)
+    return logger

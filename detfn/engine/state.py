@@ -8,10 +8,12 @@ and ``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 Hyper = Mapping[str, tuple[float, ...]]
@@ -27,8 +29,9 @@ class TrainState:
         (...), "weight_decay": (...)}``, multipliers applied): the one place schedules read
         their base from; a resume takes it from the new run's config.
     hyper: the current values, same keys: what the optimizer steps with; schedules set them.
-    rng: the global RNG states (:mod:`detfn.engine.rng`), captured before ``after_train_iter``
-        and ``after_train_epoch``, restored when a run starts.
+    rng: the global RNG states (:func:`capture_rng`: tensors and numbers, for weights-only
+        checkpoints), captured before ``after_train_iter`` and ``after_train_epoch``, restored
+        when a run starts. Data loaders carry their own ``torch.Generator``.
     hooks: per-hook state by hook name (tensors, numbers, str, lists/dicts of them).
     stop_reason: set by a hook that asks the loop to stop; once set it stays set.
     """
@@ -62,3 +65,51 @@ class TrainState:
 def with_hook_state(state: TrainState, name: str, value: Any) -> TrainState:
     """``state`` with ``state.hooks[name] = value`` (hooks keep their own state there)."""
     return replace(state, hooks={**state.hooks, name: value})
+
+
+def run_max_iters(state: TrainState) -> int | None:
+    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
+    if state.max_iters is not None:
+        return state.max_iters
+    if state.max_epochs is not None and state.iters_per_epoch > 0:
+        return state.max_epochs * state.iters_per_epoch
+    return None
+
+
+def capture_rng() -> dict[str, Any]:
+    """The torch CPU, CUDA (when initialized), Python ``random`` and NumPy generator states."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {
+            "version": version,
+            "state": torch.from_numpy(np.asarray(mt, dtype=np.int64)),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`; missing entries are left as they are."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    if "numpy" in state:
+        nps = state["numpy"]
+        keys = nps["keys"].numpy().astype(np.uint32)
+        np.random.set_state((nps["name"], keys, nps["pos"], nps["has_gauss"], nps["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

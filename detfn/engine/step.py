@@ -33,44 +33,33 @@ def _check_loss(loss: Any) -> torch.Tensor:
     return loss
 
 
-def _autograd_value_and_grad(loss_fn: LossFn):
-    def run(params, buffers, batch):
-        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        loss, aux = loss_fn(leaves, buffers, batch)
-        names = list(leaves)
-        grads = torch.autograd.grad(
-            _check_loss(loss), [leaves[n] for n in names], allow_unused=True
-        )
-        return (loss.detach(), aux), {n: g for n, g in zip(names, grads) if g is not None}
-
-    return run
-
-
-def _func_value_and_grad(loss_fn: LossFn):
-    def wrapped(params, buffers, batch):
-        loss, aux = loss_fn(params, buffers, batch)
-        return _check_loss(loss), aux
-
-    transformed = torch.func.grad_and_value(wrapped, has_aux=True)
-
-    def run(params, buffers, batch):
-        grads, (loss, aux) = transformed(dict(params), buffers, batch)
-        return (loss, aux), grads
-
-    return run
-
-
 def value_and_grad(loss_fn: LossFn, backend: Backend = "autograd"):
     """``f(params, buffers, batch) -> ((loss, aux), grads)`` with ``grads`` by parameter name.
 
-    Parameters the loss does not depend on have no entry in ``grads`` (autograd backend), so the
+    With "autograd", parameters the loss does not depend on have no entry in ``grads``, so the
     optimizer skips them, as ``torch.optim`` skips ``p.grad is None``.
     """
-    if backend == "autograd":
-        return _autograd_value_and_grad(loss_fn)
     if backend == "func":
-        return _func_value_and_grad(loss_fn)
-    raise ValueError(f"value_and_grad: backend must be 'autograd' or 'func', got {backend!r}")
+        transformed = torch.func.grad_and_value(
+            lambda p, b, x: (lambda loss, aux: (_check_loss(loss), aux))(*loss_fn(p, b, x)),
+            has_aux=True,
+        )
+
+        def run_func(params, buffers, batch):
+            grads, (loss, aux) = transformed(dict(params), buffers, batch)
+            return (loss, aux), grads
+
+        return run_func
+    if backend != "autograd":
+        raise ValueError(f"value_and_grad: backend must be 'autograd' or 'func', got {backend!r}")
+
+    def run(params, buffers, batch):
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        loss, aux = loss_fn(leaves, buffers, batch)
+        grads = torch.autograd.grad(_check_loss(loss), list(leaves.values()), allow_unused=True)
+        return (loss.detach(), aux), {n: g for n, g in zip(leaves, grads) if g is not None}
+
+    return run
 
 
 def batch_size_of(batch: Any) -> int:
@@ -111,12 +100,8 @@ def make_train_step(
     """
 
     def forward(params, buffers, batch, scale):
-        ctx = (
-            torch.autocast(device_type, dtype=autocast_dtype)
-            if autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with ctx:
+        autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else None
+        with autocast or contextlib.nullcontext():
             loss, aux = loss_fn(params, buffers, batch)
         loss = _check_loss(loss).float()
         scaled = loss * scale if scale is not None else loss

@@ -20,8 +20,7 @@ from detfn.apis import (
 from detfn.config import from_json, to_json
 from detfn.data import NormalizeConfig
 from detfn.engine.hooks.optimizer import GradClipConfig
-from detfn.engine.optim import SGDConfig
-from detfn.engine.optim.groups import ParamGroupsConfig
+from detfn.engine.optim import ParamGroupsConfig, SGDConfig
 from detfn.engine.schedules import StepSchedule
 from detfn.models.dense_heads import ATSSHeadConfig, FCOSHeadConfig
 from detfn.models.detectors import SingleStageDetectorConfig

@@ -6,7 +6,7 @@ import pytest
 import torch
 from toy_dp import ShardLoader, TinyNet, loss_fn_of, runner_config
 
-from detfn.engine.hooks.early_stopping import EarlyStoppingConfig
+from detfn.engine.hooks.evaluation import EarlyStoppingConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.engine.runner import train
 from detfn.registry import build

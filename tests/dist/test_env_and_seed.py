@@ -18,7 +18,7 @@ from detfn.config import to_json
 from detfn.dist.env_info import collect_env, env_header, git_commit
 from detfn.dist.seeding import init_seed, seed_all
 from detfn.engine.events import Event, Stage
-from detfn.engine.hooks.checkpoint import run_meta
+from detfn.engine.checkpoint_io import run_meta
 from detfn.engine.hooks.env_header import env_header_fn
 from detfn.engine.runner import RunnerConfig
 

@@ -20,8 +20,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.schedules.schedule import run_max_iters
-from detfn.engine.state import TrainState
+from detfn.engine.state import TrainState, run_max_iters
 
 StepValues = dict[int, tuple[tuple[float, ...], tuple[float, ...]]]
 """1-based step -> (lr per group, momentum per group) used by that step."""

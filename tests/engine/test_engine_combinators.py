@@ -17,9 +17,8 @@ from detfn.engine.combinators import (
     only_at,
 )
 from detfn.engine.driver import drive
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.loop import RunContext, train_loop
-from detfn.engine.priority import Priority
 from detfn.engine.state import TrainState
 
 

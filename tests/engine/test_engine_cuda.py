@@ -11,8 +11,8 @@ from engine_a_toys import ToyNet, make_loss_fn, split, toy_data
 
 from detfn.engine.hooks.optimizer import OptimizerHookConfig
 from detfn.engine.optim import AdamWConfig, SGDConfig, initial_hyperparams
-from detfn.engine.rng import capture_rng, restore_rng
 from detfn.engine.runner import RunnerConfig, train
+from detfn.engine.state import capture_rng, restore_rng
 from detfn.registry import build
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -34,7 +34,7 @@ def _compare(cfg, make_ref):
         }
         for n, p in model.named_parameters():
             p.grad = grads[n].clone()
-        params, state = opt.update(grads, state, params, hyper["lr"], hyper["momentum"])
+        params, state = opt.update(grads, state, params, hyper)
         ref.step()
     for n, p in model.named_parameters():
         torch.testing.assert_close(params[n], p.detach(), rtol=1e-5, atol=1e-6)

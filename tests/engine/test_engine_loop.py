@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from detfn.engine.driver import drive, keep_stop_reason, order_hooks
-from detfn.engine.events import Event, Hook, Stage
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.optim import SGDConfig
-from detfn.engine.priority import Priority
 from detfn.engine.runner import RunnerConfig, build_hooks
 from detfn.engine.schedules import CosineSchedule
 from detfn.engine.state import TrainState
@@ -247,7 +246,6 @@ def test_default_slots_reproduce_mmcv_custom_hook_order_c():
     ]
     names = [h.name for h in order_hooks(build_hooks(cfg, optimizer, custom))]
     assert names == [
-        "work_dir",  # detfn's extra at HIGHEST: the config is on disk before anything can fail
         "custom_1",
         "lr",
         "momentum",

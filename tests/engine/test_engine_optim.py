@@ -45,11 +45,11 @@ def run_both(cfg, make_torch_opt, lr_scale=(1.0, 0.5, 1.0, 0.1, 0.1)):
     for step in range(STEPS):
         grads = grads_for(model, step)
         lrs = tuple(lr * lr_scale[step] for lr in hyper["lr"])
+        for n, p in model.named_parameters():
+            p.grad = grads[n].clone()  # before the update: it donates the grads, as torch does
         params, state = opt.update(grads, state, params, {**hyper, "lr": lrs})
         for group, lr in zip(ref.param_groups, lrs):
             group["lr"] = lr
-        for n, p in model.named_parameters():
-            p.grad = grads[n].clone()
         ref.step()
     return params, dict(model.named_parameters()), opt
 

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-import types
 from dataclasses import dataclass
 
 import pytest
-import torch
 
-from detfn import registry
 from detfn.config import Config, load
-from detfn.engine.events import Event, Stage
-from detfn.engine.hooks.workdir import (
-    WorkDirHookConfig,
+from detfn.engine.session import (
     config_path,
     dump_config,
     log_file_path,
     make_logger,
     metrics_path,
 )
-from detfn.engine.state import TrainState
 
 
 @dataclass(frozen=True)
@@ -67,15 +60,3 @@ def test_make_logger_writes_the_timestamped_log_file_once(tmp_path):
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     assert metrics_path(tmp_path) == tmp_path / "metrics.jsonl"
-
-
-def test_work_dir_hook_dumps_config_at_start(tmp_path):
-    hook = registry.build(WorkDirHookConfig())
-    assert (hook.name, hook.priority) == ("work_dir", 0)
-    run = types.SimpleNamespace(
-        cfg=ToyRun(name="x"), work_dir=tmp_path / "w", logger=logging.getLogger("t")
-    )
-    state = TrainState(params={"w": torch.zeros(1)}, buffers={}, opt_state=None)
-    assert hook.fn(Event(Stage.BEFORE_RUN, state, {}, run)) is None
-    assert load(tmp_path / "w" / "config.json", ToyRun) == ToyRun(name="x")
-    assert hook.fn(Event(Stage.AFTER_RUN, state, {}, run)) is None

@@ -14,7 +14,7 @@ import torch
 from schedule_preview import preview_schedule, preview_state
 
 import detfn.engine.schedules as sch
-from detfn.engine.hooks.schedule import schedule_hook
+from detfn.engine.schedules import schedule_hook
 from detfn.engine.state import TrainState
 
 ONE_GROUP = ((0.02,), (0.95,))

@@ -10,9 +10,8 @@ import pytest
 from schedule_preview import preview_schedule, preview_state
 
 import detfn.engine.schedules as sch
-from detfn.engine.events import Event, Stage
-from detfn.engine.hooks.schedule import schedule_hook
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Priority, Stage
+from detfn.engine.schedules import schedule_hook
 from detfn.registry import build
 
 ONE_GROUP = ((0.02,), (0.95,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import replace
 from math import cos, pi
 
@@ -14,16 +15,13 @@ from schedule_preview import preview_schedule, preview_state
 import detfn.engine.schedules as sch
 from detfn.config import from_json, to_json
 from detfn.engine.events import Hook
-from detfn.engine.hooks.schedule import schedule_hook
-from detfn.engine.schedules.curves import (
+from detfn.engine.schedules import schedule_hook
+from detfn.engine.schedules.policies import (
     annealing_cos,
     annealing_linear,
-    cyclic_value,
     one_cycle_ends,
-    step_decay,
-    step_exponent,
+    restart_position,
 )
-from detfn.engine.schedules.policies import restart_position
 from detfn.engine.schedules.schedule import warmup_factor
 from detfn.registry import build, is_registered
 
@@ -74,11 +72,14 @@ def test_momentum_warmup_divides_by_the_lr_factor(kind, t):
 
 
 def test_step_decay():
-    assert [step_exponent(p, 5) for p in (0, 4, 5, 14, 15)] == [0, 0, 1, 2, 3]
+    def decays(step, p):  # 0.5 ** n after n decays
+        return round(-math.log2(regular(sch.StepSchedule(step=step, gamma=0.5), 1.0, p, 0)))
+
+    assert [decays(5, p) for p in (0, 4, 5, 14, 15)] == [0, 0, 1, 2, 3]
     # a milestone counts once progress reaches it
-    assert [step_exponent(p, (8, 11)) for p in (0, 7, 8, 10, 11, 20)] == [0, 0, 1, 1, 2, 2]
-    assert step_decay(0.02, 9, (8, 11), 0.1, None) == pytest.approx(0.002)
-    assert step_decay(0.02, 30, 5, 0.5, 1e-3) == 1e-3
+    assert [decays((8, 11), p) for p in (0, 7, 8, 10, 11, 20)] == [0, 0, 1, 1, 2, 2]
+    assert regular(sch.StepSchedule(step=(8, 11), gamma=0.1), 0.02, 9, None) == pytest.approx(0.002)
+    assert regular(sch.StepSchedule(step=5, gamma=0.5, min_value=1e-3), 0.02, 30, None) == 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_cyclic_value_by_hand():
     single = sch.CyclicSchedule(target_ratio=(10.0,), step_ratio_up=0.0, anneal_strategy="linear")
     assert regular(single, 1.0, 5, 10) == pytest.approx(10 + (1e-4 - 10) * 0.5)
     with pytest.raises(ValueError, match="smaller than cyclic_times"):
-        cyclic_value(1.0, 0, 2, 3, 0.4, (10.0, 1.0), 1.0, "cos")
+        regular(sch.CyclicSchedule(target_ratio=(10.0, 1.0), cyclic_times=3), 1.0, 0, 2)
 
 
 @pytest.mark.parametrize("three_phase", [False, True])

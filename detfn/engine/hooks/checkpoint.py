@@ -13,22 +13,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from detfn.config import check
-from detfn.dist.env_info import collect_env
-from detfn.engine.checkpoint_io import advance_counters, save_checkpoint, write_latest
+from detfn.engine.checkpoint_io import save_event_state, write_latest
 from detfn.engine.combinators import any_of, compose, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.schedules.schedule import run_max_iters
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
+from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
 CHECKPOINT = "checkpoint"
@@ -78,48 +71,8 @@ def resolve_out_dir(out_dir: str | None, run: Any, who: str) -> pathlib.Path:
     return pathlib.Path(chosen)
 
 
-def run_meta(run: Any, stage: Stage) -> dict[str, Any]:
-    """What a checkpoint records about the run besides the state: config and loader position."""
-    from detfn.config import to_json
-
-    cfg = getattr(run, "cfg", None)
-    is_config = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
-    loader = getattr(run, "train_loader", None)
-    position = loader.state_dict() if hasattr(loader, "state_dict") else None
-    return {
-        "config": to_json(cfg) if is_config else None,
-        "config_type": f"{type(cfg).__module__}.{type(cfg).__qualname__}" if is_config else None,
-        "loader": position,
-        "stage": stage.value,
-        "env": collect_env(),
-    }
-
-
-def all_finite(state: TrainState) -> bool:
-    """Whether every floating weight and buffer is finite (one fused reduction)."""
-    tensors = [
-        t for t in (*state.params.values(), *state.buffers.values()) if t.is_floating_point()
-    ]
-    if not tensors:
-        return True
-    return bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
-
-
-def save_state(event: Event, state: TrainState, path: pathlib.Path, save_optimizer: bool) -> bool:
-    """Save ``state`` at ``path``; returns whether it is finite (only then may it be latest)."""
-    saved = advance_counters(state, event.stage)
-    save_checkpoint(
-        path, saved, meta=run_meta(event.run, event.stage), save_optimizer=save_optimizer
-    )
-    if all_finite(saved):
-        return True
-    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-    logger.warning("%s holds non-finite weights; latest still points at the previous file", path)
-    return False
-
-
+@register(CheckpointHookConfig)
 def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
-    """The checkpoint hook (see the module docstring)."""
     unit = "epoch" if cfg.by_epoch else "iter"
     out_dir = lambda event: resolve_out_dir(cfg.out_dir, event.run, "CheckpointHook")  # noqa: E731
 
@@ -129,54 +82,50 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
             return None
         return with_hook_state(event.state, CHECKPOINT, {"kept": [], "last": None})
 
+    def write(event: Event, name: str, kept: list[int]) -> TrainState:
+        new_state = with_hook_state(event.state, CHECKPOINT, {"kept": kept, "last": name})
+        directory = out_dir(event)
+        if save_event_state(event, new_state, directory / name, cfg.save_optimizer):
+            write_latest(directory, directory / name)
+        return new_state
+
     def save(event: Event) -> TrainState:
-        state = event.state
-        number = getattr(state, unit) + 1
-        mine = state.hooks.get(CHECKPOINT) or {"kept": [], "last": None}
+        number = getattr(event.state, unit) + 1
+        mine = event.state.hooks.get(CHECKPOINT) or {"kept": []}
         kept = [n for n in mine["kept"] if n != number] + [number]
         dropped = redundant_steps(kept, number, cfg.interval, cfg.max_keep_ckpts)
-        name = f"{unit}_{number}.pth"
-        mine = {"kept": [n for n in kept if n not in dropped], "last": name}
-        new_state = with_hook_state(state, CHECKPOINT, mine)
-        directory = out_dir(event)
-        if save_state(event, new_state, directory / name, cfg.save_optimizer):
-            write_latest(directory, directory / name)
+        new_state = write(event, f"{unit}_{number}.pth", [n for n in kept if n not in dropped])
         for n in dropped:
-            (directory / f"{unit}_{n}.pth").unlink(missing_ok=True)
+            (out_dir(event) / f"{unit}_{n}.pth").unlink(missing_ok=True)
         return new_state
-
-    def saved(state: TrainState) -> bool:
-        """Whether the last completed epoch / iteration was saved by the interval rule."""
-        if cfg.by_epoch and state.inner_iter != 0:
-            return False
-        done = state.epoch if cfg.by_epoch else state.iter
-        total = state.max_epochs if cfg.by_epoch else run_max_iters(state)
-        return (cfg.interval > 0 and done % cfg.interval == 0) or (cfg.save_last and done == total)
 
     def final(event: Event) -> TrainState | None:
+        """A run that ends without error saves a state the interval rule did not save."""
         state = event.state
-        if event.error is not None or state.iter == 0 or saved(state):
+        done = state.epoch if cfg.by_epoch else state.iter
+        total = state.max_epochs if cfg.by_epoch else run_max_iters(state)
+        on_grid = (cfg.interval > 0 and done % cfg.interval == 0) or (
+            cfg.save_last and done == total
+        )
+        if (
+            event.error is not None
+            or state.iter == 0
+            or (on_grid and not (cfg.by_epoch and state.inner_iter))
+        ):
             return None
-        name = f"iter_{state.iter}.pth"
-        mine = {**(state.hooks.get(CHECKPOINT) or {"kept": []}), "last": name}
-        new_state = with_hook_state(state, CHECKPOINT, mine)
-        directory = out_dir(event)
-        if save_state(event, new_state, directory / name, cfg.save_optimizer):
-            write_latest(directory, directory / name)
-        return new_state
+        return write(
+            event, f"iter_{state.iter}.pth", (state.hooks.get(CHECKPOINT) or {"kept": []})["kept"]
+        )
 
+    never = lambda event: False  # noqa: E731
     due = any_of(
-        nth(cfg.interval, unit) if cfg.interval > 0 else lambda event: False,
-        last(unit) if cfg.save_last else lambda event: False,
+        nth(cfg.interval, unit) if cfg.interval > 0 else never,
+        last(unit) if cfg.save_last else never,
     )
+    after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),
-        only_at(
-            Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER, when(due, save)
-        ),
+        only_at(after, when(due, save)),
         only_at(Stage.AFTER_RUN, final),
     )
     return Hook(CHECKPOINT, fn, get_priority(cfg.priority))
-
-
-register(CheckpointHookConfig)(checkpoint_hook)

@@ -1,16 +1,13 @@
 """The data-parallel hooks: what the loggers see is the job's, not one rank's.
 
-* ``distributed_losses`` (priority 20, before the NaN guard and the optimizer hook) replaces
-  ``loss`` and every ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
-  reduction; each rank's own loss is only a sample of the job's). Every later reader sees the
-  same numbers on every rank, so a non-finite loss on one rank stops all of them at the same
-  iteration. On ``after_run`` after a failure, the failing rank
-  announces its error (:func:`detfn.dist.failure.announce_failure`), so the other ranks stop
-  with it at their next agreement point instead of waiting for the process-group timeout.
-* ``distributed_logged`` (priority 80, after the timer and the evaluation hook (LOW) and before
-  the loggers (VERY_LOW)) replaces ``time`` and ``data_time`` by the slowest rank's, so the ETA is
-  that of the job, which waits for its slowest rank at every gradient all-reduce; and a val
-  phase's ``metrics`` (its mean losses over this rank's shard) by their means over the ranks.
+* ``distributed_losses`` (priority 20, before the NaN guard and every other reader of the loss)
+  replaces ``loss`` and each ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
+  reduction), so a non-finite loss on one rank stops all of them at the same iteration; after a
+  failure the failing rank announces it (:func:`detfn.dist.failure.announce_failure`), so the
+  others stop at their next agreement point instead of at the process-group timeout.
+* ``distributed_logged`` (priority 80: after the timer and the evaluation hook, before the
+  loggers) takes the slowest rank's ``time`` / ``data_time`` (the job waits for it at every
+  all-reduce, so the ETA is the job's) and a val phase's mean ``metrics`` over the ranks.
 
 Every rank must run both (they run collectives); on one process they do nothing.
 """
@@ -22,15 +19,12 @@ from detfn.dist.failure import announce_failure
 from detfn.engine.combinators import compose, only_at, when
 from detfn.engine.events import Event, Hook, Stage
 
-DISTRIBUTED_LOSSES = "distributed_losses"
-DISTRIBUTED_LOGGED = "distributed_logged"
 LOSSES_PRIORITY = 20  # before the NaN guard (35) and every other reader of the loss
 LOGGED_PRIORITY = 80  # between LOW (70: timer, evaluation) and VERY_LOW (90: loggers)
 _TIMES = ("data_time", "time")
 
 
 def average_losses(event: Event) -> None:
-    """``outputs.loss`` / ``outputs.losses`` become their means over the ranks."""
     outputs = event.outputs
     losses = dict(outputs.losses)
     merged = mean_scalars_across_ranks({"loss": outputs.loss, **losses})
@@ -39,23 +33,19 @@ def average_losses(event: Event) -> None:
     outputs.losses = {k: merged[k] for k in losses}
 
 
-def average_val_metrics(event: Event) -> None:
-    """A val phase's ``outputs.metrics`` become their means over the ranks (the shards have
-    equal sizes; metrics that are already the job's, as a broadcast evaluation, stay equal)."""
-    if event.outputs.metrics:
-        event.outputs.metrics = mean_scalars_across_ranks(event.outputs.metrics)
-
-
 def announce(event: Event) -> None:
-    """A failing rank tells the others (they raise :class:`RankFailedError`)."""
-    if event.error is not None:
+    if event.error is not None:  # the other ranks raise RankFailedError
         announce_failure(event.error)
 
 
-def slowest_times(event: Event) -> None:
-    """``outputs.time`` / ``outputs.data_time`` become the slowest rank's (every rank runs the
-    same collectives: a missing value counts as 0)."""
+def job_times_and_metrics(event: Event) -> None:
+    """Every rank runs the same collectives: a missing time counts as 0. The val shards have
+    equal sizes; metrics that already are the job's (a broadcast evaluation) stay equal."""
     outputs = event.outputs
+    if event.stage is Stage.AFTER_VAL_EPOCH:
+        if outputs.metrics:
+            outputs.metrics = mean_scalars_across_ranks(outputs.metrics)
+        return
     for key in _TIMES:
         value = max_across_ranks(getattr(outputs, key) or 0.0)
         if getattr(outputs, key) is not None:
@@ -68,23 +58,10 @@ def distributed_hooks() -> tuple[Hook, Hook]:
     losses = compose(
         only_at(Stage.AFTER_TRAIN_ITER, average_losses), only_at(Stage.AFTER_RUN, announce)
     )
-    logged = compose(
-        only_at(Stage.AFTER_TRAIN_ITER, slowest_times),
-        only_at(Stage.AFTER_VAL_EPOCH, average_val_metrics),
-    )
+    logged = only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH), job_times_and_metrics)
+    loss_io = dict(reads=("loss", "losses"), writes=("loss", "losses"))
+    logged_io = dict(reads_optional=(*_TIMES, "metrics"), writes=(*_TIMES, "metrics"))
     return (
-        Hook(
-            DISTRIBUTED_LOSSES,
-            when(running, losses),
-            LOSSES_PRIORITY,
-            reads=("loss", "losses"),
-            writes=("loss", "losses"),
-        ),
-        Hook(
-            DISTRIBUTED_LOGGED,
-            when(running, logged),
-            LOGGED_PRIORITY,
-            reads_optional=(*_TIMES, "metrics"),
-            writes=(*_TIMES, "metrics"),
-        ),
+        Hook("distributed_losses", when(running, losses), LOSSES_PRIORITY, **loss_io),
+        Hook("distributed_logged", when(running, logged), LOGGED_PRIORITY, **logged_io),
     )

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
 from detfn.config import check, check_positive
 from detfn.engine.combinators import compose, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
@@ -53,65 +51,43 @@ def ema_momentum(cfg: EMAConfig, iteration: int) -> float:
 
 def ema_params(state: TrainState) -> Mapping[str, torch.Tensor]:
     """The EMA weights, whether or not they are swapped into ``state.params`` right now."""
-    mine = state.hooks.get(EMA_HOOK)
-    if mine is None:
+    if EMA_HOOK not in state.hooks:
         raise KeyError("ema_params: the state has no EMA (no EMA hook ran before_run)")
-    return mine["params"]
+    return state.hooks[EMA_HOOK]["params"]
 
 
-def _mine(state: TrainState) -> Mapping[str, Any]:
-    mine = state.hooks.get(EMA_HOOK)
-    if mine is None:
-        raise RuntimeError("EMA hook: no EMA state; the hook must see before_run first")
-    return mine
-
-
-def _start(event: Event) -> TrainState | None:
-    """A copy of the weights, unless a resumed state already has the EMA."""
-    state = event.state
-    if EMA_HOOK in state.hooks:
+def _swap(event: Event, into_params: bool) -> TrainState | None:
+    """``into_params``: EMA weights into ``state.params``, the training weights wait in ``raw``;
+    else the training weights back. Nothing when they already are where asked."""
+    state, mine = event.state, event.state.hooks[EMA_HOOK]
+    if (mine.get("raw") is not None) == into_params:
         return None
-    copies = {n: p.detach().clone() for n, p in state.params.items()}
-    return with_hook_state(state, EMA_HOOK, {"params": copies, "raw": None})
+    params = mine["params"] if into_params else mine["raw"]
+    raw = dict(state.params) if into_params else None
+    return with_hook_state(replace(state, params=dict(params)), EMA_HOOK, {**mine, "raw": raw})
 
 
-def _swap_in(event: Event) -> TrainState | None:
-    """EMA weights into ``state.params``; the training weights wait in ``raw``."""
-    state, mine = event.state, _mine(event.state)
-    if mine.get("raw") is not None:
-        return None
-    new_mine = {"params": mine["params"], "raw": dict(state.params)}
-    return with_hook_state(replace(state, params=dict(mine["params"])), EMA_HOOK, new_mine)
-
-
-def _swap_out(event: Event) -> TrainState | None:
-    """The training weights back into ``state.params``."""
-    state, mine = event.state, _mine(event.state)
-    if mine.get("raw") is None:
-        return None
-    new_mine = {"params": mine["params"], "raw": None}
-    return with_hook_state(replace(state, params=dict(mine["raw"])), EMA_HOOK, new_mine)
-
-
+@register(EMAConfig)
 def ema_hook(cfg: EMAConfig) -> Hook:
-    """The EMA hook, named ``"ema"`` like its state (see the module docstring)."""
+    def start(event: Event) -> TrainState | None:  # a resumed state already has the EMA
+        if EMA_HOOK in event.state.hooks:
+            return None
+        copies = {n: p.detach().clone() for n, p in event.state.params.items()}
+        return with_hook_state(event.state, EMA_HOOK, {"params": copies, "raw": None})
 
     def update(event: Event) -> None:
         """In-place EMA step over all parameters (EMA tensors are donated hook state)."""
-        state, mine = event.state, _mine(event.state)
-        names = list(mine["params"])
-        emas = [mine["params"][n] for n in names]
-        weight = ema_momentum(cfg, state.iter)
-        torch._foreach_lerp_(emas, [state.params[n].detach() for n in names], weight)
+        emas = event.state.hooks[EMA_HOOK]["params"]
+        names = list(emas)
+        weight = ema_momentum(cfg, event.state.iter)
+        news = [event.state.params[n].detach() for n in names]
+        torch._foreach_lerp_([emas[n] for n in names], news, weight)
 
     fn = compose(
-        only_at(Stage.BEFORE_RUN, _start),
+        only_at(Stage.BEFORE_RUN, start),
         # mmcv counts 0-based here: update when iter % interval == 0
         only_at(Stage.AFTER_TRAIN_ITER, when(nth(cfg.interval, "iter", start=1), update)),
-        only_at(Stage.AFTER_TRAIN_EPOCH, _swap_in),
-        only_at(Stage.BEFORE_TRAIN_EPOCH, _swap_out),
+        only_at(Stage.AFTER_TRAIN_EPOCH, lambda event: _swap(event, True)),
+        only_at(Stage.BEFORE_TRAIN_EPOCH, lambda event: _swap(event, False)),
     )
     return Hook(EMA_HOOK, fn, get_priority(cfg.priority))
-
-
-register(EMAConfig)(ema_hook)

@@ -1,13 +1,20 @@
-"""Evaluation hook: evaluate during training, keep the best checkpoint (mmcv 1.x ``EvalHook``).
+"""Evaluation during training (mmcv 1.x ``EvalHook``) and early stopping on its metrics (mmcv
+2.x ``EarlyStoppingHook``).
 
 * When: every ``interval``-th epoch/iteration (1-based count c), or with ``start`` when
   c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights.
+* ``event.run.evaluate(state)`` computes the metrics, on the EMA weights when an EMA hook keeps
+  them (``use_ema``); they go to ``outputs.metrics`` for the loggers (VERY_LOW).
 * ``save_best``: "auto" tracks the first metric key, a name tracks that key; ``rule`` "auto" is
   inferred from the key as mmcv does (equal to, then containing, a greater/less key); one
   ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
-* ``event.run.evaluate(state)`` computes the metrics, on the EMA weights when an EMA hook keeps
-  them (``use_ema``); they are written to ``outputs.metrics`` for the loggers (VERY_LOW). The
-  best score, key, rule and file live in ``state.hooks["evaluation"]`` and survive a resume.
+* Early stopping (priority 85, after the evaluation hook, before the loggers) counts evaluations
+  whose ``monitor`` did not improve by ``min_delta`` and at ``patience`` requests the stop
+  (``state.stop_reason``): the current epoch's checkpoint and logs are still written. Under data
+  parallelism the metrics are the job's, so every rank stops at the same evaluation.
+
+Both keep their state (best score, key, rule and file; best and bad evaluations) in
+``state.hooks``, so it survives a resume.
 """
 
 from __future__ import annotations
@@ -20,14 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-
-from detfn.config import check, fail
-from detfn.engine.checkpoint_io import advance_counters, save_checkpoint
+from detfn.config import Config, check, fail
+from detfn.engine.checkpoint_io import save_event_state
 from detfn.engine.combinators import Condition, all_of, any_of, at, compose, nth, only_at, when
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.hooks.checkpoint import resolve_out_dir, run_meta
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
+from detfn.engine.hooks.checkpoint import resolve_out_dir
+from detfn.engine.hooks.logger import numbers
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
@@ -135,13 +140,6 @@ def _progress_name(stage: Stage, state: TrainState, by_epoch: bool) -> str:
     return f"iter_{state.iter + 1 if stage is Stage.AFTER_TRAIN_ITER else state.iter}"
 
 
-def _numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
-    return {
-        k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
-    }
-
-
 def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
     if not callable(getattr(event.run, "evaluate", None)):
         raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
@@ -156,7 +154,7 @@ def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
 def _evaluate(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
     """Evaluate; write the metrics to the outputs; update the best checkpoint."""
     state = event.state
-    metrics = _numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
+    metrics = numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
     event.outputs.metrics = metrics
     if cfg.save_best is None:
         return None
@@ -187,12 +185,7 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     old = mine.get("best_ckpt")
     mine.update(best_score=score, best_ckpt=name)
     new_state = with_hook_state(state, EVALUATION, mine)
-    save_checkpoint(
-        out_dir / name,
-        advance_counters(new_state, event.stage),
-        meta=run_meta(event.run, event.stage),
-        save_optimizer=cfg.save_optimizer,
-    )
+    save_event_state(event, new_state, out_dir / name, cfg.save_optimizer)
     if old and old != name:
         (out_dir / old).unlink(missing_ok=True)
     logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
@@ -200,8 +193,8 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     return new_state
 
 
+@register(EvaluationHookConfig)
 def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
-    """The evaluation hook (see the module docstring)."""
     fn = compose(
         only_at(Stage.BEFORE_RUN, lambda event: _start(event, cfg)),
         when(evaluation_due(cfg), lambda event: _evaluate(event, cfg)),
@@ -209,4 +202,79 @@ def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
     return Hook(EVALUATION, fn, get_priority(cfg.priority), writes=("metrics",))
 
 
-register(EvaluationHookConfig)(evaluation_hook)
+EARLY_STOPPING = "early_stopping"
+EARLY_STOPPING_PRIORITY = 85  # after the evaluation hook (LOW, 70), before the loggers (90)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig(Config):  # not a HookConfig: monitor stays the first field
+    """Attributes:
+    monitor: the metric key, e.g. "bbox_mAP" or "loss".
+    rule: "greater" or "less" is better; "auto" infers it from the key as save_best does.
+    min_delta: an improvement smaller than this does not count.
+    patience: evaluations without improvement before the run stops.
+    """
+
+    monitor: str = "bbox_mAP"
+    rule: Literal["auto", "greater", "less"] = "auto"
+    min_delta: float = 0.0
+    patience: int = 5
+    priority: int | str = EARLY_STOPPING_PRIORITY
+
+    def __post_init__(self) -> None:
+        HookConfig.__post_init__(self)  # checks the priority
+        check(self, "monitor", bool(self.monitor.strip()), "must name a metric")
+        check(self, "patience", self.patience >= 1, f"must be >= 1, got {self.patience}")
+        check(self, "min_delta", self.min_delta >= 0, f"must be >= 0, got {self.min_delta}")
+        try:
+            infer_rule(self.monitor, self.rule)
+        except ValueError as error:
+            fail(self, "rule", str(error))
+
+
+def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | None:
+    """Count evaluations without improvement by ``min_delta``; request the stop at ``patience``."""
+    metrics: Any = event.outputs.metrics
+    if cfg.monitor not in metrics:
+        return _missing_monitor(event, cfg, metrics)
+    score = float(metrics[cfg.monitor])
+    state = event.state
+    mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
+    rule = infer_rule(cfg.monitor, cfg.rule)
+    shifted = score - cfg.min_delta if rule == "greater" else score + cfg.min_delta
+    if math.isfinite(score) and (mine["best"] is None or is_better(shifted, mine["best"], rule)):
+        mine = {"best": score, "bad_evaluations": 0}
+    else:
+        mine = {**mine, "bad_evaluations": mine["bad_evaluations"] + 1}
+    state = with_hook_state(state, EARLY_STOPPING, mine)
+    if mine["bad_evaluations"] >= cfg.patience:
+        reason = (
+            f"early stopping: {cfg.monitor} did not improve for {cfg.patience} evaluations "
+            f"(best {mine['best']})"
+        )
+        state = dataclasses.replace(state, stop_reason=reason)
+    return state
+
+
+def _missing_monitor(event: Event, cfg: EarlyStoppingConfig, metrics: Any) -> TrainState:
+    """A run with a val phase that computes losses (``run.val_step``) has two metric sources:
+    the evaluation hook's metrics and the val phase's losses. A dict of one source without the
+    monitor is skipped while the other may hold it; otherwise a missing monitor is an error."""
+    mine = dict(event.state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
+    source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
+    lacking = sorted({*mine.get("lacking", ()), source})
+    two_sources = getattr(event.run, "val_step", None) is not None
+    if two_sources and (mine["best"] is not None or len(lacking) < 2):
+        return with_hook_state(event.state, EARLY_STOPPING, {**mine, "lacking": lacking})
+    raise KeyError(
+        f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation metrics "
+        f"{sorted(metrics)}"
+    )
+
+
+@register(EarlyStoppingConfig)
+def build_early_stopping_hook(cfg: EarlyStoppingConfig, **context: Any) -> Hook:
+    stages = (Stage.AFTER_TRAIN_EPOCH, Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH)
+    with_metrics = lambda event: bool(event.outputs.metrics)  # noqa: E731
+    fn = only_at(stages, when(with_metrics, lambda event: early_stopping_fn(event, cfg)))
+    return Hook(EARLY_STOPPING, fn, get_priority(cfg.priority), reads_optional=("metrics",))

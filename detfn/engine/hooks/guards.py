@@ -8,16 +8,14 @@ a finite loss are the optimizer hook's ``check_grads``.)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from detfn.engine.combinators import only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.registry import register
-
-NAN_GUARD_HOOK = "nan_guard"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,22 +47,17 @@ def check_losses(event: Event) -> None:
     if bool(stacked.isfinite().all()):
         return
     values = dict(zip(terms, stacked.tolist()))
-    bad = [n for n, v in values.items() if not torch.isfinite(torch.tensor(v))]
-    culprit = next((n for n in bad if n != "loss"), "loss")
+    bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
+    culprit = bad[0] if bad else "loss"
     listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
     raise NonFiniteLossError(
         f"non-finite loss term {culprit!r} at iteration {state.iter} "
         f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
-        state.iter,
-        state.epoch,
-        values,
+        *(state.iter, state.epoch, values),
     )
 
 
+@register(NanGuardConfig)
 def nan_guard(cfg: NanGuardConfig) -> Hook:
-    """The guard hook (see the module docstring)."""
     fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
-    return Hook(NAN_GUARD_HOOK, fn, get_priority(cfg.priority), reads=("loss", "losses"))
-
-
-register(NanGuardConfig)(nan_guard)
+    return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))

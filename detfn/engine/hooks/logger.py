@@ -17,7 +17,7 @@ import json
 import logging
 import pathlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,12 +25,10 @@ import torch
 from detfn.config import check_positive, fail
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, Outputs, Stage
+from detfn.engine.events import Event, Hook, HookConfig, Outputs, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.workdir import METRICS_FILE
-from detfn.engine.priority import HookConfig, get_priority
-from detfn.engine.schedules.schedule import run_max_iters
-from detfn.engine.state import TrainState, with_hook_state
+from detfn.engine.session import METRICS_FILE
+from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
 TEXT_LOGGER = "text_logger"
@@ -66,10 +64,6 @@ class TextLoggerHookConfig(HookConfig):
         check_positive(self, "interval")
         if self.bar_width < 0:
             fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
-
-
-# ---------------------------------------------------------------------------------------------
-# pure pieces (also used by the wandb hook)
 
 
 def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
@@ -142,12 +136,8 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON record of an evaluation: ``epoch`` is the number of train epochs done when the
     metrics were computed (mmcv's ``get_epoch``), ``global_iter`` the iterations done."""
-    if stage is Stage.AFTER_TRAIN_ITER:
-        epoch, done = state.epoch + 1, state.iter + 1
-    elif stage is Stage.AFTER_TRAIN_EPOCH:
-        epoch, done = state.epoch + 1, state.iter
-    else:
-        epoch, done = state.epoch, state.iter
+    epoch = state.epoch + (stage in (Stage.AFTER_TRAIN_ITER, Stage.AFTER_TRAIN_EPOCH))
+    done = state.iter + (stage is Stage.AFTER_TRAIN_ITER)
     return {"mode": "val", "epoch": epoch, "global_iter": done, **numbers(metrics)}
 
 
@@ -170,13 +160,13 @@ def format_line(
         )
         values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{head}  {values}"
-    total = run_max_iters(state) or 0
-    if by_epoch:
-        head = f"Epoch [{record['epoch']}][{record['iter']}/{state.iters_per_epoch}]"
-        bar = progress_bar(record["iter"], state.iters_per_epoch, bar_width)
-    else:
-        head = f"Iter [{record['global_iter']}/{total}]"
-        bar = progress_bar(record["global_iter"], total, bar_width)
+    done, total = (
+        (record["iter"], state.iters_per_epoch)
+        if by_epoch
+        else (record["global_iter"], run_max_iters(state) or 0)
+    )
+    head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
+    bar = progress_bar(done, total, bar_width)
     parts = []
     if "lr" in record:
         parts.append(f"lr: {record['lr']:.3e}")
@@ -203,125 +193,58 @@ def drop_records_after(path: pathlib.Path, done: int) -> None:
         atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
-    """Accumulate iteration values in the state; write console lines and JSON records."""
-
-    def emit(event: Event, record: dict[str, Any], eta: float | None) -> None:
-        if cfg.console:
-            logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
-        if cfg.json_file:
-            path = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook") / METRICS_FILE
-            with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
-                f.write(json.dumps(record) + "\n")
-
-    def start(event: Event) -> TrainState:
-        if cfg.json_file:
-            out_dir = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            drop_records_after(out_dir / METRICS_FILE, event.state.iter)
-        # the ETA averages over this process's iterations only (a resumed run restarts it)
-        return with_hook_state(
-            event.state, TEXT_LOGGER, {"buffer": {}, "time_sum": 0.0, "timed": 0}
-        )
-
-    def mine(state: TrainState) -> dict[str, Any]:
-        return dict(state.hooks.get(TEXT_LOGGER) or {})
-
-    def add(event: Event) -> TrainState:
-        values, new = iter_values(event.outputs), mine(event.state)
-        new["buffer"] = accumulate(new.get("buffer"), values)
-        if "time" in values:
-            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
-            new["timed"] = new.get("timed", 0) + 1
-        return with_hook_state(event.state, TEXT_LOGGER, new)
-
-    def write_train(event: Event) -> TrainState:
-        state, new = event.state, mine(event.state)
-        record = train_record(state, averages(new["buffer"]), cfg.by_epoch)
-        memory = _cuda_memory_mib(event.outputs.loss)
-        if memory is not None:
-            record["memory"] = memory
-        total, eta = run_max_iters(state), None
-        if new.get("timed") and total is not None:
-            eta = eta_seconds(new["time_sum"], new["timed"], total - (state.iter + 1))
-        emit(event, record, eta)
-        return with_hook_state(state, TEXT_LOGGER, {**new, "buffer": {}})
-
-    def write_val(event: Event) -> None:
-        emit(event, val_record(event.stage, event.state, event.outputs.metrics), None)
-
-    def reset(event: Event) -> TrainState:
-        return with_hook_state(event.state, TEXT_LOGGER, {**mine(event.state), "buffer": {}})
-
-    fn = compose(
-        only_at(Stage.BEFORE_RUN, start),
-        only_at(Stage.AFTER_TRAIN_ITER, add),
-        only_at(
-            Stage.AFTER_TRAIN_ITER,
-            when(log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last), write_train),
-        ),
-        when(lambda event: bool(event.outputs.metrics), write_val),
-        only_at(Stage.BEFORE_TRAIN_EPOCH, reset),
-    )
-    return Hook(
-        TEXT_LOGGER,
-        fn,
-        get_priority(cfg.priority),
-        reads=("loss", "losses"),
-        reads_optional=LOGGED_OUTPUTS,
-    )
-
-
-def sink_logger_hook(
+def logger_hook(
     name: str,
     cfg: Any,
     open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
-    write_train: Callable[[Any, TrainState, dict[str, float]], None],
-    write_val: Callable[[Any, dict[str, Any], dict[str, float]], None],
-    close_sink: Callable[[Any, Event], None],
+    write_train: Callable[[Any, Event, dict[str, float]], None],
+    write_val: Callable[[Any, Event, dict[str, Any]], None],
+    close_sink: Callable[[Any, Event], None] | None = None,
 ) -> Hook:
-    """A logger hook over a live sink (a wandb run, a TensorBoard writer: not checkpointable, so
-    held here). ``open_sink(event) -> (sink, hook state)`` at ``before_run`` (None: this process
-    logs nothing); ``write_train(sink, state, means)`` where the text logger writes a train record
-    (``cfg.interval`` / ``by_epoch`` / ``ignore_last``, means since the previous one);
-    ``write_val(sink, val_record, numeric metrics)`` for every ``outputs.metrics``;
-    ``close_sink(sink, event)`` at ``after_run``, always. The running sums live in
-    ``state.hooks[name]["buffer"]``."""
-    live: dict[str, Any] = {"sink": None}
+    """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
+    held here, not in the state). ``open_sink(event) -> (sink, hook state) | None`` (None: this
+    process logs nothing) at ``before_run``; ``write_train(sink, event, means)`` when
+    :func:`log_due`, with the means since the previous record; ``write_val(sink, event,
+    val_record)`` for every ``outputs.metrics``; ``close_sink(sink, event)`` at ``after_run``.
+    ``state.hooks[name]`` holds the running sums and this process's iteration times (ETA)."""
+    live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
+
+    def mine(event: Event) -> dict[str, Any]:
+        return dict(event.state.hooks.get(name) or {})
 
     def start(event: Event) -> TrainState | None:
         opened = open_sink(event)
         if opened is None:
             return None
-        live["sink"], mine = opened
-        return with_hook_state(event.state, name, {**mine, "buffer": {}})
+        live["sink"], extra = opened
+        # a resumed run restarts the ETA's average: only this process's iterations count
+        new = {**extra, "buffer": {}, "time_sum": 0.0, "timed": 0}
+        return with_hook_state(event.state, name, new)
 
     def finish(event: Event) -> None:
-        sink, live["sink"] = live["sink"], None
-        if sink is not None:
-            close_sink(sink, event)
+        if "sink" in live and close_sink is not None:
+            close_sink(live.pop("sink"), event)
 
     def add(event: Event) -> TrainState:
-        state = event.state
-        mine = dict(state.hooks.get(name) or {})
-        mine["buffer"] = accumulate(mine.get("buffer"), iter_values(event.outputs))
-        if due(event):
-            write_train(live["sink"], state, averages(mine["buffer"]))
-            mine["buffer"] = {}
-        return with_hook_state(state, name, mine)
+        values, new = iter_values(event.outputs), mine(event)
+        new["buffer"] = accumulate(new.get("buffer"), values)
+        if "time" in values:
+            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
+            new["timed"] = new.get("timed", 0) + 1
+        state = with_hook_state(event.state, name, new)
+        if not due(event):
+            return state
+        write_train(live["sink"], replace(event, state=state), averages(new["buffer"]))
+        return with_hook_state(state, name, {**new, "buffer": {}})
 
     def log_metrics(event: Event) -> None:
-        metrics = event.outputs.metrics
-        record = val_record(event.stage, event.state, metrics)
-        write_val(live["sink"], record, {k: record[k] for k in metrics if _is_float(record[k])})
+        write_val(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
 
     def reset(event: Event) -> TrainState:
-        mine = dict(event.state.hooks.get(name) or {})
-        return with_hook_state(event.state, name, {**mine, "buffer": {}})
+        return with_hook_state(event.state, name, {**mine(event), "buffer": {}})
 
-    running = lambda event: live["sink"] is not None  # noqa: E731
+    running = lambda event: "sink" in live  # noqa: E731
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),
         only_at(Stage.AFTER_RUN, finish),
@@ -329,17 +252,43 @@ def sink_logger_hook(
         when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
         when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
     )
-    return Hook(
-        name,
-        fn,
-        get_priority(cfg.priority),
-        reads=("loss", "losses"),
-        reads_optional=LOGGED_OUTPUTS,
+    reads = dict(reads=("loss", "losses"), reads_optional=LOGGED_OUTPUTS)
+    return Hook(name, fn, get_priority(cfg.priority), **reads)
+
+
+def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
+    """Console lines and JSON records; the sink is the JSON-lines file (or None)."""
+
+    def open_log(event: Event) -> tuple[pathlib.Path | None, dict]:
+        if not cfg.json_file:
+            return None, {}
+        out_dir = resolve_out_dir(cfg.out_dir, event.run, "TextLoggerHook")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        drop_records_after(out_dir / METRICS_FILE, event.state.iter)
+        return out_dir / METRICS_FILE, {}
+
+    def emit(path: pathlib.Path | None, event: Event, record: dict, eta: float | None) -> None:
+        if cfg.console:
+            logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
+        if path is not None:
+            with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
+                f.write(json.dumps(record) + "\n")
+
+    def write_train(path: pathlib.Path | None, event: Event, means: dict[str, float]) -> None:
+        state, times = event.state, event.state.hooks[TEXT_LOGGER]
+        record = train_record(state, means, cfg.by_epoch)
+        memory = _cuda_memory_mib(event.outputs.loss)
+        if memory is not None:
+            record["memory"] = memory
+        total, eta = run_max_iters(state), None
+        if times["timed"] and total is not None:
+            eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
+        emit(path, event, record, eta)
+
+    return logger_hook(
+        TEXT_LOGGER, cfg, open_log, write_train, lambda path, e, rec: emit(path, e, rec, None)
     )
-
-
-def _is_float(value: Any) -> bool:
-    return isinstance(value, float)
 
 
 def _cuda_memory_mib(loss: Any) -> int | None:

@@ -24,9 +24,8 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.optim.base import Optimizer
-from detfn.engine.priority import Priority
+from detfn.engine.events import Event, Hook, Priority, Stage
+from detfn.engine.optim import Optimizer
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
@@ -115,15 +114,12 @@ def loss_divisor(iteration: int, total_iters: int, cumulative_iters: int) -> int
 
 
 def total_norm(grads: list[torch.Tensor], norm_type: float = 2.0) -> torch.Tensor:
-    """The norm of all ``grads`` together, from one fused per-tensor norm."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, norm_type)), norm_type)
+    return torch.nn.utils.get_total_norm(grads, norm_type) if grads else torch.zeros(())
 
 
 def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float, norm_type: float) -> torch.Tensor:
-    """Scale ``grads`` in place so their total norm is at most ``max_norm`` (as
-    ``torch.nn.utils.clip_grad_norm_``); returns the total norm before clipping."""
+    """``torch.nn.utils.clip_grad_norm_`` over gradient tensors (not parameters): scales
+    ``grads`` in place to a total norm of at most ``max_norm``; returns the norm before."""
     total = total_norm(grads, norm_type)
     if grads:
         torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
@@ -169,6 +165,7 @@ def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], itera
     )
 
 
+@register(OptimizerHookConfig)
 def optimizer_hook(
     cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
 ) -> Hook:
@@ -222,18 +219,5 @@ def optimizer_hook(
             return on_iter(event)
         return None
 
-    return Hook(
-        OPTIMIZER_HOOK,
-        fn,
-        int(Priority.ABOVE_NORMAL),
-        reads=("grads",),
-        writes=("grad_norm", "loss_scale"),
-    )
-
-
-@register(OptimizerHookConfig)
-def build_optimizer_hook(
-    cfg: OptimizerHookConfig, *, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
-) -> Hook:
-    """``build(OptimizerHookConfig(...), optimizer=opt)``."""
-    return optimizer_hook(cfg, optimizer, reduce_grads)
+    outputs = dict(reads=("grads",), writes=("grad_norm", "loss_scale"))
+    return Hook(OPTIMIZER_HOOK, fn, int(Priority.ABOVE_NORMAL), **outputs)

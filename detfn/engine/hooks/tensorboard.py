@@ -1,13 +1,8 @@
-"""TensorBoard logger hook: the logged scalars as TensorBoard event files (mmcv's
-``TensorboardLoggerHook``), under ``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise.
-
-When the text logger would write a train record (:func:`log_due`), it writes the mean since the
-previous point of each loss term, ``loss``, ``time``/``data_time`` (and ``grad_norm``) as
-``train/<name>``, with ``train/lr`` and ``train/momentum``; every evaluation's numeric metrics as
-``val/<name>``. The step is the number of iterations done. Only rank 0 writes.
-``torch.utils.tensorboard`` needs the ``tensorboard`` package (``pip install
-detfn[tensorboard]``), imported when the run starts. The writer lives in the hook's closure (it is
-not checkpointable); the running sums live in ``state.hooks["tensorboard"]``.
+"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``): the text logger's train means as
+``train/<name>`` (with the first group's ``train/lr`` and ``train/momentum``) and every
+evaluation's numeric metrics as ``val/<name>``, at step = iterations done, under
+``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise. Only rank 0 writes. It needs the
+``tensorboard`` package (``pip install detfn[tensorboard]``), imported when the run starts.
 """
 
 from __future__ import annotations
@@ -18,11 +13,9 @@ from typing import Any
 
 from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
-from detfn.engine.events import Event, Hook
+from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import sink_logger_hook
-from detfn.engine.priority import HookConfig
-from detfn.engine.state import TrainState
+from detfn.engine.hooks.logger import logger_hook
 from detfn.registry import register
 
 TENSORBOARD = "tensorboard"
@@ -48,18 +41,9 @@ class TensorBoardHookConfig(HookConfig):
         check_positive(self, "interval")
 
 
-def scalars_of(state: TrainState, means: dict[str, float]) -> dict[str, float]:
-    """The ``train/`` scalars of one point: means, plus the first group's lr and momentum."""
-    out = {f"train/{k}": v for k, v in means.items()}
-    if state.lr:
-        out["train/lr"] = float(state.lr[0])
-    if state.momentum:
-        out["train/momentum"] = float(state.momentum[0])
-    return out
-
-
-def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
-    """The hook; its writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
+@register(TensorBoardHookConfig)
+def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
+    """The writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
 
     def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
         if not is_main_process():
@@ -70,22 +54,21 @@ def tensorboard_hook(cfg: TensorBoardHookConfig) -> Hook:
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
         return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def write_train(writer: Any, state: TrainState, means: dict[str, float]) -> None:
-        for tag, value in scalars_of(state, means).items():
+    def write_train(writer: Any, event: Event, means: dict[str, float]) -> None:
+        state = event.state
+        scalars = {f"train/{k}": v for k, v in means.items()}
+        for key, values in (("lr", state.lr), ("momentum", state.momentum)):
+            if values:
+                scalars[f"train/{key}"] = float(values[0])
+        for tag, value in scalars.items():
             writer.add_scalar(tag, value, state.iter + 1)
 
-    def write_val(writer: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            writer.add_scalar(f"val/{key}", value, record["global_iter"])
+    def write_val(writer: Any, event: Event, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, float):
+                writer.add_scalar(f"val/{key}", value, record["global_iter"])
         writer.flush()
 
-    return sink_logger_hook(
+    return logger_hook(
         TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
     )
-
-
-@register(TensorBoardHookConfig)
-def build_tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
-    """``build(TensorBoardHookConfig(...))``: a custom hook for ``train(hooks=...)``."""
-    del context
-    return tensorboard_hook(cfg)

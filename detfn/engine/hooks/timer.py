@@ -1,10 +1,7 @@
-"""Iteration timer: how long each iteration took, and how much of it waited for data.
-
-Like mmcv's ``IterTimerHook``: a clock reading at the start of the epoch and after each
-iteration; ``data_time`` is the gap until ``before_*_iter`` (the loader's share) and ``time``
-the gap until ``after_*_iter`` (the whole iteration); both are written to the outputs, where the
-loggers (lower priority) read them. The last reading lives in ``state.hooks["timer"]``.
-"""
+"""Iteration timer (mmcv's ``IterTimerHook``): a clock reading at the start of the epoch and after
+each iteration; ``data_time`` is the gap until ``before_*_iter`` (the loader's share), ``time``
+the gap until ``after_*_iter`` (the whole iteration). The last reading is in
+``state.hooks["timer"]``."""
 
 from __future__ import annotations
 
@@ -14,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detfn.engine.combinators import compose, only_at
-from detfn.engine.events import Event, Hook, Stage
-from detfn.engine.priority import HookConfig, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
@@ -24,43 +20,35 @@ TIMER = "timer"
 
 @dataclass(frozen=True)
 class TimerHookConfig(HookConfig):
-    """Iteration timer (mmcv ``IterTimerHook``). Priority LOW: after the optimizer step and the
-    checkpoint, so ``time`` covers the whole iteration, and before the loggers (VERY_LOW)."""
+    """Priority LOW: after the optimizer step and the checkpoint, so ``time`` covers the whole
+    iteration, and before the loggers (VERY_LOW)."""
 
     priority: int | str = "LOW"
-
-
-def timer_fn(clock: Callable[[], float] = time.perf_counter):
-    """The timer's hook function over ``clock`` (seconds, monotonic)."""
-
-    def mine(state: TrainState) -> dict[str, float]:
-        # a run resumed mid-epoch has no epoch start: take a fresh reading
-        return dict(state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0})
-
-    def start(event: Event) -> TrainState:
-        return with_hook_state(event.state, TIMER, {"last": clock(), "data_time": 0.0})
-
-    def loaded(event: Event) -> TrainState:
-        last = mine(event.state)["last"]
-        return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
-
-    def done(event: Event) -> TrainState:
-        before, now = mine(event.state), clock()
-        event.outputs.data_time = before["data_time"]
-        event.outputs.time = now - before["last"]
-        return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
-
-    return compose(
-        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_VAL_EPOCH), start),
-        only_at((Stage.BEFORE_TRAIN_ITER, Stage.BEFORE_VAL_ITER), loaded),
-        only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_ITER), done),
-    )
 
 
 @register(TimerHookConfig)
 def build_timer_hook(
     cfg: TimerHookConfig, *, clock: Callable[[], float] = time.perf_counter, **context: Any
 ) -> Hook:
-    """The timer hook; ``clock`` is injectable for tests."""
-    del context
-    return Hook(TIMER, timer_fn(clock), get_priority(cfg.priority), writes=("data_time", "time"))
+    """The timer hook; ``clock`` (seconds, monotonic) is injectable for tests."""
+
+    def start(event: Event) -> TrainState:
+        return with_hook_state(event.state, TIMER, {"last": clock(), "data_time": 0.0})
+
+    def loaded(event: Event) -> TrainState:
+        # a run resumed mid-epoch has no epoch start: take a fresh reading
+        last = (event.state.hooks.get(TIMER) or {"last": clock()})["last"]
+        return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
+
+    def done(event: Event) -> TrainState:
+        before, now = event.state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0}, clock()
+        event.outputs.data_time = before["data_time"]
+        event.outputs.time = now - before["last"]
+        return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
+
+    fn = compose(
+        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_VAL_EPOCH), start),
+        only_at((Stage.BEFORE_TRAIN_ITER, Stage.BEFORE_VAL_ITER), loaded),
+        only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_ITER), done),
+    )
+    return Hook(TIMER, fn, get_priority(cfg.priority), writes=("data_time", "time"))

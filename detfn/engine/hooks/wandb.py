@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detfn.config import check_positive
-from detfn.engine.events import Event, Hook
-from detfn.engine.hooks.logger import sink_logger_hook
-from detfn.engine.priority import HookConfig
+from detfn.engine.events import Event, Hook, HookConfig
+from detfn.engine.hooks.logger import logger_hook
 from detfn.engine.state import TrainState
 from detfn.registry import register
 
@@ -130,32 +129,27 @@ def _real_init(**kwargs: Any) -> Any:
     return wandb.init(**kwargs, settings=wandb.Settings(silent=True))
 
 
-def wandb_hook(cfg: WandbHookConfig, init: Callable[..., Any]) -> Hook:
-    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``."""
+@register(WandbHookConfig)
+def build_wandb_hook(
+    cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
+) -> Hook:
+    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``.
+    ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
 
     def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
         mine = event.state.hooks.get(WANDB) or {}
-        run = init(**_init_kwargs(cfg, event, mine.get("run_id")))
+        run = (init or _real_init)(**_init_kwargs(cfg, event, mine.get("run_id")))
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def write_train(run: Any, state: TrainState, means: dict[str, float]) -> None:
-        run.log(train_payload(state, means), step=state.iter + 1)
+    def write_train(run: Any, event: Event, means: dict[str, float]) -> None:
+        run.log(train_payload(event.state, means), step=event.state.iter + 1)
 
-    def write_val(run: Any, record: dict[str, Any], metrics: dict[str, float]) -> None:
-        values = {f"val/{k}": v for k, v in metrics.items()}
+    def write_val(run: Any, event: Event, record: dict[str, Any]) -> None:
+        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, float)}
         run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
     def close(run: Any, event: Event) -> None:
         run.finish(exit_code=1 if event.error is not None else 0)
 
-    return sink_logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
-
-
-@register(WandbHookConfig)
-def build_wandb_hook(
-    cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
-) -> Hook:
-    """The wandb hook; ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
-    del context
-    return wandb_hook(cfg, init if init is not None else _real_init)
+    return logger_hook(WANDB, cfg, open_run, write_train, write_val, close)

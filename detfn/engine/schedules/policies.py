@@ -1,5 +1,6 @@
 """Every mmcv 1.x schedule policy, for any hyperparameter: one frozen config per policy whose
-``value`` method is the policy, a pure function of progress (see :mod:`.schedule`).
+``value`` method is the policy (see :mod:`.schedule`). The floating-point operations are written
+in mmcv's order, so the values match mmcv's logs bit for bit.
 
 mmcv -> detfn: ``lr_config=dict(policy='step', step=[8, 11], warmup='linear', warmup_iters=500,
 warmup_ratio=0.001)`` is ``lr=StepSchedule(step=(8, 11), warmup="linear", warmup_iters=500,
@@ -12,23 +13,32 @@ default and says so.
 from __future__ import annotations
 
 import typing
+from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Union
+from math import cos, pi
+from typing import Literal, Union
 
 from detfn.config import check, check_positive, fail
-from detfn.engine.schedules.curves import (
-    AnnealStrategy,
-    anneal_fn,
-    annealing_cos,
-    annealing_linear,
-    cyclic_value,
-    one_cycle_ends,
-    one_cycle_value,
-    step_decay,
-)
-from detfn.engine.schedules.schedule import Schedule, per_group
+from detfn.engine.schedules.schedule import Schedule, per_group, schedule_hook
 from detfn.engine.state import TrainState
+from detfn.registry import register
+
+AnnealStrategy = Literal["cos", "linear"]
+
+
+def annealing_cos(start: float, end: float, factor: float, weight: float = 1.0) -> float:
+    """Cosine from ``weight * start + (1 - weight) * end`` (factor 0) down to ``end`` (factor 1);
+    ``weight`` < 1 lowers the start of a restarted cycle (CosineRestart's weights)."""
+    cos_out = cos(pi * factor) + 1
+    return end + 0.5 * weight * (start - end) * cos_out
+
+
+def annealing_linear(start: float, end: float, factor: float) -> float:
+    return start + (end - start) * factor
+
+
+ANNEAL = {"cos": annealing_cos, "linear": annealing_linear}
 
 
 def _check_min_pair(cfg) -> None:
@@ -46,10 +56,8 @@ def _target(base: float, min_value: float | None, min_ratio: float | None) -> fl
 def _check_per_iteration(cfg) -> None:
     """Cyclic and one-cycle policies change every iteration (mmcv supports nothing else)."""
     check(cfg, "by_epoch", not cfg.by_epoch, "must be False: this policy changes every iteration")
-    try:
-        anneal_fn(cfg.anneal_strategy)
-    except ValueError as error:
-        fail(cfg, "anneal_strategy", str(error))
+    ok = cfg.anneal_strategy in ANNEAL
+    check(cfg, "anneal_strategy", ok, f"must be 'cos' or 'linear', got {cfg.anneal_strategy!r}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,10 @@ class StepSchedule(Schedule):
         check_positive(self, "gamma")
 
     def value(self, base, progress, total, group):
-        return step_decay(base, progress, self.step, self.gamma, self.min_value)
+        step = self.step
+        decays = progress // step if isinstance(step, int) else bisect_right(step, progress)
+        value = base * (self.gamma**decays)
+        return value if self.min_value is None else max(value, self.min_value)
 
 
 @dataclass(frozen=True)
@@ -180,13 +191,13 @@ class FlatCosineSchedule(CosineSchedule):
 
 def restart_position(progress: int, cumulative_periods: tuple[int, ...]) -> int:
     """Index of the period holding ``progress`` (the first cumulative end above it)."""
-    for i, end in enumerate(cumulative_periods):
-        if progress < end:
-            return i
-    raise ValueError(
-        f"CosineRestart: progress {progress} is past the last period "
-        f"(cumulative periods {cumulative_periods}); the periods must cover the whole run"
-    )
+    index = bisect_right(cumulative_periods, progress)
+    if index == len(cumulative_periods):
+        raise ValueError(
+            f"CosineRestart: progress {progress} is past the last period (cumulative periods "
+            f"{cumulative_periods}); the periods must cover the whole run"
+        )
+    return index
 
 
 @dataclass(frozen=True)
@@ -250,10 +261,40 @@ class CyclicSchedule(Schedule):
         check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
 
     def value(self, base, progress, total, group):
-        return cyclic_value(
-            base, progress, self.total(total), self.cyclic_times, self.step_ratio_up,
-            self.target_ratio, self.gamma, self.anneal_strategy,
-        )  # fmt: skip
+        """The run is split into ``cyclic_times`` cycles; each rises from ``base`` to ``base *
+        peak`` during ``int(step_ratio_up * cycle)`` iterations, then goes to ``base * low``.
+        With ``gamma < 1`` cycle ``c``'s peak ratio is ``1 - s + peak * s``, ``s = gamma ** c``."""
+        per_cycle = self.total(total) // self.cyclic_times
+        if per_cycle <= 0:
+            raise ValueError(
+                f"cyclic schedule: max_iters={total} is smaller than "
+                f"cyclic_times={self.cyclic_times}"
+            )
+        up_iters = int(self.step_ratio_up * per_cycle)
+        ratio = self.target_ratio
+        peak, low = (ratio[0], ratio[0] / 1e5) if len(ratio) == 1 else ratio
+        pos = progress % per_cycle
+        scale = self.gamma ** (progress // per_cycle)
+        anneal = ANNEAL[self.anneal_strategy]
+        peak_ratio = 1 - scale + peak * scale
+        if pos < up_iters:
+            return anneal(base * 1, base * peak_ratio, pos / up_iters)
+        return anneal(base * peak_ratio, base * low, (pos - up_iters) / (per_cycle - up_iters))
+
+
+def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[float, ...]:
+    """Last iteration of each one-cycle phase; an error for phases that do not follow each other
+    (a cycle too short for ``pct_start``)."""
+    first = float(pct_start * steps) - 1
+    ends = (
+        (first, float(2 * pct_start * steps) - 2, steps - 1) if three_phase else (first, steps - 1)
+    )
+    if any(end <= start for start, end in zip((0, *ends[:-1]), ends)):
+        raise ValueError(
+            f"one-cycle phases end at iterations {ends}, which do not increase from 0: "
+            f"raise the number of steps ({steps}) or change pct_start ({pct_start})"
+        )
+    return ends
 
 
 @dataclass(frozen=True)
@@ -315,7 +356,11 @@ class OneCycleSchedule(Schedule):
                 points = ((initial * 1, peak), (peak, initial * 1), (initial * 1, final))
             else:
                 points = ((initial * 1, peak), (peak, final))
-        return one_cycle_value(progress, ends, points[: len(ends)], self.anneal_strategy)
+        anneal, start = ANNEAL[self.anneal_strategy], 0.0
+        for i, (end, (first, last)) in enumerate(zip(ends, points)):
+            if progress <= end or i == len(ends) - 1:
+                return anneal(first, last, (progress - start) / (end - start))
+            start = end
 
     def check_run(self, bases, state: TrainState) -> None:
         name = type(self).__name__
@@ -334,18 +379,18 @@ class OneCycleSchedule(Schedule):
 
 
 ScheduleConfig = Union[
-    FixedSchedule,
-    StepSchedule,
-    ExpSchedule,
-    PolySchedule,
-    InvSchedule,
-    CosineSchedule,
-    LinearSchedule,
-    FlatCosineSchedule,
-    CosineRestartSchedule,
-    CyclicSchedule,
-    OneCycleSchedule,
-]
+    FixedSchedule, StepSchedule, ExpSchedule, PolySchedule, InvSchedule, CosineSchedule,
+    LinearSchedule, FlatCosineSchedule, CosineRestartSchedule, CyclicSchedule, OneCycleSchedule,
+]  # fmt: skip
 """Any policy: use it as a field type (tyro subcommands, JSON type tags)."""
 
 SCHEDULES: tuple[type[Schedule], ...] = typing.get_args(ScheduleConfig)
+
+
+def build_schedule_hook(cfg: Schedule, *, param: str):
+    """Registered for every policy: ``build(StepSchedule(), param="lr") -> Hook``."""
+    return schedule_hook(param, cfg)
+
+
+for _policy in SCHEDULES:
+    register(_policy)(build_schedule_hook)

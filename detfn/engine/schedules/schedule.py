@@ -1,41 +1,37 @@
-"""The base of every schedule: warmup, the run length a policy sees, and when a value is set.
+"""The base of every schedule (warmup, the run length a policy sees, when a value is set) and
+the hook that applies one to a per-group hyperparameter.
 
-A schedule drives one per-group hyperparameter (lr, momentum, weight decay, ...). Its policy is
-``value(base, progress, total, group) -> float``, a pure function of progress: ``progress`` is
-the epoch (``by_epoch``) or the global iteration, ``total`` the run's ``max_epochs`` or
-``max_iters``. The value a step trains with is that, warmed up at the start of the run.
+A policy is ``value(base, progress, total, group) -> float``, a pure function of progress:
+``progress`` is the epoch (``by_epoch``) or the global iteration, ``total`` the run's
+``max_epochs`` or ``max_iters``. The value a step trains with is that, warmed up at the start.
 
-Warmup (mmcv 1.x), at global iteration ``t`` of ``W`` warmup iterations, ratio ``r``:
-
-==========  ====================================  ===============================
-type        factor f                              value
-==========  ====================================  ===============================
-constant    r                                     v * f, or v / f when dividing
-linear      1 - k,  k = (1 - t/W)(1 - r)
-exp         r ** (1 - t/W)
-==========  ====================================  ===============================
-
-Momentum's warmup divides (it starts *higher*, as mmcv's momentum hooks do): that is the
-schedule's ``warmup_divides``, which by default is on for ``momentum`` and off otherwise.
+Warmup (mmcv 1.x), at global iteration ``t`` of ``W`` warmup iterations, ratio ``r``: the factor
+is ``r`` (constant), ``1 - (1 - t/W)(1 - r)`` (linear) or ``r ** (1 - t/W)`` (exp); the value is
+``v * f``, or ``v / f`` when the warmup divides: momentum's warmup starts *higher*, as mmcv's
+momentum hooks do, so ``warmup_divides`` defaults to on for ``momentum`` and off otherwise.
 
 When a value is set (mmcv's ``LrUpdaterHook`` / ``MomentumUpdaterHook`` rules):
 
+* ``before_run``: the schedule is checked against the run (ValueError before any training);
 * ``before_train_epoch``: a ``by_epoch`` schedule sets the epoch's regular value;
 * ``before_train_iter``, iteration-based: the regular value of ``t``, warmed up while ``t < W``;
 * ``before_train_iter``, ``by_epoch``: the warmed-up epoch value while ``t < W``, the regular
   value at ``t == W``, afterwards nothing. Warmup counts global iterations, so a warmup longer
   than an epoch continues from the next epoch's regular value, as in mmcv.
+
+The hook is stateless: values are a pure function of ``state.base[param]``, the counters and the
+run length, so a resumed run continues the schedule exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from detfn.config import Config, check, fail
-from detfn.engine.events import Stage
-from detfn.engine.state import TrainState
+from detfn.engine.events import Event, Hook, Priority, Stage
+from detfn.engine.state import TrainState, run_max_iters
 
 WarmupType = Literal["constant", "linear", "exp"]
 WARMUP_TYPES = ("constant", "linear", "exp")
@@ -50,15 +46,6 @@ def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, ratio: float) -
     if warmup == "exp":
         return ratio ** (1 - cur_iter / warmup_iters)
     raise ValueError(f"warmup must be one of {WARMUP_TYPES}, got {warmup!r}")
-
-
-def run_max_iters(state: TrainState) -> int | None:
-    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
-    if state.max_iters is not None:
-        return state.max_iters
-    if state.max_epochs is not None and state.iters_per_epoch > 0:
-        return state.max_epochs * state.iters_per_epoch
-    return None
 
 
 @dataclass(frozen=True)
@@ -160,3 +147,30 @@ class Schedule(Config):
 def per_group(value: Any, group: int) -> Any:
     """One value for all groups, or the ``group``-th of a tuple."""
     return value[group] if isinstance(value, tuple) else value
+
+
+def schedule_hook(param: str, cfg: Schedule) -> Hook:
+    """The hook, named ``param``, that schedules ``state.hyper[param]`` with ``cfg``; in mmcv's
+    slot: lr VERY_HIGH, anything else HIGH, both before the optimizer step (ABOVE_NORMAL)."""
+    divides = cfg.warmup_divides if cfg.warmup_divides is not None else param == "momentum"
+
+    def bases(state: TrainState) -> tuple[float, ...]:
+        values = tuple(state.base.get(param, ()))
+        if not values:
+            raise ValueError(
+                f"{type(cfg).__name__} schedules {param!r}, but state.base has no {param!r} "
+                f"values (it has {sorted(state.base)}); the optimizer must have this "
+                "hyperparameter, one value per parameter group"
+            )
+        return values
+
+    def fn(event: Event) -> TrainState | None:
+        state = event.state
+        if event.stage is Stage.BEFORE_RUN:
+            cfg.check_run(bases(state), state)
+            return None
+        values = cfg.values_at(event.stage, state, bases(state), divides)
+        return None if values is None else replace(state, hyper={**state.hyper, param: values})
+
+    priority = Priority.VERY_HIGH if param == "lr" else Priority.HIGH
+    return Hook(name=param, fn=fn, priority=int(priority))
