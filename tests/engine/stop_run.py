@@ -59,4 +59,8 @@ def run(work_dir: str, signal_name: str = "none", at: int = -1, resume: bool = F
 
 
 if __name__ == "__main__":
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
+    # restore the KeyboardInterrupt handler so that the test's SIGINT arrives however the
+    # suite was launched.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run(sys.argv[1], sys.argv[2], int(sys.argv[3]))
