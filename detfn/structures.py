@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from torch import Tensor
 __all__ = [
     "Batch",
     "Detections",
+    "EncodedMasks",
     "ImageDetections",
     "ImageMeta",
     "img_shapes_of",
@@ -151,6 +152,24 @@ class Detections(NamedTuple):
     mask: Tensor
 
 
+@dataclass(frozen=True)
+class EncodedMasks:
+    """One image's N instance masks as COCO compressed RLEs (``{"size": [H, W], "counts": str}``),
+    in detection order: what evaluation keeps of ``ImageDetections.masks`` between batches.
+    100 bool masks of a 640x480 image take 30 MB as a tensor and some kilobytes as RLE, so
+    only this way do the detections of a COCO-sized val set fit in memory."""
+
+    rles: tuple[dict[str, Any], ...]
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def to(self, device: torch.device | str) -> EncodedMasks:
+        """Itself: RLEs live on the host."""
+        del device
+        return self
+
+
 class ImageDetections(NamedTuple):
     """Detections of one image, in original-image pixels.
 
@@ -159,13 +178,14 @@ class ImageDetections(NamedTuple):
         scores (Tensor[N]): float, best first.
         labels (Tensor[N]): int64 contiguous class index.
         masks (Tensor[N, H, W] | None): bool instance masks in the original image, for
-            detectors with a mask head; None otherwise.
+            detectors with a mask head; None otherwise. Evaluation keeps them as
+            :class:`EncodedMasks` once a batch is collected.
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-    masks: Tensor | None = None
+    masks: Tensor | EncodedMasks | None = None
 
     def to(self, device: torch.device | str) -> ImageDetections:
         """The same detections with every tensor on ``device``."""

@@ -25,7 +25,11 @@ from detfn.evaluation.coco import (
     detections_to_coco_results,
     write_results_json,
 )
-from detfn.evaluation.segm import detections_to_segm_results, write_instance_results
+from detfn.evaluation.segm import (
+    compact_masks,
+    detections_to_segm_results,
+    write_instance_results,
+)
 from detfn.structures import Batch, ImageDetections
 
 __all__ = ["collect_detections", "evaluate_dataset", "label_to_category", "score_detections"]
@@ -44,7 +48,10 @@ def collect_detections(
     device: torch.device | str = "cpu",
     on_batch: Callable[[Batch, list[ImageDetections]], None] | None = None,
 ) -> tuple[list[ImageDetections], list[int]]:
-    """Run ``predict`` over a loader; per image, detections on the CPU and the image id."""
+    """Run ``predict`` over a loader; per image, detections on the CPU and the image id.
+
+    ``on_batch`` sees each batch's detections as predicted; what is kept holds masks as COCO
+    RLEs (:func:`detfn.evaluation.segm.compact_masks`), so a large val set fits in memory."""
     detections: list[ImageDetections] = []
     image_ids: list[int] = []
     for batch in loader:
@@ -53,7 +60,7 @@ def collect_detections(
         dets = [d.to("cpu") for d in predictions]
         if on_batch is not None:
             on_batch(batch, dets)
-        detections.extend(dets)
+        detections.extend(compact_masks(d) for d in dets)
         image_ids.extend(m.image_id for m in batch.metas)
     return detections, image_ids
 

@@ -26,9 +26,11 @@ from detfn.evaluation.coco import (
     load_coco,
     write_results_json,
 )
+from detfn.structures import EncodedMasks, ImageDetections
 
 __all__ = [
     "coco_evaluate_instances",
+    "compact_masks",
     "detections_to_segm_results",
     "encode_masks",
     "write_instance_results",
@@ -53,6 +55,14 @@ def encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     return rles
 
 
+def compact_masks(detections: ImageDetections) -> ImageDetections:
+    """``detections`` with their ``Tensor[N, H, W]`` masks replaced by :class:`EncodedMasks`
+    (the same masks as COCO RLEs); detections without masks, or already encoded, unchanged."""
+    if not isinstance(detections.masks, torch.Tensor):
+        return detections
+    return detections._replace(masks=EncodedMasks(tuple(encode_masks(detections.masks))))
+
+
 def detections_to_segm_results(
     detections: Sequence[Any],
     image_ids: Sequence[int],
@@ -62,7 +72,8 @@ def detections_to_segm_results(
 
     Args:
         detections: one :class:`~detfn.structures.ImageDetections` per image, ``masks`` set
-            (``Tensor[N, H, W]`` bool in the original image, one per box).
+            (``Tensor[N, H, W]`` bool in the original image, one per box, or their
+            :class:`~detfn.structures.EncodedMasks`).
         image_ids, label_to_cat_id: as :func:`detfn.evaluation.detections_to_coco_results`.
 
     Returns:
@@ -75,12 +86,13 @@ def detections_to_segm_results(
         masks = getattr(det, "masks", None)
         if masks is None:
             raise ValueError(f"detections_to_segm_results: image {k} has no masks")
-        if masks.shape[0] != torch.as_tensor(det[0]).reshape(-1, 4).shape[0]:
+        num_boxes = torch.as_tensor(det[0]).reshape(-1, 4).shape[0]
+        if len(masks) != num_boxes:
             raise ValueError(
-                f"detections_to_segm_results: image {k} has {masks.shape[0]} masks for "
-                f"{torch.as_tensor(det[0]).reshape(-1, 4).shape[0]} boxes"
+                f"detections_to_segm_results: image {k} has {len(masks)} masks for "
+                f"{num_boxes} boxes"
             )
-        rles.extend(encode_masks(masks))
+        rles.extend(masks.rles if isinstance(masks, EncodedMasks) else encode_masks(masks))
     return [dict(result, segmentation=rle) for result, rle in zip(boxes, rles)]
 
 

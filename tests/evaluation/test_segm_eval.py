@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,12 @@ def val():
     ds = build(nuclei_dataset_config("val", pipeline=(LoadImageConfig(),)))
     assert isinstance(ds, CocoDataset)
     return ds
+
+
+def _metas(ds):
+    from detfn.structures import ImageMeta
+
+    return [ImageMeta(f"{i}.png", i, (1, 1), (1, 1), (1, 1)) for i in ds.image_ids]
 
 
 def _gt_as_detections(ds, scores=None):
@@ -137,3 +144,38 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="annotation 1 .* has no 'segmentation'"):
         coco_evaluate_instances(gt, results)
     assert coco_evaluate_instances(gt, results, metrics=("bbox",))["bbox_mAP"] == pytest.approx(1.0)
+
+
+def test_collected_masks_are_kept_as_rle_and_score_the_same(val):
+    """collect_detections keeps each batch's masks as COCO RLEs (a COCO val set's bool masks
+    would not fit in memory); the segm metrics equal those of the full masks."""
+    from detfn.apis.evaluate import collect_detections, score_detections
+    from detfn.structures import EncodedMasks
+
+    full = _gt_as_detections(
+        val, scores=[torch.linspace(1, 0.5, len(r.boxes)) for r in val.records]
+    )
+    seen = []
+
+    by_id = dict(zip(val.image_ids, full))
+
+    def predict(params, buffers, images, metas):
+        return [by_id[m.image_id] for m in metas]
+
+    metas = _metas(val)
+    batches = [
+        SimpleNamespace(images=torch.zeros(1), metas=metas[i : i + 2])
+        for i in range(0, len(metas), 2)
+    ]
+    kept, ids = collect_detections(
+        predict, {}, {}, batches, on_batch=lambda b, d: seen.extend(x.masks for x in d)
+    )
+    assert all(isinstance(m, torch.Tensor) for m in seen)  # on_batch sees the tensors
+    assert all(isinstance(d.masks, EncodedMasks) for d in kept)
+    assert len(kept[0].masks) == full[0].masks.shape[0]
+    from pycocotools import mask as mask_utils
+
+    decoded = mask_utils.decode([dict(r, counts=r["counts"].encode()) for r in kept[0].masks.rles])
+    assert np.array_equal(decoded.transpose(2, 0, 1), full[0].masks.numpy())
+    cat_ids = list(val.label_to_cat_id)
+    assert score_detections(val, kept, ids, cat_ids) == score_detections(val, full, ids, cat_ids)
