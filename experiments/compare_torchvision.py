@@ -23,25 +23,25 @@ torchvision differs by design in its ReLU before P7 and its rounded anchor sizes
 ``--model fcos`` trains torchvision's ``FCOS`` built from ``fcos_bccd_preset``'s config
 (:func:`experiments.torchvision_models.torchvision_fcos_bccd`). Matched: ResNet-18 from scratch,
 FPN with 128 channels on C3-C5, P6 from P5 and a ReLU before P7; 4-conv GN towers of 128 with
-normal(0.01) init and the 0.01 prior bias, without conv bias (torchvision's are held at zero and
-frozen); points at the nominal strides 8-128 with offset 0.5 (a point generator replaces
-torchvision's, which puts them at offset 0 and derives strides by integer division: 106 for P7
-of a 320-wide image); no center sampling (an infinite radius: torchvision always samples);
-regress ranges (0, 64) ... (512, inf); focal loss (0.25, 2) and centerness BCE averaged over the
-positives; SGD 0.01 / 0.9 / 1e-4 with conv biases at 2x lr without decay (norms keep theirs),
-gradients clipped at L2 norm 35, the same warmup and steps; at test a score threshold of 0.05,
-1000 candidates per level, NMS 0.5 and 100 per image. Where torchvision has no option for the
-preset's choice the two necessarily differ (:data:`~experiments.torchvision_models.
-FCOS_DIFFERENCES` holds the detfn settings that compute torchvision's way, and
-``tests/experiments/test_compare_torchvision.py`` checks with equal weights on BCCD images that
-they are the only differences):
+conv biases, normal(0.01) init and the 0.01 prior bias (a preset without tower conv biases gets
+torchvision's held at zero and frozen); points at the nominal strides 8-128 with offset 0.5 (a
+point generator replaces torchvision's, which puts them at offset 0 and derives strides by
+integer division: 106 for P7 of a 320-wide image); center sampling with radius 1.5 (an infinite
+radius turns torchvision's off when the preset has none); regress ranges (0, 64) ... (512, inf);
+ReLU distances in stride units (``norm_on_bbox``) and centerness on the regression tower, both
+as the preset (mmdetection's ``center-normbbox-centeronreg-giou`` head); focal loss (0.25, 2)
+and centerness BCE averaged over the positives; SGD 0.01 / 0.9 / 1e-4 with conv biases at 2x lr
+without decay (norms keep theirs), gradients clipped at L2 norm 35, the same warmup and steps;
+at test a score threshold of 0.05, 1000 candidates per level, NMS 0.6 and 100 per image. Where
+torchvision has no option for the preset's choice the two necessarily differ
+(:data:`~experiments.torchvision_models.FCOS_DIFFERENCES` holds the detfn settings that compute
+torchvision's way, and ``tests/experiments/test_compare_torchvision.py`` checks with equal
+weights on BCCD images that they are the only differences):
 
-* box regression: torchvision's ReLU distances in units of the stride (``norm_on_bbox``), with
-  no per-level learnable scale; the preset's ``exp(scale_l * x)`` in pixels;
-* centerness on the regression tower (``centerness_on_reg``); the preset's on the
-  classification tower;
-* box loss: torchvision's GIoU loss (eps 1e-7) averaged over the positives; the preset's IoU
-  loss ``-log IoU`` weighted by the centerness targets and divided by their sum;
+* per-level learnable scales on the regression output: the preset has them (starting at 1),
+  torchvision has none;
+* box loss: torchvision's GIoU loss (eps 1e-7) averaged over the positives; the preset's GIoU
+  (eps 1e-6) weighted by the centerness targets and divided by their sum;
 * test scores: torchvision thresholds, takes the per-level top-k by, and reports
   ``sqrt(cls * centerness)``; the preset thresholds and takes the top-k by ``cls`` and reports
   ``cls * centerness`` (the square root keeps the order, so NMS and AP rank alike: only which

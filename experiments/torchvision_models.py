@@ -201,8 +201,9 @@ def _check_expressible(model) -> None:
 def torchvision_fcos_bccd(cfg: ExperimentConfig) -> nn.Module:
     """torchvision's FCOS built as ``cfg.model`` (the ``fcos_bccd_preset``'s) wherever
     torchvision allows: backbone depth, FPN levels and width with P6 from P5 and a ReLU before P7,
-    ``stacked_convs`` GN towers without conv bias (held at zero, frozen), points at the preset's
-    strides and offset, center sampling (off: an infinite radius) and the preset's score
+    ``stacked_convs`` GN towers (their conv biases held at zero and frozen when the preset has
+    none), points at the preset's strides and offset, center sampling (the preset's radius, or an
+    infinite one when it has none) and the preset's score
     threshold, per-level top-k, NMS IoU and detections per image."""
     model = cfg.model
     _check_expressible(model)

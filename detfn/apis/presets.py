@@ -38,7 +38,7 @@ from detfn.models.detectors import (
     RETINANET_R50_FPN,
     DetectorConfig,
 )
-from detfn.models.losses import SmoothL1LossConfig
+from detfn.models.losses import GIoULossConfig, SmoothL1LossConfig
 
 __all__ = [
     "ATSS_R50_FPN_1X_COCO",
@@ -282,9 +282,13 @@ def fcos_bccd_preset() -> ExperimentConfig:
     """FCOS R-18-FPN from scratch on the bundled BCCD, sized like :func:`bccd_cpu_preset`.
 
     The same backbone (pytorch style, trainable BatchNorm, ImageNet RGB normalization, as every
-    bccd preset trains from scratch), neck width, images and schedule; FCOS's own head with
-    128-channel GN towers, the FCOS recipe's optimizer (biases at 2x lr without decay, clipping
-    at 35) and lr 0.01.
+    bccd preset trains from scratch), neck width, images and schedule; FCOS's head with
+    128-channel GN towers and the head settings of mmdetection's improved variant
+    ``fcos_center-normbbox-centeronreg-giou`` (center sampling 1.5, distances in stride units,
+    centerness on the regression tower, tower conv biases, GIoU, NMS 0.6; +2.1 COCO AP over the
+    base config in mmdetection's table); the FCOS recipe's optimizer (biases at 2x lr without
+    decay, clipping at 35, kept for training from scratch) and lr 0.01. With the base config's
+    head this preset reached 0.359 BCCD val bbox mAP (seed 0, 2026-11-30) and no platelet.
     """
     base = FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO
     model = override(
@@ -294,6 +298,13 @@ def fcos_bccd_preset() -> ExperimentConfig:
             "backbone.style": "pytorch",
             "backbone.norm": "BN",
             "bbox_head.feat_channels": 128,
+            "bbox_head.center_sampling": True,
+            "bbox_head.center_sample_radius": 1.5,
+            "bbox_head.norm_on_bbox": True,
+            "bbox_head.centerness_on_reg": True,
+            "bbox_head.conv_bias": True,
+            "bbox_head.loss_bbox": GIoULossConfig(),
+            "bbox_head.test_cfg.iou_threshold": 0.6,
         },
     )
     return bccd_experiment("fcos_r18_fpn_bccd_cpu", model, bccd_runner(base.runner, 0.01))

@@ -76,7 +76,7 @@ def test_twin_keeps_the_preset_recipe(preset):
     test_cfg = preset.model.bbox_head.test_cfg
     assert (twin.score_thresh, twin.nms_thresh) == (test_cfg.score_thr, test_cfg.iou_threshold)
     assert (twin.topk_candidates, twin.detections_per_img) == (1000, 100)
-    assert twin.center_sampling_radius == math.inf  # the preset samples no centers
+    assert twin.center_sampling_radius == 1.5  # the preset's center sampling
     assert twin.transform.min_size == (240,) and twin.transform.max_size == 320
     towers = [twin.head.classification_head.conv, twin.head.regression_head.conv]
     assert sum(isinstance(m, torch.nn.Conv2d) for m in towers[0]) == 4
@@ -92,7 +92,7 @@ def test_twin_keeps_the_preset_recipe(preset):
     assert "backbone.fpn.extra_blocks.p6.bias" in biases
     assert "head.classification_head.cls_logits.bias" in biases
     assert all(n.endswith(".bias") and ".bn" not in n for n in biases)
-    assert "head.classification_head.conv.0.bias" not in biases  # frozen: not trained at all
+    assert "head.classification_head.conv.0.bias" in biases  # the preset's conv_bias=True
     decayed = [named[id(p)] for p in groups[(0.01, 1e-4)]]
     assert "backbone.body.bn1.bias" in decayed and "head.regression_head.conv.1.bias" in decayed
 
