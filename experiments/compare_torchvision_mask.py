@@ -3,11 +3,13 @@ trains detfn's Mask R-CNN, and evaluate both the same way (bbox and segm). Slow 
 training run); not a test.
 
 Same as the preset: ResNet-18 from scratch with trainable BatchNorm, FPN with 128 channels,
-anchors 8-128 px (3 ratios), RPN proposals train 1000 -> 500 / test 500 -> 300, 256 sampled RoIs,
-RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of 128, the very batches of detfn's
-loader (nuclei train at the images' own size, flip 0.5), SGD 0.02 / 0.9 / 1e-4 with the preset's
-warmup, steps and gradient clipping (L2 norm 35), and pycocotools on nuclei val (masks:
-probabilities > 0.5 in the original image, torchvision's rule). torchvision's own initialization is kept.
+the preset's anchors (one size per level, 3 ratios), RPN proposals train 1000 -> 500 / test
+500 -> 300, 256 sampled RoIs, RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of
+128, the very batches of detfn's loader (random crops of the enlarged nuclei train images, flips;
+torchvision's own resize is skipped in training and is the identity in evaluation), SGD 0.02 /
+0.9 / 1e-4 with the preset's warmup, steps and gradient clipping (L2 norm 35), and pycocotools
+on nuclei val (masks: probabilities > 0.5 in the original image, torchvision's rule).
+torchvision's own initialization is kept.
 
     python -m experiments.compare_torchvision_mask          # prints bbox and segm metric lines
     python -m experiments.mask_rcnn --seed 0                # the detfn side
@@ -25,7 +27,9 @@ from torch import nn
 
 from detfn.apis import build_experiment, mask_rcnn_nuclei_preset
 from detfn.data import build_loader
+from detfn.data.presets import NUCLEI_SCALE
 from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
+from detfn.models.detectors import TwoStageDetectorConfig
 from detfn.structures import ImageDetections
 from experiments.compare_torchvision import images_and_targets, train
 from experiments.torchvision_models import TWO_STAGE_SETTINGS, fed_as_is
@@ -40,8 +44,10 @@ class CompareMaskArgs:
     """seeds the data order and the initialization, as ``--seed`` of experiments.mask_rcnn"""
 
 
-def torchvision_mask_model(num_classes: int, width: int = 128) -> nn.Module:
-    """torchvision's MaskRCNN sized as the ``nuclei`` preset of experiments.mask_rcnn."""
+def torchvision_mask_model(cfg: TwoStageDetectorConfig, test_scale: tuple[int, int]) -> nn.Module:
+    """torchvision's MaskRCNN sized as ``cfg`` (the ``nuclei`` preset's model), for images that
+    detfn's pipeline has already resized: evaluation images at ``test_scale`` (w, h) pass
+    torchvision's resize unchanged, and training skips it (the crops are smaller)."""
     from torchvision.models import resnet18
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -50,23 +56,26 @@ def torchvision_mask_model(num_classes: int, width: int = 128) -> nn.Module:
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import MultiScaleRoIAlign
 
+    width = cfg.neck.out_channels
+    anchor = cfg.rpn_head.anchor_generator
+    (scale,) = anchor.scales
+    sizes = tuple((int(scale * stride),) for stride in anchor.strides)
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=width)
-    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 5)
     levels = ["0", "1", "2", "3"]
     return MaskRCNN(
         backbone,
         num_classes=None,  # given by the predictors (a custom mask predictor requires it)
-        # the images come resized and normalized by detfn's pipeline: no second transform
-        **fed_as_is(256, 320),
-        rpn_anchor_generator=anchors,
+        **fed_as_is(*test_scale),
+        _skip_resize=True,  # torchvision's training-time resize (its reference scripts' LSJ flag)
+        rpn_anchor_generator=AnchorGenerator(sizes, (tuple(anchor.ratios),) * len(sizes)),
         **TWO_STAGE_SETTINGS,
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
         mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
-        box_predictor=FastRCNNPredictor(1024, num_classes + 1),
+        box_predictor=FastRCNNPredictor(1024, cfg.num_classes + 1),
         mask_head=MaskRCNNHeads(width, (width,) * 4, 1),
-        mask_predictor=MaskRCNNPredictor(width, width, num_classes + 1),
+        mask_predictor=MaskRCNNPredictor(width, width, cfg.num_classes + 1),
     )
 
 
@@ -94,7 +103,7 @@ def main(args: CompareMaskArgs) -> dict:
     cfg = dataclasses.replace(mask_rcnn_nuclei_preset(), seed=args.seed)  # data order and init
     built = build_experiment(cfg)
     torch.manual_seed(args.seed)
-    model = torchvision_mask_model(cfg.model.num_classes)
+    model = torchvision_mask_model(cfg.model, NUCLEI_SCALE)
     loader = build_loader(built.train_set, cfg.data.train_loader)
     clip = cfg.runner.optimizer_hook.grad_clip
     train(
