@@ -16,7 +16,7 @@ from detfn.data.transforms.mask_ops import crop_masks
 from detfn.data.transforms.rng import randint, uniform
 from detfn.registry import register
 
-__all__ = ["RandomCropConfig", "crop_sample", "crop_size_for"]
+__all__ = ["RandomCropConfig", "crop_sample", "crop_size_for", "with_window"]
 
 # Draws before giving up on a crop that keeps a target; mmdetection instead drops the sample
 # and loads another image, which would make an item depend on other items.
@@ -70,20 +70,34 @@ def crop_sample(
     sample: Sample, left: int, top: int, height: int, width: int, clip: bool = True
 ) -> Sample:
     """The sample cropped to ``[left, left + width) x [top, top + height)`` of its image."""
-    image = sample.image[:, top : top + height, left : left + width]
     boxes, keep = crop_boxes(sample.boxes, left, top, height, width, clip)
     ignore, _ = crop_boxes(sample.ignore_boxes, left, top, height, width, clip)
+    return with_window(sample, left, top, height, width, boxes, keep, ignore)
+
+
+def with_window(
+    sample: Sample,
+    left: int,
+    top: int,
+    height: int,
+    width: int,
+    boxes: torch.Tensor,
+    keep: torch.Tensor,
+    ignore_boxes: torch.Tensor,
+) -> Sample:
+    """The sample reduced to the window at (``left``, ``top``) of ``height x width``, given the
+    window's boxes (Tensor[K, 4], already moved into it), which of the sample's boxes they are
+    (``keep``, Tensor[N] bool) and its ignore boxes: image, labels, masks and shapes follow."""
+    image = sample.image[:, top : top + height, left : left + width]
     shape = (int(image.shape[1]), int(image.shape[2]))
-    meta = dataclasses.replace(sample.meta, img_shape=shape, pad_shape=shape)
-    masks = crop_masks(sample.masks, keep, left, top, height, width)
     return dataclasses.replace(
         sample,
         image=image,
         boxes=boxes,
         labels=sample.labels[keep],
-        ignore_boxes=ignore,
-        meta=meta,
-        masks=masks,
+        ignore_boxes=ignore_boxes,
+        meta=dataclasses.replace(sample.meta, img_shape=shape, pad_shape=shape),
+        masks=crop_masks(sample.masks, keep, left, top, height, width),
     )
 
 

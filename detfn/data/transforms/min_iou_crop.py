@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +11,7 @@ from detfn.config import check, check_unit_interval
 from detfn.data.sample import Sample
 from detfn.data.transforms.base import Transform, TransformConfig
 from detfn.data.transforms.box_ops import clip_to_shape
-from detfn.data.transforms.mask_ops import crop_masks
+from detfn.data.transforms.crop import with_window
 from detfn.data.transforms.rng import choice, uniform
 from detfn.registry import register
 
@@ -64,18 +63,7 @@ def crop_to_patch(sample: Sample, patch: torch.Tensor, clip: bool = True) -> Sam
 
     boxes, keep = move(sample.boxes)
     ignore, _ = move(sample.ignore_boxes)
-    image = sample.image[:, y1:y2, x1:x2]
-    meta = dataclasses.replace(sample.meta, img_shape=(height, width), pad_shape=(height, width))
-    masks = crop_masks(sample.masks, keep, x1, y1, height, width)
-    return dataclasses.replace(
-        sample,
-        image=image,
-        boxes=boxes,
-        labels=sample.labels[keep],
-        ignore_boxes=ignore,
-        meta=meta,
-        masks=masks,
-    )
+    return with_window(sample, x1, y1, height, width, boxes, keep, ignore)
 
 
 def _draw_patch(
