@@ -2,7 +2,7 @@
 trains detfn's Mask R-CNN, and evaluate both the same way (bbox and segm). Slow (one full
 training run); not a test.
 
-Same as the preset: ResNet-18 from scratch with trainable BatchNorm, FPN with 128 channels,
+Same as the preset: ResNet-18 from scratch with the preset's norm (GroupNorm, 32 groups), FPN with 128 channels,
 the preset's anchors (one size per level, 3 ratios), RPN proposals train 1000 -> 500 / test
 500 -> 300, 256 sampled RoIs, RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of
 128, the very batches of detfn's loader (random crops of the enlarged nuclei train images, flips;
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from detfn.apis import build_experiment, mask_rcnn_nuclei_preset
 from detfn.data import build_loader
 from detfn.data.presets import NUCLEI_SCALE
 from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
+from detfn.models.backbones.norm import GN_GROUPS
 from detfn.models.detectors import TwoStageDetectorConfig
 from detfn.structures import ImageDetections
 from experiments.compare_torchvision import images_and_targets, train
@@ -42,6 +44,10 @@ class CompareMaskArgs:
     log_interval: int = 10
     seed: int = 0
     """seeds the data order and the initialization, as ``--seed`` of experiments.mask_rcnn"""
+
+
+# torchvision ResNet norm layers for the backbone norms of the nuclei presets
+NORM_LAYERS = {"BN": nn.BatchNorm2d, "GN": partial(nn.GroupNorm, GN_GROUPS)}
 
 
 def torchvision_mask_model(cfg: TwoStageDetectorConfig, test_scale: tuple[int, int]) -> nn.Module:
@@ -60,7 +66,7 @@ def torchvision_mask_model(cfg: TwoStageDetectorConfig, test_scale: tuple[int, i
     anchor = cfg.rpn_head.anchor_generator
     (scale,) = anchor.scales
     sizes = tuple((int(scale * stride),) for stride in anchor.strides)
-    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    body = resnet18(weights=None, norm_layer=NORM_LAYERS[cfg.backbone.norm])
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=width)
     levels = ["0", "1", "2", "3"]

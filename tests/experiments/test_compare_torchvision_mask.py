@@ -23,6 +23,10 @@ def test_twin_takes_the_preset_batches_unresized():
     torch.manual_seed(0)
     twin = torchvision_mask_model(cfg.model, NUCLEI_SCALE)
 
+    # the preset's GroupNorm backbone (BatchNorm's running statistics fit no nuclei modality)
+    assert cfg.model.backbone.norm == "GN"
+    assert isinstance(twin.backbone.body.bn1, torch.nn.GroupNorm)
+    assert twin.backbone.body.bn1.num_groups == 32
     # anchors: the preset's scale 4 on strides 4..64, three ratios
     assert twin.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
     assert twin.rpn.anchor_generator.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
