@@ -1,13 +1,8 @@
 """Every mmcv 1.x schedule policy, for any hyperparameter: one frozen config per policy whose
-``value`` method is the policy (see :mod:`.schedule`). The floating-point operations are written
-in mmcv's order, so the values match mmcv's logs bit for bit.
-
-mmcv -> detfn: ``lr_config=dict(policy='step', step=[8, 11], warmup='linear', warmup_iters=500,
-warmup_ratio=0.001)`` is ``lr=StepSchedule(step=(8, 11), warmup="linear", warmup_iters=500,
-warmup_ratio=0.001)``; ``momentum_config=dict(policy='cyclic', ...)`` is
-``momentum=CyclicSchedule(...)``. ``min_lr`` / ``min_momentum`` are ``min_value``, ``min_lr_ratio``
-/ ``min_momentum_ratio`` are ``min_ratio``. Where mmcv has a required argument, detfn picks a
-default and says so.
+``value`` method is the policy (see :mod:`.schedule`), its float operations in mmcv's order so
+the values match mmcv's logs bit for bit. ``lr_config=dict(policy='step', step=[8, 11], ...)`` is
+``lr=StepSchedule(step=(8, 11), ...)``; ``min_lr`` / ``min_momentum`` are ``min_value``,
+``min_*_ratio`` ``min_ratio``. Where mmcv requires an argument, detfn picks a default and says so.
 """
 
 from __future__ import annotations
@@ -39,11 +34,6 @@ def annealing_linear(start: float, end: float, factor: float) -> float:
 
 
 ANNEAL = {"cos": annealing_cos, "linear": annealing_linear}
-
-
-def _check_min_pair(cfg) -> None:
-    if cfg.min_value is not None and cfg.min_ratio is not None:
-        fail(cfg, "min_value", "and min_ratio are alternatives: set one of them, not both")
 
 
 def _target(base: float, min_value: float | None, min_ratio: float | None) -> float:
@@ -153,7 +143,8 @@ class CosineSchedule(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_min_pair(self)
+        if self.min_value is not None and self.min_ratio is not None:
+            fail(self, "min_value", "and min_ratio are alternatives: set one of them, not both")
 
     def value(self, base, progress, total, group):
         target = _target(base, self.min_value, self.min_ratio)
@@ -234,7 +225,10 @@ class CosineRestartSchedule(CosineSchedule):
 
 @dataclass(frozen=True)
 class CyclicSchedule(Schedule):
-    """Cyclic value (see :func:`~.curves.cyclic_value`); iteration-based only.
+    """mmcv's cyclic policy; iteration-based only. The run is split into ``cyclic_times``
+    cycles; each rises from ``base`` to ``base * peak`` during ``int(step_ratio_up * cycle)``
+    iterations, then goes to ``base * low``; cycle ``c``'s peak ratio is ``1 - s + peak * s``,
+    ``s = gamma ** c``.
 
     Attributes:
         target_ratio: (peak, end) as multiples of the base; a single ``r`` means
@@ -261,9 +255,6 @@ class CyclicSchedule(Schedule):
         check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
 
     def value(self, base, progress, total, group):
-        """The run is split into ``cyclic_times`` cycles; each rises from ``base`` to ``base *
-        peak`` during ``int(step_ratio_up * cycle)`` iterations, then goes to ``base * low``.
-        With ``gamma < 1`` cycle ``c``'s peak ratio is ``1 - s + peak * s``, ``s = gamma ** c``."""
         per_cycle = self.total(total) // self.cyclic_times
         if per_cycle <= 0:
             raise ValueError(
@@ -388,7 +379,7 @@ SCHEDULES: tuple[type[Schedule], ...] = typing.get_args(ScheduleConfig)
 
 
 def build_schedule_hook(cfg: Schedule, *, param: str):
-    """Registered for every policy: ``build(StepSchedule(), param="lr") -> Hook``."""
+    """``build(StepSchedule(), param="lr") -> Hook``, registered for every policy."""
     return schedule_hook(param, cfg)
 
 
