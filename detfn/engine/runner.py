@@ -1,10 +1,7 @@
-"""``train(...)``: build the optimizer, the state and the default hooks from a config, then run.
-
-Hooks follow mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the defaults in
-slot order, then the custom ones. ``resume_from`` restores the whole run (weights, optimizer,
-counters, current hyperparameters, RNG and hook states; the run's length and base values come
-from the new config); ``load_from`` copies weights only into a fresh run (mmdet-facts §5.8).
-"""
+"""``train(...)``: build the optimizer, the state and the hooks (mmcv's
+``register_training_hooks``: the defaults in slot order, then the custom ones) from a config, then
+run. ``resume_from`` restores the whole run but its length and base values (the new config's);
+``load_from`` copies weights only into a fresh run (mmdet-facts §5.8)."""
 
 from __future__ import annotations
 
@@ -122,25 +119,19 @@ class RunnerConfig(Config):
         check(self, "load_from", not (self.load_from and self.resume_from), exclusive)
         ok = 0.0 <= self.load_from_min_match <= 1.0
         check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
-        for i, hook_cfg in enumerate(self.custom_hooks):  # registered, with a valid priority
-            where = f"[{i}]"
-            if isinstance(hook_cfg, type) or not isinstance(hook_cfg, Config):
-                fail(
-                    self,
-                    "custom_hooks",
-                    f"{where} must be a hook config instance, got {hook_cfg!r}",
-                )
+        for i, hook in enumerate(self.custom_hooks):  # registered, with a valid priority
+            ok = isinstance(hook, Config) and not isinstance(hook, type)
+            check(self, "custom_hooks", ok, f"[{i}] must be a hook config instance, got {hook!r}")
             try:
-                builder_for(type(hook_cfg))
+                builder_for(type(hook))
             except Exception as error:
-                fail(self, "custom_hooks", f"{where}: {error}")
-            if not hasattr(hook_cfg, "priority"):
-                name = type(hook_cfg).__name__
-                fail(self, "custom_hooks", f"{where}: {name} has no priority field; add one")
+                fail(self, "custom_hooks", f"[{i}]: {error}")
+            ok, name = hasattr(hook, "priority"), type(hook).__name__
+            check(self, "custom_hooks", ok, f"[{i}]: {name} has no priority field; add one")
             try:
-                get_priority(hook_cfg.priority)
+                get_priority(hook.priority)
             except (ValueError, TypeError) as error:
-                fail(self, "custom_hooks", f"{where}.priority is invalid ({error})")
+                fail(self, "custom_hooks", f"[{i}].priority is invalid ({error})")
 
 
 def initial_state(
@@ -163,12 +154,8 @@ def build_hooks(
     context: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Hook]:
     """The schedule hooks, the default hooks in slot order, ``cfg.custom_hooks``, then ``custom``
-    (the order matters only between equal priorities: :func:`drive` sorts by priority).
-
-    ``context`` passes builder keywords per hook config field, e.g.
-    ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``; a custom hook config's
-    keywords are under its registry tag (``tag_of(type(hook_cfg))``).
-    """
+    (the order only breaks priority ties). ``context``: builder keywords per config field, e.g.
+    ``{"timer": {"clock": fake_clock}}``; a custom hook config's under its registry tag."""
     context = context or {}
     hooks = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
     hooks.append(
@@ -210,9 +197,8 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
 
 
 def for_iterations(cfg: RunnerConfig, iters_per_epoch: int) -> RunnerConfig:
-    """An iteration-based run counts its checkpoints, evaluations and log records in
-    iterations: a by-epoch interval of n becomes ``n * iters_per_epoch`` iterations (so a
-    preset's by-epoch hooks still checkpoint, evaluate and log)."""
+    """An iteration-based run counts a preset's by-epoch checkpoint, evaluation and log
+    intervals in iterations: n epochs become ``n * iters_per_epoch`` iterations."""
     if cfg.max_epochs is not None:
         return cfg
     changes: dict[str, Any] = {}
@@ -248,13 +234,10 @@ def train(
     logger: logging.Logger | None = None,
 ) -> TrainState:
     """Train and return the final state (:class:`RunStopped` after a SIGTERM stop).
-
-    ``params`` / ``buffers``: the model's tensors by name; ``loss_fn(params, buffers, batch) ->
-    (loss, aux)``; loaders, ``val_step`` and ``evaluate``: see :class:`RunContext`; ``work_dir``
-    gets config.json (``experiment_cfg``, default ``cfg``), the log, metrics.jsonl and the
-    checkpoints, and is locked for the run; ``norm_names`` feed ``norm_decay_mult``; ``hooks``
-    are custom hooks; ``hook_context`` extra builder keywords (:func:`build_hooks`).
-    """
+    ``loss_fn``, loaders, ``val_step``, ``evaluate``: see :class:`RunContext`; ``work_dir``
+    (locked for the run) gets config.json (``experiment_cfg``, default ``cfg``), the log,
+    metrics.jsonl and the checkpoints; ``norm_names`` feed ``norm_decay_mult``; ``hooks`` are
+    custom hooks; ``hook_context``: see :func:`build_hooks`."""
     work_dir = Path(work_dir) if work_dir is not None else None
     run_cfg = experiment_cfg if experiment_cfg is not None else cfg
     with contextlib.ExitStack() as edges:

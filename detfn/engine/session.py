@@ -1,20 +1,15 @@
 """The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
 
-Layout (mmcv's, with a JSON config)::
+Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<timestamp>.log``,
+``metrics.jsonl`` (a record per logged iteration / evaluation), ``epoch_N.pth`` ...,
+``latest.json``, ``best_<key>_epoch_N.pth``.
 
-    <work_dir>/config.json          the experiment config; detfn.config.load(path, cls) == cfg
-    <work_dir>/<timestamp>.log      the text log (console lines plus warnings)
-    <work_dir>/metrics.jsonl        one JSON record per logged iteration / evaluation
-    <work_dir>/epoch_N.pth ...      checkpoints, latest.json, best_<key>_epoch_N.pth
-
-* Lock: ``<work_dir>/.detfn.lock`` is held with ``flock`` for the whole run (the kernel releases
-  it when the process dies). A second live run in the same dir is refused. A lock file left by a
-  run that was killed means that run can be resumed: only a resuming run may take it over.
-* ``*.tmp`` files are what a killed atomic write leaves; they are removed when a run starts.
-* SIGTERM (what schedulers and ``kill`` send) sets a flag; the ``stop_request`` hook turns it into
-  ``state.stop_reason`` after the current iteration, so the loop ends at the next boundary, the
-  checkpoint hook saves the final state and ``after_run`` runs; :func:`train` then raises
-  :class:`RunStopped` (a non-zero exit for a script).
+* ``.detfn.lock`` is held with ``flock`` for the run (the kernel frees it when the process dies):
+  a second live run is refused; the lock file of a killed run lets only a resuming run in.
+* ``*.tmp`` files (what a killed atomic write leaves) are removed when a run starts.
+* SIGTERM sets a flag that the ``stop_request`` hook turns into ``state.stop_reason`` after the
+  iteration: the loop ends, the final state is saved, ``after_run`` runs, and :func:`train`
+  raises :class:`RunStopped` (a non-zero exit for a script).
 """
 
 from __future__ import annotations
@@ -120,14 +115,6 @@ def stop_request_hook(flag: threading.Event) -> Hook:
     return Hook("stop_request", only_at(Stage.AFTER_TRAIN_ITER, stop), int(Priority.LOWEST))
 
 
-def config_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    return pathlib.Path(work_dir) / CONFIG_FILE
-
-
-def metrics_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    return pathlib.Path(work_dir) / METRICS_FILE
-
-
 def log_file_path(work_dir: str | os.PathLike[str], stamp: str | None = None) -> pathlib.Path:
     """``<work_dir>/<stamp>.log``, the stamp ``YYYYmmdd_HHMMSS`` of now by default (mmcv's)."""
     stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
@@ -138,7 +125,7 @@ def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
     """Write ``cfg`` (a config dataclass) to ``<work_dir>/config.json`` atomically."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"dump_config takes a config dataclass instance, got {type(cfg).__name__}")
-    return save(cfg, config_path(work_dir))
+    return save(cfg, pathlib.Path(work_dir) / CONFIG_FILE)
 
 
 def make_logger(
@@ -147,11 +134,8 @@ def make_logger(
     stamp: str | None = None,
     level: int = logging.INFO,
 ) -> logging.Logger:
-    """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``.
-
-    Calling it again with the same name adds no second console handler, and closes the log
-    file of an earlier run, so one run never writes into another run's log.
-    """
+    """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``; called
+    again, it adds no second console handler and closes an earlier run's log file."""
     logger = logging.getLogger(name)
     logger.setLevel(level)
     logger.propagate = False

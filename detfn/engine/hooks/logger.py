@@ -1,13 +1,12 @@
-"""Text logger: console lines with ETA and a progress bar, and a JSON-lines metrics file.
+"""The logger hook over a sink, and the text logger: console lines with ETA and a progress bar,
+and a JSON-lines metrics file (mmcv's ``TextLoggerHook``).
 
-mmcv's ``TextLoggerHook``: a train record after every ``interval``-th iteration (in the epoch
-when ``by_epoch``) and at an epoch's end unless ``ignore_last``, averaged since the previous one;
-``outputs.metrics`` become a ``"mode": "val"`` record. A train record holds ``mode``, ``epoch``,
-``iter``, ``global_iter`` (iterations done), ``lr`` / ``momentum`` (group 0) and ``*_groups``,
-``data_time``, ``time``, each loss, ``loss``, ``grad_norm``, ``memory`` (MiB, CUDA). Console
-lines are plain text: ``Epoch [1][20/50]  [######------]  lr: 2.000e-02, eta: 0:01:05, ...``.
-Running sums (0-d tensors: no device sync until a record) live in ``state.hooks``; a resumed
-run first drops the records of iterations after its checkpoint, so none repeats.
+A train record (``mode``, ``epoch``, ``iter``, ``global_iter`` = iterations done, ``lr`` /
+``momentum`` of group 0 and ``*_groups``, ``data_time``, ``time``, each loss, ``loss``,
+``grad_norm``, ``memory`` in MiB on CUDA) averages the iterations since the previous one;
+``outputs.metrics`` become a ``"mode": "val"`` record. Console: ``Epoch [1][20/50]
+[######------]  lr: 2.000e-02, eta: 0:01:05, ...``. Running sums are 0-d tensors (no device sync
+until a record); a resumed run first drops the records after its checkpoint, so none repeats.
 """
 
 from __future__ import annotations
@@ -123,14 +122,10 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
         "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
         "global_iter": state.iter + 1,
     }
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        if values:
-            record[key] = float(values[0])
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        if values:
-            record[f"{key}_groups"] = [float(v) for v in values]
-    record.update(means)
-    return record
+    hyper = {k: v for k, v in (("lr", state.lr), ("momentum", state.momentum)) if v}
+    record.update({k: float(v[0]) for k, v in hyper.items()})
+    record.update({f"{k}_groups": [float(x) for x in v] for k, v in hyper.items()})
+    return {**record, **means}
 
 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,11 +197,11 @@ def logger_hook(
     close_sink: Callable[[Any, Event], None] | None = None,
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
-    held here, not in the state). ``open_sink(event) -> (sink, hook state) | None`` (None: this
+    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
     process logs nothing) at ``before_run``; ``write_train(sink, event, means)`` when
-    :func:`log_due`, with the means since the previous record; ``write_val(sink, event,
-    val_record)`` for every ``outputs.metrics``; ``close_sink(sink, event)`` at ``after_run``.
-    ``state.hooks[name]`` holds the running sums and this process's iteration times (ETA)."""
+    :func:`log_due`; ``write_val(sink, event, val_record)`` for every ``outputs.metrics``;
+    ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running sums, and this process's
+    iteration times (ETA)."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
 
@@ -278,9 +273,10 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     def write_train(path: pathlib.Path | None, event: Event, means: dict[str, float]) -> None:
         state, times = event.state, event.state.hooks[TEXT_LOGGER]
         record = train_record(state, means, cfg.by_epoch)
-        memory = _cuda_memory_mib(event.outputs.loss)
-        if memory is not None:
-            record["memory"] = memory
+        loss = event.outputs.loss
+        if isinstance(loss, torch.Tensor) and loss.device.type == "cuda":  # peak since last record
+            record["memory"] = int(torch.cuda.max_memory_allocated(loss.device) // 1024**2)
+            torch.cuda.reset_peak_memory_stats(loss.device)
         total, eta = run_max_iters(state), None
         if times["timed"] and total is not None:
             eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
@@ -289,15 +285,6 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     return logger_hook(
         TEXT_LOGGER, cfg, open_log, write_train, lambda path, e, rec: emit(path, e, rec, None)
     )
-
-
-def _cuda_memory_mib(loss: Any) -> int | None:
-    """Peak CUDA memory since the last record, in MiB (mmcv's ``memory``), then reset."""
-    if not isinstance(loss, torch.Tensor) or loss.device.type != "cuda":
-        return None
-    peak = torch.cuda.max_memory_allocated(loss.device) // (1024 * 1024)
-    torch.cuda.reset_peak_memory_stats(loss.device)
-    return int(peak)
 
 
 register(TextLoggerHookConfig)(text_logger_hook)

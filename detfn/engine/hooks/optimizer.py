@@ -1,18 +1,17 @@
-"""The optimizer hook: accumulation, fp16 loss scaling, clipping, the gradient check, the update.
-
-It runs on ``after_train_iter`` at ABOVE_NORMAL, after the schedule hooks set ``state.hyper``;
-its state ``{"accum": grads summed so far, "scaler": {"scale", "growth_tracker"}}`` lives in
-``state.hooks["optimizer"]``, so a resume continues an accumulation window and the loss scale.
+"""The optimizer hook (``after_train_iter``, ABOVE_NORMAL: after the schedules set
+``state.hyper``): accumulation, fp16 loss scaling, clipping, the gradient check, the update. Its
+state (``accum``: grads summed so far, ``scaler``) is in ``state.hooks["optimizer"]``, so a resume
+continues an accumulation window and the loss scale.
 
 * Accumulation (mmcv's ``GradientCumulativeOptimizerHook``): grads are divided by
-  ``cumulative_iters`` (by the remainder's size at the end of the run); the update happens every
+  ``cumulative_iters`` (the remainder's size at the end of the run); the update happens every
   ``cumulative_iters`` iterations and at the last one.
 * fp16 (``torch.amp.GradScaler`` rules): grads are multiplied by ``1/scale``; a window with a
   non-finite gradient is skipped and the scale backs off; it grows after ``growth_interval``
   finite windows. ``dynamic=False`` is mmcv's static ``loss_scale=512.``.
-* ``check_grads`` (default on): a finite loss can have infinite gradients. The total norm (one
-  fused ``_foreach_norm``, which clipping needs anyway; reported as ``grad_norm``) must be
-  finite or :class:`NonFiniteGradError` names the parameters, and the weights stay finite.
+* ``check_grads``: a finite loss can have infinite gradients; the total norm (one fused
+  ``_foreach_norm``, which clipping needs anyway; logged as ``grad_norm``) must be finite or
+  :class:`NonFiniteGradError` names the parameters, before any weight changes.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class NonFiniteGradError(FloatingPointError):
-    """A gradient became NaN or Inf while the loss was finite; ``iteration`` and ``names`` say
-    where (library code never exits the process)."""
+    """A gradient became NaN or Inf while the loss was finite (at ``iteration``, in ``names``)."""
 
     def __init__(self, message: str, iteration: int, names: list[str]):
         super().__init__(message)
@@ -94,15 +92,12 @@ class OptimizerHookConfig(Config):
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """The dtype for ``make_train_step(autocast_dtype=...)``."""
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
 def current_loss_scale(state: TrainState) -> float | None:
-    """The fp16 loss scale held in the optimizer hook's state (None without fp16).
-
-    Pass it as ``make_train_step(loss_scale=current_loss_scale)``.
-    """
+    """The fp16 loss scale in the optimizer hook's state (None without fp16), for
+    ``make_train_step(loss_scale=current_loss_scale)``."""
     scaler = (state.hooks.get(OPTIMIZER_HOOK) or {}).get("scaler")
     return None if scaler is None else float(scaler["scale"])
 
@@ -145,9 +140,7 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
     shared = [n for n in grads if n in accum]
     if shared:
         torch._foreach_add_([accum[n] for n in shared], [grads[n] for n in shared])
-    for name in grads:
-        if name not in accum:
-            accum[name] = grads[name]
+    accum.update({n: g for n, g in grads.items() if n not in accum})
     return accum
 
 
@@ -169,9 +162,8 @@ def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], itera
 def optimizer_hook(
     cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
 ) -> Hook:
-    """The hook function over ``optimizer`` (see the module docstring). ``reduce_grads``
-    (data parallel: the ranks' average) is applied to the accumulated gradients on the steps
-    that update, before the fp16 check and clipping, so accumulation communicates once."""
+    """``reduce_grads`` (data parallel: the ranks' average) is applied to the accumulated grads on
+    the steps that update, before the fp16 check and clipping: accumulation communicates once."""
     fp16 = cfg.precision == "fp16"
 
     def initial() -> dict[str, Any]:
