@@ -1,9 +1,6 @@
 """The explicit, checkpointable state of a training run: everything that changes while training
 lives here, so a checkpoint of it resumes the run exactly. Hooks return ``replace(state, ...)``.
-
-Counters follow mmcv's runner: during an iteration's events ``iter`` is its 0-based index and
-``inner_iter`` its index in the epoch; ``epoch`` is the running epoch. The loop advances ``iter``
-and ``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
+Counters follow mmcv's runner (:mod:`detfn.engine.loop`).
 """
 
 from __future__ import annotations
@@ -79,21 +76,14 @@ def run_max_iters(state: TrainState) -> int | None:
 def capture_rng() -> dict[str, Any]:
     """The torch CPU, CUDA (when initialized), Python ``random`` and NumPy generator states."""
     version, mt, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    mt_tensor = torch.from_numpy(np.asarray(mt, dtype=np.int64))
+    numpy = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
+    numpy.update(has_gauss=int(has_gauss), gauss=float(cached))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": {
-            "version": version,
-            "state": torch.from_numpy(np.asarray(mt, dtype=np.int64)),
-            "gauss": gauss,
-        },
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
+        "python": {"version": version, "state": mt_tensor, "gauss": gauss},
+        "numpy": numpy,
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -1,15 +1,10 @@
-"""The data-parallel hooks: what the loggers see is the job's, not one rank's.
+"""The data-parallel hooks (every rank runs both; on one process they do nothing).
 
-* ``distributed_losses`` (priority 20, before the NaN guard and every other reader of the loss)
-  replaces ``loss`` and each ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
-  reduction), so a non-finite loss on one rank stops all of them at the same iteration; after a
-  failure the failing rank announces it (:func:`detfn.dist.failure.announce_failure`), so the
-  others stop at their next agreement point instead of at the process-group timeout.
-* ``distributed_logged`` (priority 80: after the timer and the evaluation hook, before the
-  loggers) takes the slowest rank's ``time`` / ``data_time`` (the job waits for it at every
-  all-reduce, so the ETA is the job's) and a val phase's mean ``metrics`` over the ranks.
-
-Every rank must run both (they run collectives); on one process they do nothing.
+* ``distributed_losses`` averages ``loss`` and each ``losses`` term over the ranks (mmcv's
+  ``log_vars``), so a non-finite loss stops every rank at the same iteration; a failing rank
+  announces its failure, so the others stop at their next agreement point, not at a timeout.
+* ``distributed_logged`` takes the slowest rank's ``time`` / ``data_time`` (the job waits for it
+  at every all-reduce: the ETA is the job's) and a val phase's mean ``metrics``.
 """
 
 from __future__ import annotations

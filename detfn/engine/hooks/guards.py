@@ -1,9 +1,7 @@
-"""NaN / Inf guard: stop the run with an error naming the iteration and the loss term.
-
-It runs on ``after_train_iter`` at priority 35, before the optimizer hook (40), so a non-finite
-loss never reaches the weights. One device sync per iteration: all terms are stacked and tested
-at once; only on failure are they inspected one by one for the message. (Non-finite gradients of
-a finite loss are the optimizer hook's ``check_grads``.)
+"""NaN / Inf guard: stop the run with an error naming the iteration and the loss term, at
+priority 35, before the optimizer hook (40), so a non-finite loss never reaches the weights. One
+device sync per iteration: all terms are stacked and tested at once. (Non-finite gradients of a
+finite loss are the optimizer hook's ``check_grads``.)
 """
 
 from __future__ import annotations
@@ -19,8 +17,7 @@ from detfn.registry import register
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or Inf. ``iteration``, ``epoch`` and ``terms`` (name -> value)
-    say where; the caller decides what to do (library code never exits the process)."""
+    """A loss term became NaN or Inf (at ``iteration``, ``epoch``; ``terms``: name -> value)."""
 
     def __init__(self, message: str, iteration: int, epoch: int, terms: dict[str, float]):
         super().__init__(message)

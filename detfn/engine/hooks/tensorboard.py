@@ -1,8 +1,7 @@
-"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``): the text logger's train means as
-``train/<name>`` (with the first group's ``train/lr`` and ``train/momentum``) and every
-evaluation's numeric metrics as ``val/<name>``, at step = iterations done, under
-``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise. Only rank 0 writes. It needs the
-``tensorboard`` package (``pip install detfn[tensorboard]``), imported when the run starts.
+"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``), a sink of the logger hook: train
+means (and group 0's lr and momentum) as ``train/<name>``, numeric metrics as ``val/<name>``, at
+step = iterations done, on rank 0. It needs ``tensorboard`` (``pip install detfn[tensorboard]``),
+imported when the run starts.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ TENSORBOARD = "tensorboard"
 
 @dataclass(frozen=True)
 class TensorBoardHookConfig(HookConfig):
-    """TensorBoard scalars (mmcv ``TensorboardLoggerHook``). Priority VERY_LOW: after the timer
-    and the evaluation hook have written their outputs."""
+    """Priority VERY_LOW: after the timer and the evaluation hook have written their outputs."""
 
     interval: int = 50
     """Write a point every ``interval`` iterations (means over the interval)."""
@@ -43,8 +41,6 @@ class TensorBoardHookConfig(HookConfig):
 
 @register(TensorBoardHookConfig)
 def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
-    """The writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
-
     def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
         if not is_main_process():
             return None

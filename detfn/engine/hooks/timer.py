@@ -30,7 +30,7 @@ class TimerHookConfig(HookConfig):
 def build_timer_hook(
     cfg: TimerHookConfig, *, clock: Callable[[], float] = time.perf_counter, **context: Any
 ) -> Hook:
-    """The timer hook; ``clock`` (seconds, monotonic) is injectable for tests."""
+    """``clock``: seconds, monotonic."""
 
     def start(event: Event) -> TrainState:
         return with_hook_state(event.state, TIMER, {"last": clock(), "data_time": 0.0})

@@ -1,10 +1,9 @@
-"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``).
-
-``before_run``: ``init(...)`` with the experiment config (a resumed run passes its stored run id
-with ``resume="allow"``); train records (the text logger's rule and averages) under ``train/``,
-metrics under ``val/``, with ``step`` = train iterations done; ``after_run``: ``finish(exit_code=1
-if the run failed else 0)``, always. ``mode="auto"``: ``WANDB_MODE`` if set, else online when
-logged in (``WANDB_API_KEY`` or a netrc entry), else offline. ``wandb`` is imported lazily.
+"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``), a sink of the logger hook: ``init``
+with the experiment config at ``before_run`` (a resumed run passes its stored run id with
+``resume="allow"``), the text logger's train means under ``train/`` and metrics under ``val/`` at
+``step`` = iterations done, ``finish(exit_code=1 if the run failed else 0)`` at ``after_run``.
+``mode="auto"``: ``WANDB_MODE`` if set, else online when logged in (``WANDB_API_KEY`` or a netrc
+entry), else offline. ``wandb`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -18,20 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detfn.config import check_positive
+from detfn.config import check_positive, to_dict
 from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.logger import logger_hook
 from detfn.engine.state import TrainState
 from detfn.registry import register
 
 WANDB = "wandb"
-_ENV_MODES = {
-    "online": "online",
-    "run": "online",
-    "offline": "offline",
-    "dryrun": "offline",
-    "disabled": "disabled",
-}
+_ENV_ALIASES = {"run": "online", "dryrun": "offline"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +71,9 @@ def resolve_mode(
     if mode != "auto":
         return mode
     environ = os.environ if environ is None else environ
-    env_mode = _ENV_MODES.get(environ.get("WANDB_MODE", "").strip().lower())
-    if env_mode is not None:
+    env_mode = environ.get("WANDB_MODE", "").strip().lower()
+    env_mode = _ENV_ALIASES.get(env_mode, env_mode)
+    if env_mode in ("online", "offline", "disabled"):
         return env_mode
     return "online" if has_api_key(environ, netrc_file) else "offline"
 
@@ -95,8 +89,6 @@ def train_payload(state: TrainState, means: Mapping[str, float]) -> dict[str, fl
 
 
 def _init_kwargs(cfg: WandbHookConfig, event: Event, run_id: str | None) -> dict[str, Any]:
-    from detfn.config import to_dict
-
     run_cfg = getattr(event.run, "cfg", None)
     config = None
     if cfg.log_config and dataclasses.is_dataclass(run_cfg) and not isinstance(run_cfg, type):
@@ -133,8 +125,7 @@ def _real_init(**kwargs: Any) -> Any:
 def build_wandb_hook(
     cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
 ) -> Hook:
-    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``.
-    ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
+    """Only the run's id goes into ``state.hooks["wandb"]``; ``init`` replaces ``wandb.init``."""
 
     def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
         mine = event.state.hooks.get(WANDB) or {}
