@@ -24,7 +24,7 @@ import torch
 from detfn.config import check_positive, fail
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, HookConfig, Outputs, Stage, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.session import METRICS_FILE
 from detfn.engine.state import TrainState, run_max_iters, with_hook_state
@@ -73,32 +73,6 @@ def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
     if not by_epoch:
         every = any_of(every, last("iter"))
     return every if ignore_last else any_of(every, epoch_end)
-
-
-def iter_values(outputs: Outputs) -> dict[str, Any]:
-    """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
-    values = {k: getattr(outputs, k) for k in _TIMING_KEYS}
-    values.update(outputs.losses)
-    values.update(loss=outputs.loss, grad_norm=outputs.grad_norm)
-    return {
-        k: v.detach() if isinstance(v, torch.Tensor) else float(v)
-        for k, v in values.items()
-        if v is not None
-    }
-
-
-def accumulate(buffer: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Add one iteration's values to the running sums ``{"sums": {k: v}, "count": n}``."""
-    sums = dict((buffer or {}).get("sums", {}))
-    for key, value in values.items():
-        sums[key] = sums[key] + value if key in sums else value
-    return {"sums": sums, "count": (buffer or {}).get("count", 0) + 1}
-
-
-def averages(buffer: Mapping[str, Any]) -> dict[str, float]:
-    """Mean of each running sum, as Python floats (the one device sync per record)."""
-    count = max(buffer.get("count", 0), 1)
-    return {k: float(v) / count for k, v in buffer.get("sums", {}).items()}
 
 
 def eta_seconds(time_sum: float, timed_iters: int, iters_left: int) -> float:
@@ -198,10 +172,10 @@ def logger_hook(
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
     held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
-    process logs nothing) at ``before_run``; ``write_train(sink, event, means)`` when
+    process logs nothing) at ``before_run``; ``write_train(sink, event, train_record)`` when
     :func:`log_due`; ``write_val(sink, event, val_record)`` for every ``outputs.metrics``;
-    ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running sums, and this process's
-    iteration times (ETA)."""
+    ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running sums (``buffer``:
+    ``{"sums", "count"}``) and this process's iteration times (ETA)."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
 
@@ -222,15 +196,27 @@ def logger_hook(
             close_sink(live.pop("sink"), event)
 
     def add(event: Event) -> TrainState:
-        values, new = iter_values(event.outputs), mine(event)
-        new["buffer"] = accumulate(new.get("buffer"), values)
-        if "time" in values:
-            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
+        outputs, new = event.outputs, mine(event)
+        values = {k: getattr(outputs, k) for k in _TIMING_KEYS}  # in record order
+        values.update({**outputs.losses, "loss": outputs.loss, "grad_norm": outputs.grad_norm})
+        buffer = new.get("buffer") or {}
+        sums = dict(buffer.get("sums", {}))
+        for key, value in values.items():
+            if value is not None:
+                value = value.detach() if isinstance(value, torch.Tensor) else float(value)
+                sums[key] = sums[key] + value if key in sums else value
+        new["buffer"] = {"sums": sums, "count": buffer.get("count", 0) + 1}
+        if outputs.time is not None:
+            new["time_sum"] = new.get("time_sum", 0.0) + float(outputs.time)
             new["timed"] = new.get("timed", 0) + 1
         state = with_hook_state(event.state, name, new)
         if not due(event):
             return state
-        write_train(live["sink"], replace(event, state=state), averages(new["buffer"]))
+        # the means since the previous record: the one device sync per record
+        means = {k: float(v) / new["buffer"]["count"] for k, v in sums.items()}
+        write_train(
+            live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch)
+        )
         return with_hook_state(state, name, {**new, "buffer": {}})
 
     def log_metrics(event: Event) -> None:
@@ -270,9 +256,8 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
             with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
                 f.write(json.dumps(record) + "\n")
 
-    def write_train(path: pathlib.Path | None, event: Event, means: dict[str, float]) -> None:
+    def write_train(path: pathlib.Path | None, event: Event, record: dict[str, Any]) -> None:
         state, times = event.state, event.state.hooks[TEXT_LOGGER]
-        record = train_record(state, means, cfg.by_epoch)
         loss = event.outputs.loss
         if isinstance(loss, torch.Tensor) and loss.device.type == "cuda":  # peak since last record
             record["memory"] = int(torch.cuda.max_memory_allocated(loss.device) // 1024**2)

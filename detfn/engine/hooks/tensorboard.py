@@ -50,21 +50,14 @@ def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
         return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def write_train(writer: Any, event: Event, means: dict[str, float]) -> None:
-        state = event.state
-        scalars = {f"train/{k}": v for k, v in means.items()}
-        for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-            if values:
-                scalars[f"train/{key}"] = float(values[0])
-        for tag, value in scalars.items():
-            writer.add_scalar(tag, value, state.iter + 1)
-
-    def write_val(writer: Any, event: Event, record: dict[str, Any]) -> None:
+    def write(mode: str, writer: Any, record: dict[str, Any]) -> None:
         for key, value in record.items():
-            if isinstance(value, float):
-                writer.add_scalar(f"val/{key}", value, record["global_iter"])
-        writer.flush()
+            if isinstance(value, float):  # the numbers, group 0's lr and momentum
+                writer.add_scalar(f"{mode}/{key}", value, record["global_iter"])
+        if mode == "val":
+            writer.flush()
 
     return logger_hook(
-        TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
-    )
+        TENSORBOARD, cfg, open_writer, lambda writer, _, record: write("train", writer, record),
+        lambda writer, _, record: write("val", writer, record), lambda writer, _: writer.close(),
+    )  # fmt: skip

@@ -20,7 +20,6 @@ from typing import Any, Literal
 from detfn.config import check_positive, to_dict
 from detfn.engine.events import Event, Hook, HookConfig
 from detfn.engine.hooks.logger import logger_hook
-from detfn.engine.state import TrainState
 from detfn.registry import register
 
 WANDB = "wandb"
@@ -78,16 +77,6 @@ def resolve_mode(
     return "online" if has_api_key(environ, netrc_file) else "offline"
 
 
-def train_payload(state: TrainState, means: Mapping[str, float]) -> dict[str, float]:
-    """``train/...`` values of one record: averaged numbers, lr and momentum of every group."""
-    payload = {f"train/{k}": v for k, v in means.items()}
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        for group, value in enumerate(values):
-            payload[f"train/{key}" if group == 0 else f"train/{key}_group{group}"] = float(value)
-    payload["epoch"] = state.epoch + 1
-    return payload
-
-
 def _init_kwargs(cfg: WandbHookConfig, event: Event, run_id: str | None) -> dict[str, Any]:
     run_cfg = getattr(event.run, "cfg", None)
     config = None
@@ -133,12 +122,19 @@ def build_wandb_hook(
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def write_train(run: Any, event: Event, means: dict[str, float]) -> None:
-        run.log(train_payload(event.state, means), step=event.state.iter + 1)
+    def write(mode: str, run: Any, record: dict[str, Any]) -> None:
+        """The numbers (``lr`` / ``momentum``: group 0's, ``lr_group1`` ... the others')."""
+        values = {f"{mode}/{k}": v for k, v in record.items() if isinstance(v, float)}
+        for key in ("lr", "momentum"):
+            for group, value in enumerate(record.get(f"{key}_groups", [])[1:], start=1):
+                values[f"{mode}/{key}_group{group}"] = value
+        run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
+
+    def write_train(run: Any, event: Event, record: dict[str, Any]) -> None:
+        write("train", run, record)
 
     def write_val(run: Any, event: Event, record: dict[str, Any]) -> None:
-        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, float)}
-        run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
+        write("val", run, record)
 
     def close(run: Any, event: Event) -> None:
         run.finish(exit_code=1 if event.error is not None else 0)
