@@ -21,9 +21,8 @@ from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.guards import NanGuardConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
-from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
+from detfn.engine.hooks.optimizer import NanGuardConfig, OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
 from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig

@@ -1,4 +1,5 @@
-"""The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
+"""The edges of a run in a work dir: its files, its log and its header, one run per dir, SIGTERM
+as a stop.
 
 Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<timestamp>.log``,
 ``metrics.jsonl`` (a record per logged iteration / evaluation), ``epoch_N.pth`` ...,
@@ -7,6 +8,8 @@ Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<t
 * ``.detfn.lock`` is held with ``flock`` for the run (the kernel frees it when the process dies):
   a second live run is refused; the lock file of a killed run lets only a resuming run in.
 * ``*.tmp`` files (what a killed atomic write leaves) are removed when a run starts.
+* The log header: on ``before_run``, rank 0 logs the environment, the seed and the run's config
+  as JSON, as mmdetection's ``tools/train.py`` opens every log.
 * SIGTERM sets a flag that the ``stop_request`` hook turns into ``state.stop_reason`` after the
   iteration: the loop ends, the final state is saved, ``after_run`` runs, and :func:`train`
   raises :class:`RunStopped` (a non-zero exit for a script).
@@ -28,7 +31,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from detfn.config import save
+from detfn.config import save, to_json
+from detfn.dist.comm import is_main_process
+from detfn.dist.env_info import collect_env, env_header
 from detfn.engine.combinators import only_at
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
@@ -157,3 +162,17 @@ def make_logger(
         setattr(handler, _FILE_MARK, True)
         logger.addHandler(handler)
     return logger
+
+
+def env_header_fn(event: Event) -> None:
+    logger = getattr(event.run, "logger", None)
+    if event.stage is not Stage.BEFORE_RUN or not is_main_process() or logger is None:
+        return
+    cfg = getattr(event.run, "cfg", None)
+    text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+    logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
+
+
+def env_header_hook() -> Hook:
+    """The header hook (HIGHEST priority: the header comes first)."""
+    return Hook("env_header", env_header_fn, int(Priority.HIGHEST))

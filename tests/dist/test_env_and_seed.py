@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import subprocess
@@ -17,10 +16,10 @@ import detfn
 from detfn.config import to_json
 from detfn.dist.env_info import collect_env, env_header, git_commit
 from detfn.dist.seeding import init_seed, seed_all
-from detfn.engine.events import Event, Stage
 from detfn.engine.checkpoint_io import run_meta
-from detfn.engine.hooks.env_header import env_header_fn
+from detfn.engine.events import Event, Stage
 from detfn.engine.runner import RunnerConfig
+from detfn.engine.session import env_header_fn
 
 
 def test_collect_env_reports_versions_devices_and_world():

@@ -12,13 +12,15 @@ from engine_a_toys import ToyLoader, ToyNet, make_loss_fn, split, toy_data
 from detfn.engine.driver import drive
 from detfn.engine.events import Event, Hook, Outputs, Stage
 from detfn.engine.hooks.ema import EMAConfig, ema_hook, ema_momentum
-from detfn.engine.hooks.guards import NanGuardConfig, NonFiniteLossError, nan_guard
 from detfn.engine.hooks.optimizer import (
     GradClipConfig,
     LossScaleConfig,
+    NanGuardConfig,
+    NonFiniteLossError,
     OptimizerHookConfig,
     clip_grad_norm_,
     loss_divisor,
+    nan_guard,
     optimizer_hook,
 )
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig, sampler_seed_hook

@@ -11,7 +11,6 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     checkpoint,
     ema,
     evaluation,
-    guards,
     logger,
     optimizer,
     sampler_seed,

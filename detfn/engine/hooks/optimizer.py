@@ -1,7 +1,12 @@
-"""The optimizer hook (``after_train_iter``, ABOVE_NORMAL: after the schedules set
-``state.hyper``): accumulation, fp16 loss scaling, clipping, the gradient check, the update. Its
-state (``accum``: grads summed so far, ``scaler``) is in ``state.hooks["optimizer"]``, so a resume
-continues an accumulation window and the loss scale.
+"""The optimizer hook and, before it, the NaN guard.
+
+The NaN guard (priority 35) stops the run with an error naming the iteration and the loss term,
+so a non-finite loss never reaches the weights (one device sync: all terms tested at once).
+
+The optimizer hook (``after_train_iter``, ABOVE_NORMAL: after the schedules set ``state.hyper``):
+accumulation, fp16 loss scaling, clipping, the gradient check, the update. Its state (``accum``,
+``scaler``) is in ``state.hooks["optimizer"]``, so a resume continues an accumulation window and
+the loss scale.
 
 * Accumulation (mmcv's ``GradientCumulativeOptimizerHook``): grads are divided by
   ``cumulative_iters`` (the remainder's size at the end of the run); the update happens every
@@ -16,6 +21,7 @@ continues an accumulation window and the loss scale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -23,7 +29,8 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.events import Event, Hook, Priority, Stage
+from detfn.engine.combinators import only_at
+from detfn.engine.events import Event, Hook, HookConfig, Priority, Stage, get_priority
 from detfn.engine.optim import Optimizer
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
@@ -213,3 +220,47 @@ def optimizer_hook(
 
     outputs = dict(reads=("grads",), writes=("grad_norm", "loss_scale"))
     return Hook(OPTIMIZER_HOOK, fn, int(Priority.ABOVE_NORMAL), **outputs)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf (at ``iteration``, ``epoch``; ``terms``: name -> value)."""
+
+    def __init__(self, message: str, iteration: int, epoch: int, terms: dict[str, float]):
+        super().__init__(message)
+        self.iteration = iteration
+        self.epoch = epoch
+        self.terms = terms
+
+
+@dataclass(frozen=True)
+class NanGuardConfig(HookConfig):
+    """Priority 35: before the optimizer step."""
+
+    priority: int | str = 35
+
+
+def check_losses(event: Event) -> None:
+    """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
+    state, outputs = event.state, event.outputs
+    terms = {"loss": outputs.loss}
+    for name, value in outputs.losses.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            terms[name] = value
+    stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+    if bool(stacked.isfinite().all()):
+        return
+    values = dict(zip(terms, stacked.tolist()))
+    bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
+    culprit = bad[0] if bad else "loss"
+    listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
+    raise NonFiniteLossError(
+        f"non-finite loss term {culprit!r} at iteration {state.iter} "
+        f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
+        *(state.iter, state.epoch, values),
+    )
+
+
+@register(NanGuardConfig)
+def nan_guard(cfg: NanGuardConfig) -> Hook:
+    fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
+    return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))
