@@ -39,16 +39,27 @@ LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
-class TextLoggerHookConfig(HookConfig):
-    """Console + JSON-lines logger (mmcv ``TextLoggerHook``). Priority VERY_LOW: after the timer
-    and the evaluation hook (LOW) have written their outputs."""
+class LoggerHookConfig(HookConfig):
+    """What every logger has (mmcv ``LoggerHook``). Priority VERY_LOW: after the timer and the
+    evaluation hook (LOW) have written their outputs."""
 
     interval: int = 10
-    """Write a train record every ``interval`` iterations."""
+    """Write a train record every ``interval`` iterations (the means over the interval)."""
     ignore_last: bool = True
     """Skip the partial last interval of an epoch (mmcv default)."""
     by_epoch: bool = True
     """Count ``interval`` within the epoch (and show epoch progress) or globally."""
+    priority: int | str = "VERY_LOW"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "interval")
+
+
+@dataclass(frozen=True)
+class TextLoggerHookConfig(LoggerHookConfig):
+    """Console + JSON-lines logger (mmcv ``TextLoggerHook``)."""
+
     console: bool = True
     json_file: bool = True
     """Append records to ``<out_dir>/metrics.jsonl``."""
@@ -56,11 +67,9 @@ class TextLoggerHookConfig(HookConfig):
     """Directory of the JSON-lines file; None uses the run's work_dir."""
     bar_width: int = 30
     """Characters of the text progress bar; 0 hides it."""
-    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "interval")
         if self.bar_width < 0:
             fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
 
@@ -164,7 +173,7 @@ def drop_records_after(path: pathlib.Path, done: int) -> None:
 
 def logger_hook(
     name: str,
-    cfg: Any,
+    cfg: LoggerHookConfig,
     open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
     write_train: Callable[[Any, Event, dict[str, float]], None],
     write_val: Callable[[Any, Event, dict[str, Any]], None],

@@ -10,33 +10,21 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
-from detfn.engine.events import Event, Hook, HookConfig
+from detfn.engine.events import Event, Hook
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import logger_hook
+from detfn.engine.hooks.logger import LoggerHookConfig, logger_hook
 from detfn.registry import register
 
 TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True)
-class TensorBoardHookConfig(HookConfig):
-    """Priority VERY_LOW: after the timer and the evaluation hook have written their outputs."""
-
+class TensorBoardHookConfig(LoggerHookConfig):
     interval: int = 50
-    """Write a point every ``interval`` iterations (means over the interval)."""
-    by_epoch: bool = True
-    """Count ``interval`` within the epoch, as the text logger does."""
-    ignore_last: bool = True
-    """Skip the partial last interval of an epoch (mmcv default)."""
+    """Write a point every ``interval`` iterations (the means over the interval)."""
     log_dir: str | None = None
     """None writes to ``<work_dir>/tf_logs``."""
-    priority: int | str = "VERY_LOW"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self, "interval")
 
 
 @register(TensorBoardHookConfig)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detfn.config import check_positive, to_dict
-from detfn.engine.events import Event, Hook, HookConfig
-from detfn.engine.hooks.logger import logger_hook
+from detfn.config import to_dict
+from detfn.engine.events import Event, Hook
+from detfn.engine.hooks.logger import LoggerHookConfig, logger_hook
 from detfn.registry import register
 
 WANDB = "wandb"
@@ -27,7 +27,7 @@ _ENV_ALIASES = {"run": "online", "dryrun": "offline"}
 
 
 @dataclass(frozen=True)
-class WandbHookConfig(HookConfig):
+class WandbHookConfig(LoggerHookConfig):
     """Weights & Biases logging (mmcv ``WandbLoggerHook``, interval 10)."""
 
     project: str | None = None
@@ -37,15 +37,7 @@ class WandbHookConfig(HookConfig):
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     dir: str | None = None
     """Where wandb writes its files; None uses the run's work_dir."""
-    interval: int = 10
-    by_epoch: bool = True
-    ignore_last: bool = True
     log_config: bool = True
-    priority: int | str = "VERY_LOW"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self, "interval")
 
 
 def has_api_key(environ: Mapping[str, str] | None = None, netrc_file: str | None = None) -> bool:
