@@ -117,14 +117,10 @@ class Priority(IntEnum):
 def get_priority(priority: int | str | Priority) -> int:
     """An int in [0, 100], a :class:`Priority`, or a level name in any case -> the int value;
     any other type is a TypeError (mmcv's ``get_priority`` contract)."""
-    if isinstance(priority, Priority):
-        return int(priority)
-    if isinstance(priority, bool):
-        raise TypeError("priority must be an integer or Priority enum value")
-    if isinstance(priority, int):
+    if isinstance(priority, int) and not isinstance(priority, bool):  # a Priority is an int
         if not 0 <= priority <= 100:
             raise ValueError("priority must be between 0 and 100")
-        return priority
+        return int(priority)
     if isinstance(priority, str):
         try:
             return int(Priority[priority.upper()])

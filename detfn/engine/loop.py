@@ -79,7 +79,6 @@ class RunContext:
     train_step: TrainStep | None = None
     val_step: Callable[[TrainState, Any], Mapping[str, Any]] | None = None
     evaluate: Callable[[TrainState], Mapping[str, float]] | None = None
-    device: torch.device | str = "cpu"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("detfn"))
 
 

@@ -176,22 +176,6 @@ def initial_hyperparams(groups: Sequence[ParamGroup]) -> dict[str, tuple[float, 
     return {name: tuple(getattr(g, name) for g in groups) for name in HYPERPARAMETERS}
 
 
-def _group_values(groups: Sequence[ParamGroup], hyper: Hyper) -> list[dict[str, float]]:
-    """Per group, ``hyper``'s value of each name, else the group's configured one."""
-    values = [{name: getattr(g, name) for name in HYPERPARAMETERS} for g in groups]
-    for name, given in hyper.items():
-        if name not in HYPERPARAMETERS:
-            raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {HYPERPARAMETERS}")
-        if len(given) != len(groups):
-            raise ValueError(
-                f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
-                f"values; state.hyper[{name!r}] needs one per group"
-            )
-        for group_values, value in zip(values, given):
-            group_values[name] = value
-    return values
-
-
 def per_group_optimizer(
     cfg: Any, params: Params, norm_names: Iterable[str], momentum: float, init, step: Callable
 ) -> Optimizer:
@@ -201,7 +185,19 @@ def per_group_optimizer(
                                weight_decay=cfg.weight_decay, momentum=momentum)  # fmt: skip
 
     def update(grads: Params, state: OptState, params: Params, hyper: Hyper):
-        for group, values in zip(groups, _group_values(groups, hyper)):
+        for name, given in hyper.items():
+            if name not in HYPERPARAMETERS:
+                raise ValueError(
+                    f"optimizer has no hyperparameter {name!r}; it has {HYPERPARAMETERS}"
+                )
+            if len(given) != len(groups):
+                raise ValueError(
+                    f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
+                    f"values; state.hyper[{name!r}] needs one per group"
+                )
+        for i, group in enumerate(groups):
+            # the scheduled value of each name, else the group's configured one
+            values = {k: hyper[k][i] if k in hyper else getattr(group, k) for k in HYPERPARAMETERS}
             names = [n for n in group.names if n in grads]
             missing = [n for n in names if n not in params]
             if missing:

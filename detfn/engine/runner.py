@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io
+from detfn.engine import checkpoint_io, session
 from detfn.engine.driver import drive
 from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
@@ -29,16 +29,6 @@ from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
-from detfn.engine.session import (
-    SIGTERM_REASON,
-    RunStopped,
-    dump_config,
-    make_logger,
-    remove_stale_tmp,
-    sigterm_requests_stop,
-    stop_request_hook,
-    work_dir_lock,
-)
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build, builder_for, tag_of
@@ -242,12 +232,13 @@ def train(
     with contextlib.ExitStack() as edges:
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
-            edges.enter_context(work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume)))
-            remove_stale_tmp(work_dir)
-            dump_config(run_cfg, work_dir)
-        stop = edges.enter_context(sigterm_requests_stop())
+            edges.enter_context(
+                session.work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume))
+            )
+            session.dump_config(run_cfg, work_dir)
+        stop = edges.enter_context(session.sigterm_requests_stop())
         cfg = for_iterations(cfg, len(train_loader))
-        logger = logger or make_logger("detfn", work_dir)
+        logger = logger or session.make_logger("detfn", work_dir)
         optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
         state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
         fp16 = cfg.optimizer_hook.precision == "fp16"
@@ -257,14 +248,13 @@ def train(
         )  # fmt: skip
         run = RunContext(
             cfg=run_cfg, work_dir=work_dir, train_loader=train_loader, val_loader=val_loader,
-            loss_fn=loss_fn, train_step=step, val_step=val_step, evaluate=evaluate,
-            device=device, logger=logger,
+            loss_fn=loss_fn, train_step=step, val_step=val_step, evaluate=evaluate, logger=logger,
         )  # fmt: skip
-        hooks = [*hooks, stop_request_hook(stop)]
+        hooks = [*hooks, session.stop_request_hook(stop)]
         all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
         final = drive(train_loop(state, run, cfg.workflow), all_hooks)
-    if final.stop_reason == SIGTERM_REASON:
-        raise RunStopped(
+    if final.stop_reason == session.SIGTERM_REASON:
+        raise session.RunStopped(
             f"stopped by SIGTERM after iteration {final.iter}; the final state is saved in "
             f"{work_dir}; run again with auto_resume=True to continue"
         )

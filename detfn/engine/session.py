@@ -34,7 +34,7 @@ from typing import Any
 from detfn.config import save, to_json
 from detfn.dist.comm import is_main_process
 from detfn.dist.env_info import collect_env, env_header
-from detfn.engine.combinators import only_at
+from detfn.engine.combinators import only_at, when
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
@@ -56,17 +56,10 @@ class RunStopped(RuntimeError):
     """A run ended early on a stop request (SIGTERM); its final state is saved."""
 
 
-def remove_stale_tmp(work_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Delete the ``*.tmp`` files of killed atomic writes; returns them."""
-    stale = sorted(work_dir.glob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
 @contextlib.contextmanager
 def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
-    """Hold the work dir's lock for the duration of the block (see module docstring)."""
+    """Hold the work dir's lock for the duration of the block and, holding it, remove stale
+    ``*.tmp`` files (see module docstring)."""
     path = work_dir / LOCK_FILE
     left_behind = path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,6 +81,8 @@ def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
         owned = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        for stale in work_dir.glob(".*.tmp"):  # what killed atomic writes left
+            stale.unlink(missing_ok=True)
         yield
     finally:
         if owned:  # a run that ends in Python (finished, failed, stopped) frees the dir
@@ -164,15 +159,14 @@ def make_logger(
     return logger
 
 
-def env_header_fn(event: Event) -> None:
-    logger = getattr(event.run, "logger", None)
-    if event.stage is not Stage.BEFORE_RUN or not is_main_process() or logger is None:
-        return
+def log_env_header(event: Event) -> None:
     cfg = getattr(event.run, "cfg", None)
     text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
-    logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
+    event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
 
 
 def env_header_hook() -> Hook:
-    """The header hook (HIGHEST priority: the header comes first)."""
-    return Hook("env_header", env_header_fn, int(Priority.HIGHEST))
+    """The header hook (HIGHEST priority: the header comes first), on rank 0."""
+    logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
+    fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
+    return Hook("env_header", fn, int(Priority.HIGHEST))

@@ -114,18 +114,6 @@ def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
     )
 
 
-def weights_to_evaluate(state: TrainState, use_ema: bool, ema_key: str) -> TrainState:
-    """``state`` with the EMA hook's averaged params/buffers in place, when there are any."""
-    ema = state.hooks.get(ema_key) if use_ema else None
-    if not isinstance(ema, Mapping) or not ema.get("params"):
-        return state
-    return dataclasses.replace(
-        state,
-        params={**state.params, **ema["params"]},
-        buffers={**state.buffers, **(ema.get("buffers") or {})},
-    )
-
-
 def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
     if not callable(getattr(event.run, "evaluate", None)):
         raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
@@ -140,7 +128,12 @@ def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
 def _evaluate(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
     """Evaluate into the outputs; update the best checkpoint."""
     state = event.state
-    metrics = numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
+    ema, weights = state.hooks.get(cfg.ema_key) if cfg.use_ema else None, state
+    if isinstance(ema, Mapping) and ema.get("params"):  # the EMA hook's averaged weights
+        params = {**state.params, **ema["params"]}
+        buffers = {**state.buffers, **(ema.get("buffers") or {})}
+        weights = dataclasses.replace(state, params=params, buffers=buffers)
+    metrics = numbers(event.run.evaluate(weights))
     event.outputs.metrics = metrics
     if cfg.save_best is None:
         return None

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.combinators import only_at
+from detfn.engine.combinators import compose, only_at
 from detfn.engine.events import Event, Hook, HookConfig, Priority, Stage, get_priority
 from detfn.engine.optim import Optimizer
 from detfn.engine.state import TrainState, with_hook_state
@@ -151,20 +151,6 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
     return accum
 
 
-def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], iteration: int):
-    """Raise :class:`NonFiniteGradError` when ``norm`` is not finite (one device sync)."""
-    if bool(torch.isfinite(norm)):
-        return
-    bad = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
-    raise NonFiniteGradError(
-        f"non-finite gradient at iteration {iteration} (total norm {float(norm)}) in "
-        f"{len(bad)} parameters: {bad[:5]}{' ...' if len(bad) > 5 else ''}; the update is "
-        "refused so no non-finite weights are saved",
-        iteration,
-        bad,
-    )
-
-
 @register(OptimizerHookConfig)
 def optimizer_hook(
     cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
@@ -205,19 +191,24 @@ def optimizer_hook(
             outputs.grad_norm = clip_grad_norm_(tensors, clip.max_norm, clip.norm_type)
         elif cfg.check_grads:
             outputs.grad_norm = total_norm(tensors)
-        if cfg.check_grads:
-            _refuse_non_finite(outputs.grad_norm, accum, state.iter)
+        if cfg.check_grads and not bool(torch.isfinite(outputs.grad_norm)):  # one device sync
+            bad = [n for n, g in accum.items() if not bool(torch.isfinite(g).all())]
+            raise NonFiniteGradError(
+                f"non-finite gradient at iteration {state.iter} (total norm "
+                f"{float(outputs.grad_norm)}) in {len(bad)} parameters: {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}; the update is refused so no non-finite "
+                "weights are saved", state.iter, bad,
+            )  # fmt: skip
         params, opt_state = optimizer.update(accum, state.opt_state, state.params, state.hyper)
         new = replace(state, params=params, opt_state=opt_state)
         return with_hook_state(new, OPTIMIZER_HOOK, mine)
 
-    def fn(event: Event) -> TrainState | None:
-        if event.stage is Stage.BEFORE_RUN and OPTIMIZER_HOOK not in event.state.hooks:
-            return with_hook_state(event.state, OPTIMIZER_HOOK, initial())
-        if event.stage is Stage.AFTER_TRAIN_ITER:
-            return on_iter(event)
-        return None
+    def start(event: Event) -> TrainState | None:  # a resumed state keeps its window and scale
+        if OPTIMIZER_HOOK in event.state.hooks:
+            return None
+        return with_hook_state(event.state, OPTIMIZER_HOOK, initial())
 
+    fn = compose(only_at(Stage.BEFORE_RUN, start), only_at(Stage.AFTER_TRAIN_ITER, on_iter))
     outputs = dict(reads=("grads",), writes=("grad_norm", "loss_scale"))
     return Hook(OPTIMIZER_HOOK, fn, int(Priority.ABOVE_NORMAL), **outputs)
 

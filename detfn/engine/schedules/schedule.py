@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from detfn.config import Config, check, fail
+from detfn.engine.combinators import compose, only_at
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState, run_max_iters
 
@@ -155,13 +156,14 @@ def schedule_hook(param: str, cfg: Schedule) -> Hook:
             )
         return values
 
-    def fn(event: Event) -> TrainState | None:
+    def set_values(event: Event) -> TrainState | None:
         state = event.state
-        if event.stage is Stage.BEFORE_RUN:
-            cfg.check_run(bases(state), state)
-            return None
         values = cfg.values_at(event.stage, state, bases(state), divides)
         return None if values is None else replace(state, hyper={**state.hyper, param: values})
 
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, lambda event: cfg.check_run(bases(event.state), event.state)),
+        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_TRAIN_ITER), set_values),
+    )
     priority = Priority.VERY_HIGH if param == "lr" else Priority.HIGH
     return Hook(name=param, fn=fn, priority=int(priority))
