@@ -21,10 +21,9 @@ from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.logger import TextLoggerHookConfig
+from detfn.engine.hooks.logger import TextLoggerHookConfig, TimerHookConfig
 from detfn.engine.hooks.optimizer import NanGuardConfig, OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
-from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams

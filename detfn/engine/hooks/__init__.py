@@ -15,6 +15,5 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     optimizer,
     sampler_seed,
     tensorboard,
-    timer,
     wandb,
 )

@@ -1,5 +1,9 @@
-"""The logger hook over a sink, and the text logger: console lines with ETA and a progress bar,
-and a JSON-lines metrics file (mmcv's ``TextLoggerHook``).
+"""What the loggers log: the iteration timer, the logger hook over a sink, and the text logger
+(console lines with ETA and a progress bar, and a JSON-lines metrics file).
+
+The timer (mmcv's ``IterTimerHook``) reads a clock at the start of the epoch and after each
+iteration: ``data_time`` is the gap until ``before_*_iter`` (the loader's share), ``time`` the gap
+until ``after_*_iter`` (the whole iteration); the last reading is in ``state.hooks["timer"]``.
 
 A train record (``mode``, ``epoch``, ``iter``, ``global_iter`` = iterations done, ``lr`` /
 ``momentum`` of group 0 and ``*_groups``, ``data_time``, ``time``, each loss, ``loss``,
@@ -15,6 +19,7 @@ import datetime
 import json
 import logging
 import pathlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,12 +35,49 @@ from detfn.engine.session import METRICS_FILE
 from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
+TIMER = "timer"
 TEXT_LOGGER = "text_logger"
 _TIMING_KEYS = ("data_time", "time")
 _HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
 _SCHEDULE_KEYS = ("lr", "momentum", "lr_groups", "momentum_groups")
 # what the loggers read when some hook produces it
 LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
+
+
+@dataclass(frozen=True)
+class TimerHookConfig(HookConfig):
+    """Priority LOW: after the optimizer step and the checkpoint, so ``time`` covers the whole
+    iteration, and before the loggers (VERY_LOW)."""
+
+    priority: int | str = "LOW"
+
+
+@register(TimerHookConfig)
+def build_timer_hook(
+    cfg: TimerHookConfig, *, clock: Callable[[], float] = time.perf_counter, **context: Any
+) -> Hook:
+    """``clock``: seconds, monotonic."""
+
+    def start(event: Event) -> TrainState:
+        return with_hook_state(event.state, TIMER, {"last": clock(), "data_time": 0.0})
+
+    def loaded(event: Event) -> TrainState:
+        # a run resumed mid-epoch has no epoch start: take a fresh reading
+        last = (event.state.hooks.get(TIMER) or {"last": clock()})["last"]
+        return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
+
+    def done(event: Event) -> TrainState:
+        before, now = event.state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0}, clock()
+        event.outputs.data_time = before["data_time"]
+        event.outputs.time = now - before["last"]
+        return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
+
+    fn = compose(
+        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_VAL_EPOCH), start),
+        only_at((Stage.BEFORE_TRAIN_ITER, Stage.BEFORE_VAL_ITER), loaded),
+        only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_ITER), done),
+    )
+    return Hook(TIMER, fn, get_priority(cfg.priority), writes=("data_time", "time"))
 
 
 @dataclass(frozen=True)

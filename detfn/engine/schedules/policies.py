@@ -25,8 +25,7 @@ AnnealStrategy = Literal["cos", "linear"]
 def annealing_cos(start: float, end: float, factor: float, weight: float = 1.0) -> float:
     """Cosine from ``weight * start + (1 - weight) * end`` (factor 0) down to ``end`` (factor 1);
     ``weight`` < 1 lowers the start of a restarted cycle (CosineRestart's weights)."""
-    cos_out = cos(pi * factor) + 1
-    return end + 0.5 * weight * (start - end) * cos_out
+    return end + 0.5 * weight * (start - end) * (cos(pi * factor) + 1)
 
 
 def annealing_linear(start: float, end: float, factor: float) -> float:
@@ -63,8 +62,8 @@ class StepSchedule(Schedule):
     """``base * gamma ** n`` after ``n`` steps, never below ``min_value``.
 
     Attributes:
-        step: an int decays every ``step`` epochs/iterations; a tuple lists the milestones.
-            mmcv requires it; detfn defaults to the 1x schedule's (8, 11).
+        step: an int decays every ``step`` epochs/iterations; a tuple lists the milestones
+            (mmcv requires it; detfn defaults to the 1x schedule's).
         gamma: decay factor per step (mmcv's lr default; its momentum default is 0.5).
     """
 
@@ -196,8 +195,7 @@ class CosineRestartSchedule(CosineSchedule):
     """Cosine annealing restarted at the end of each period (SGDR).
 
     Attributes:
-        periods: length of each cycle in epochs/iterations, together covering the run. mmcv
-            requires it; None means one period spanning the whole run.
+        periods: each cycle's length, together covering the run (None: one period).
         restart_weights: the peak of cycle ``i`` is ``w_i * base + (1 - w_i) * target``.
     """
 
@@ -225,16 +223,13 @@ class CosineRestartSchedule(CosineSchedule):
 
 @dataclass(frozen=True)
 class CyclicSchedule(Schedule):
-    """mmcv's cyclic policy; iteration-based only. The run is split into ``cyclic_times``
-    cycles; each rises from ``base`` to ``base * peak`` during ``int(step_ratio_up * cycle)``
-    iterations, then goes to ``base * low``; cycle ``c``'s peak ratio is ``1 - s + peak * s``,
-    ``s = gamma ** c``.
+    """mmcv's cyclic policy, iteration-based: each of ``cyclic_times`` cycles rises from
+    ``base`` to ``base * peak`` over ``step_ratio_up`` of it, then goes to ``base * low``.
 
     Attributes:
-        target_ratio: (peak, end) as multiples of the base; a single ``r`` means
-            ``(r, r / 1e5)``. The default is mmcv's lr one; its momentum one is (0.85/0.95, 1).
-        cyclic_times: cycles in the run. step_ratio_up: rising fraction of a cycle, in [0, 1).
-        gamma: in (0, 1]; each cycle's peak shrinks toward the base by this factor.
+        target_ratio: (peak, low) as multiples of the base; a single ``r`` means ``(r, r / 1e5)``
+            (mmcv's lr default; its momentum one is (0.85/0.95, 1)).
+        gamma: in (0, 1]; cycle ``c``'s peak ratio is ``1 - s + peak * s``, ``s = gamma ** c``.
     """
 
     by_epoch: bool = False
@@ -290,19 +285,16 @@ def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[flo
 
 @dataclass(frozen=True)
 class OneCycleSchedule(Schedule):
-    """The 1cycle policy (Smith & Topin; torch's ``OneCycleLR``); iteration-based only.
-
-    Rising (the lr's cycle): from ``max_value / div_factor`` up to ``max_value`` over
-    ``pct_start`` of the cycle, then down to ``max_value / div_factor / final_div_factor``.
-    ``inverse`` (the momentum's cycle, mmcv's ``OneCycleMomentumUpdaterHook``): from
-    ``max_value`` down to ``min_value`` while the lr rises, then back.
+    """The 1cycle policy (torch's ``OneCycleLR``), iteration-based: from ``max_value /
+    div_factor`` up to ``max_value`` over ``pct_start`` of the cycle, then down to ``max_value /
+    div_factor / final_div_factor``; ``inverse`` (the momentum's, mmcv's
+    ``OneCycleMomentumUpdaterHook``): from ``max_value`` down to ``min_value`` and back.
 
     Attributes:
         max_value: one number or one per group; None takes each group's configured value.
         min_value: the low point of an ``inverse`` cycle (mmcv's ``base_momentum``, 0.85).
         total_steps: iterations in the cycle; None means the run's ``max_iters``.
-        three_phase: rise, fall back symmetrically, then anneal to the final value
-            (``inverse``: hold ``max_value`` in the third phase).
+        three_phase: rise, fall back, then anneal to the final value (``inverse``: hold).
     """
 
     by_epoch: bool = False

@@ -45,14 +45,11 @@ class Schedule(Config):
     """Fields every policy has; not a policy itself.
 
     Attributes:
-        by_epoch: the regular value changes once per epoch (set when the epoch starts) instead of
-            every iteration. Warmup always counts global iterations.
-        warmup: None, 'constant', 'linear' or 'exp'. Only this switches warmup on.
-        warmup_iters: warmup length in iterations (in epochs when ``warmup_by_epoch``).
+        by_epoch: the regular value changes when an epoch starts instead of every iteration.
+        warmup: None, 'constant', 'linear' or 'exp' (only this switches warmup on).
+        warmup_iters: warmup length in global iterations (epochs when ``warmup_by_epoch``).
         warmup_ratio: the warmup factor at iteration 0.
-        warmup_by_epoch: ``warmup_iters`` counts epochs.
-        warmup_divides: divide by the warmup factor instead of multiplying; None: divide for
-            ``momentum`` (mmcv's momentum warmup), multiply for everything else.
+        warmup_divides: divide by the warmup factor; None: for ``momentum`` only (mmcv's).
     """
 
     by_epoch: bool = True
