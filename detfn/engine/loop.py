@@ -63,12 +63,11 @@ class RunContext:
         cfg: the experiment config (any dataclass), for loggers and checkpoints.
         train_loader: ``len()`` batches per epoch; optionally ``set_epoch(e)`` and
             ``state_dict()`` / ``load_state_dict(d)`` for mid-epoch resume.
-        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``; ``train_step``: ``step(state,
-            batch) -> outputs`` (None builds ``make_train_step(loss_fn)``).
-        val_step: ``val_step(state, batch) -> dict`` of scalars (and ``batch_size``), run under
-            ``no_grad`` over ``val_loader``; a val phase's metrics are their batch-size-weighted
-            means. evaluate: ``evaluate(state) -> metrics``, for evaluation hooks, and for a val
-            phase without ``val_step``.
+        train_step: ``step(state, batch) -> outputs``; None builds ``make_train_step(loss_fn)``.
+        val_step: ``val_step(state, batch) -> dict`` of scalars, under ``no_grad``; a val
+            phase's metrics are their batch-size-weighted means over ``val_loader``.
+        evaluate: ``evaluate(state) -> metrics``, for evaluation hooks and a val phase without
+            ``val_step``.
     """
 
     cfg: Any = None

@@ -40,27 +40,22 @@ DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
 
 @dataclass(frozen=True)
 class RunnerConfig(Config):
-    """Everything about a training run except the model and the data (mmdet's schedule and
-    runtime files). The defaults are mmdetection's 1x schedule and default runtime.
+    """Everything about a training run but the model and the data; the defaults are
+    mmdetection's 1x schedule and default runtime.
 
     Attributes:
-        max_epochs / max_iters: set one; epoch-based when ``max_epochs`` is. With neither,
-            ``max_epochs`` is 12 (mmdetection's 1x schedule).
+        max_epochs / max_iters: set one (epoch-based when ``max_epochs`` is; neither: 12 epochs).
         workflow: mmcv's phases, e.g. ``(("train", 1), ("val", 1))``.
         grad_backend: "autograd" (default, fastest) or "func" (torch.func.grad_and_value).
         lr / momentum / weight_decay: schedules of the optimizer's per-group values
             (:mod:`detfn.engine.schedules`); None keeps the configured value.
-        checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
-        ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
-        custom_hooks: mmcv's ``custom_hooks``: registered hook configs, each with a
-            ``priority`` (e.g. ``EarlyStoppingConfig``, ``TensorBoardHookConfig``), built
-            through the registry after the default hooks and run in priority order (equal
-            priorities keep this order, as mmcv's ``register_hook_from_cfg``).
+        checkpoint ... sampler_seed: the default hooks (mmcv's, then detfn's); None drops one.
+        custom_hooks: mmcv's ``custom_hooks``: registered hook configs with a ``priority`` (e.g.
+            ``EarlyStoppingConfig``), built after the default hooks (ties keep this order).
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
             work dir's latest checkpoint when there is one.
         load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
-        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill;
-            fewer is an error naming the counts (none at all always is).
+        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill.
     """
 
     max_epochs: int | None = None

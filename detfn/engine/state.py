@@ -20,15 +20,12 @@ Hyper = Mapping[str, tuple[float, ...]]
 class TrainState:
     """Attributes:
     params / buffers: trainable parameters / everything else (BN statistics, frozen weights).
-    opt_state: the optimizer's state. max_epochs / max_iters: the run's length (one is set).
-    iters_per_epoch: the train loader's length (by-epoch schedules and warmup need it).
-    base: the configured value of every per-group hyperparameter (``{"lr": (...), "momentum":
-        (...), "weight_decay": (...)}``, multipliers applied): the one place schedules read
-        their base from; a resume takes it from the new run's config.
+    max_epochs / max_iters: the run's length (one is set); iters_per_epoch: the loader's.
+    base: the configured value of every per-group hyperparameter (``{"lr": (...), ...}``,
+        multipliers applied), where schedules read it; a resume takes the new config's.
     hyper: the current values, same keys: what the optimizer steps with; schedules set them.
-    rng: the global RNG states (:func:`capture_rng`: tensors and numbers, for weights-only
-        checkpoints), captured before ``after_train_iter`` and ``after_train_epoch``, restored
-        when a run starts. Data loaders carry their own ``torch.Generator``.
+    rng: the global RNG states (:func:`capture_rng`), captured before ``after_train_iter`` and
+        ``after_train_epoch``, restored when a run starts (loaders carry their own generator).
     hooks: per-hook state by hook name (tensors, numbers, str, lists/dicts of them).
     stop_reason: set by a hook that asks the loop to stop; once set it stays set.
     """
@@ -50,12 +47,10 @@ class TrainState:
 
     @property
     def lr(self) -> tuple[float, ...]:
-        """The current lr of each group."""
         return tuple(self.hyper.get("lr", ()))
 
     @property
-    def momentum(self) -> tuple[float, ...]:
-        """The current momentum (SGD) or beta1 (Adam) of each group."""
+    def momentum(self) -> tuple[float, ...]:  # SGD's momentum or Adam's beta1, per group
         return tuple(self.hyper.get("momentum", ()))
 
 

@@ -217,16 +217,15 @@ def logger_hook(
     name: str,
     cfg: LoggerHookConfig,
     open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
-    write_train: Callable[[Any, Event, dict[str, float]], None],
-    write_val: Callable[[Any, Event, dict[str, Any]], None],
+    write: Callable[[Any, Event, dict[str, Any]], None],
     close_sink: Callable[[Any, Event], None] | None = None,
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
     held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
-    process logs nothing) at ``before_run``; ``write_train(sink, event, train_record)`` when
-    :func:`log_due`; ``write_val(sink, event, val_record)`` for every ``outputs.metrics``;
-    ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running sums (``buffer``:
-    ``{"sums", "count"}``) and this process's iteration times (ETA)."""
+    process logs nothing) at ``before_run``; ``write(sink, event, record)`` with a train record
+    when :func:`log_due`, a val record (``record["mode"] == "val"``) for every
+    ``outputs.metrics``; ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running
+    sums (``buffer``: ``{"sums", "count"}``) and this process's iteration times (ETA)."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
 
@@ -265,13 +264,11 @@ def logger_hook(
             return state
         # the means since the previous record: the one device sync per record
         means = {k: float(v) / new["buffer"]["count"] for k, v in sums.items()}
-        write_train(
-            live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch)
-        )
+        write(live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch))
         return with_hook_state(state, name, {**new, "buffer": {}})
 
     def log_metrics(event: Event) -> None:
-        write_val(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
+        write(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
 
     def reset(event: Event) -> TrainState:
         return with_hook_state(event.state, name, {**mine(event), "buffer": {}})
@@ -299,28 +296,23 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
         drop_records_after(out_dir / METRICS_FILE, event.state.iter)
         return out_dir / METRICS_FILE, {}
 
-    def emit(path: pathlib.Path | None, event: Event, record: dict, eta: float | None) -> None:
+    def write(path: pathlib.Path | None, event: Event, record: dict[str, Any]) -> None:
+        state, loss, eta = event.state, event.outputs.loss, None
+        if record["mode"] == "train":
+            if isinstance(loss, torch.Tensor) and loss.is_cuda:  # the peak since the last record
+                record["memory"] = int(torch.cuda.max_memory_allocated(loss.device) // 1024**2)
+                torch.cuda.reset_peak_memory_stats(loss.device)
+            times, total = state.hooks[TEXT_LOGGER], run_max_iters(state)
+            if times["timed"] and total is not None:
+                eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
         if cfg.console:
             logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
+            logger.info(format_line(record, state, eta, cfg.by_epoch, cfg.bar_width))
         if path is not None:
             with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
                 f.write(json.dumps(record) + "\n")
 
-    def write_train(path: pathlib.Path | None, event: Event, record: dict[str, Any]) -> None:
-        state, times = event.state, event.state.hooks[TEXT_LOGGER]
-        loss = event.outputs.loss
-        if isinstance(loss, torch.Tensor) and loss.device.type == "cuda":  # peak since last record
-            record["memory"] = int(torch.cuda.max_memory_allocated(loss.device) // 1024**2)
-            torch.cuda.reset_peak_memory_stats(loss.device)
-        total, eta = run_max_iters(state), None
-        if times["timed"] and total is not None:
-            eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
-        emit(path, event, record, eta)
-
-    return logger_hook(
-        TEXT_LOGGER, cfg, open_log, write_train, lambda path, e, rec: emit(path, e, rec, None)
-    )
+    return logger_hook(TEXT_LOGGER, cfg, open_log, write)
 
 
 register(TextLoggerHookConfig)(text_logger_hook)

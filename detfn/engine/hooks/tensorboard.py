@@ -38,14 +38,11 @@ def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
         return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def write(mode: str, writer: Any, record: dict[str, Any]) -> None:
+    def write(writer: Any, event: Event, record: dict[str, Any]) -> None:
         for key, value in record.items():
             if isinstance(value, float):  # the numbers, group 0's lr and momentum
-                writer.add_scalar(f"{mode}/{key}", value, record["global_iter"])
-        if mode == "val":
+                writer.add_scalar(f"{record['mode']}/{key}", value, record["global_iter"])
+        if record["mode"] == "val":
             writer.flush()
 
-    return logger_hook(
-        TENSORBOARD, cfg, open_writer, lambda writer, _, record: write("train", writer, record),
-        lambda writer, _, record: write("val", writer, record), lambda writer, _: writer.close(),
-    )  # fmt: skip
+    return logger_hook(TENSORBOARD, cfg, open_writer, write, lambda writer, _: writer.close())

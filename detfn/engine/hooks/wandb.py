@@ -114,21 +114,16 @@ def build_wandb_hook(
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def write(mode: str, run: Any, record: dict[str, Any]) -> None:
+    def write(run: Any, event: Event, record: dict[str, Any]) -> None:
         """The numbers (``lr`` / ``momentum``: group 0's, ``lr_group1`` ... the others')."""
+        mode = record["mode"]
         values = {f"{mode}/{k}": v for k, v in record.items() if isinstance(v, float)}
         for key in ("lr", "momentum"):
             for group, value in enumerate(record.get(f"{key}_groups", [])[1:], start=1):
                 values[f"{mode}/{key}_group{group}"] = value
         run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
-    def write_train(run: Any, event: Event, record: dict[str, Any]) -> None:
-        write("train", run, record)
-
-    def write_val(run: Any, event: Event, record: dict[str, Any]) -> None:
-        write("val", run, record)
-
     def close(run: Any, event: Event) -> None:
         run.finish(exit_code=1 if event.error is not None else 0)
 
-    return logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
+    return logger_hook(WANDB, cfg, open_run, write, close)
