@@ -18,6 +18,7 @@ import errno
 import importlib.metadata
 import json
 import logging
+import math
 import numbers
 import os
 import pathlib
@@ -305,12 +306,10 @@ def _fit(
         )
     fitted = dict(like)
     for name in like.keys() - set(missing):
-        tensor, shape = like[name], tuple(stored[name].shape)
-        if shape != tuple(tensor.shape):
+        tensor, shape, own = like[name], tuple(stored[name].shape), tuple(like[name].shape)
+        if shape != own:
             label = f"{what}[{name!r}]" if strict else repr(name)
-            raise CheckpointError(
-                f"{where}: {label} has shape {shape}, the model has {tuple(tensor.shape)}"
-            )
+            raise CheckpointError(f"{where}: {label} has shape {shape}, the model has {own}")
         fitted[name] = stored[name].to(device=tensor.device, dtype=tensor.dtype)
     return fitted, missing
 
@@ -334,12 +333,9 @@ def save_event_state(event: Event, state: TrainState, path: pathlib.Path, optimi
     finite (one fused reduction): only a finite checkpoint may become ``latest``."""
     saved = advance_counters(state, event.stage)
     save_checkpoint(path, saved, meta=run_meta(event.run, event.stage), save_optimizer=optimizer)
-    tensors = [
-        t for t in (*saved.params.values(), *saved.buffers.values()) if t.is_floating_point()
-    ]
-    if not tensors or bool(
-        torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all()
-    ):
+    weights = (*saved.params.values(), *saved.buffers.values())
+    tensors = [t for t in weights if t.is_floating_point()]
+    if not tensors or bool(torch.stack(torch._foreach_norm(tensors, math.inf)).isfinite().all()):
         return True
     logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
     logger.warning("%s holds non-finite weights; latest still points at the previous file", path)

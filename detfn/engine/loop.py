@@ -135,9 +135,7 @@ class _Loop:
             per_epoch = len(self.run.train_loader)
             if per_epoch < 1:
                 raise ValueError(f"the train loader has len() == {per_epoch}; it needs batches")
-            max_iters = (
-                state.max_iters if state.max_epochs is None else state.max_epochs * per_epoch
-            )
+            max_iters = state.max_epochs * per_epoch if state.max_epochs else state.max_iters
             state = replace(state, iters_per_epoch=per_epoch, max_iters=max_iters)
             state = yield from self.emit(Stage.BEFORE_RUN, state)
             while not self.finished(state) and state.stop_reason is None:

@@ -186,10 +186,9 @@ def per_group_optimizer(
 
     def update(grads: Params, state: OptState, params: Params, hyper: Hyper):
         for name, given in hyper.items():
-            if name not in HYPERPARAMETERS:
-                raise ValueError(
-                    f"optimizer has no hyperparameter {name!r}; it has {HYPERPARAMETERS}"
-                )
+            known = HYPERPARAMETERS
+            if name not in known:
+                raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {known}")
             if len(given) != len(groups):
                 raise ValueError(
                     f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "

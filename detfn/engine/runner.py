@@ -141,9 +141,8 @@ def build_hooks(
     ``{"timer": {"clock": fake_clock}}``; a custom hook config's under its registry tag."""
     context = context or {}
     hooks = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
-    hooks.append(
-        build(cfg.optimizer_hook, optimizer=optimizer, **context.get("optimizer_hook", {}))
-    )
+    optimizer_context = context.get("optimizer_hook", {})
+    hooks.append(build(cfg.optimizer_hook, optimizer=optimizer, **optimizer_context))
     for key in SLOTS:
         if getattr(cfg, key) is not None:
             hooks.append(build(getattr(cfg, key), **context.get(key, {})))
@@ -226,9 +225,8 @@ def train(
     with contextlib.ExitStack() as edges:
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
-            edges.enter_context(
-                session.work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume))
-            )
+            resuming = bool(cfg.resume_from or cfg.auto_resume)
+            edges.enter_context(session.work_dir_lock(work_dir, resuming))
             session.dump_config(run_cfg, work_dir)
         stop = edges.enter_context(session.sigterm_requests_stop())
         cfg = for_iterations(cfg, len(train_loader))

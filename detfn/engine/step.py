@@ -25,9 +25,8 @@ Backend = Literal["autograd", "func"]
 
 def _check_loss(loss: Any) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        got = (
-            f"Tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss)
-        )
+        is_tensor = isinstance(loss, torch.Tensor)
+        got = f"Tensor of shape {tuple(loss.shape)}" if is_tensor else type(loss)
         raise TypeError(f"loss_fn must return (loss, aux) with loss a 0-d tensor, got {got}")
     return loss
 

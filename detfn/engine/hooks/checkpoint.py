@@ -92,24 +92,18 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
             (out_dir(event) / f"{unit}_{n}.pth").unlink(missing_ok=True)
         return new_state
 
-    def final(event: Event) -> TrainState | None:
+    def final(event: Event) -> TrainState | None:  # a state the interval rule did not save
         state = event.state
         done = state.epoch if cfg.by_epoch else state.iter
         total = state.max_epochs if cfg.by_epoch else run_max_iters(state)
-        on_grid = (cfg.interval > 0 and done % cfg.interval == 0) or (
-            cfg.save_last and done == total
-        )
-        if (
-            event.error is not None
-            or state.iter == 0
-            or (on_grid and not (cfg.by_epoch and state.inner_iter))
-        ):
+        saved = (cfg.interval > 0 and done % cfg.interval == 0) or (cfg.save_last and done == total)
+        if saved and not (cfg.by_epoch and state.inner_iter):
             return None
-        return write(
-            event, f"iter_{state.iter}.pth", (state.hooks.get(CHECKPOINT) or {"kept": []})["kept"]
-        )
+        kept = (state.hooks.get(CHECKPOINT) or {"kept": []})["kept"]
+        return write(event, f"iter_{state.iter}.pth", kept)
 
     never = lambda event: False  # noqa: E731
+    finished = lambda event: event.error is None and event.state.iter > 0  # noqa: E731
     due = any_of(
         nth(cfg.interval, unit) if cfg.interval > 0 else never,
         last(unit) if cfg.save_last else never,
@@ -118,6 +112,6 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),
         only_at(after, when(due, save)),
-        only_at(Stage.AFTER_RUN, final),
+        only_at(Stage.AFTER_RUN, when(finished, final)),
     )
     return Hook(CHECKPOINT, fn, get_priority(cfg.priority))

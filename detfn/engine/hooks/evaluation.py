@@ -109,9 +109,8 @@ def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
     before = Stage.BEFORE_TRAIN_EPOCH if cfg.by_epoch else Stage.BEFORE_TRAIN_ITER
     after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
     fresh = lambda event: cfg.start == 0 and event.state.iter == 0  # noqa: E731
-    return any_of(
-        all_of(at(before), fresh), all_of(at(after), nth(cfg.interval, unit, start=cfg.start))
-    )
+    every = nth(cfg.interval, unit, start=cfg.start)
+    return any_of(all_of(at(before), fresh), all_of(at(after), every))
 
 
 def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:

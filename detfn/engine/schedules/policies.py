@@ -271,10 +271,8 @@ class CyclicSchedule(Schedule):
 def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[float, ...]:
     """Last iteration of each one-cycle phase; an error for phases that do not follow each other
     (a cycle too short for ``pct_start``)."""
-    first = float(pct_start * steps) - 1
-    ends = (
-        (first, float(2 * pct_start * steps) - 2, steps - 1) if three_phase else (first, steps - 1)
-    )
+    first, last = float(pct_start * steps) - 1, steps - 1
+    ends = (first, float(2 * pct_start * steps) - 2, last) if three_phase else (first, last)
     if any(end <= start for start, end in zip((0, *ends[:-1]), ends)):
         raise ValueError(
             f"one-cycle phases end at iterations {ends}, which do not increase from 0: "
@@ -313,10 +311,9 @@ class OneCycleSchedule(Schedule):
         _check_per_iteration(self)
         ok = isinstance(self.pct_start, float) and 0 <= self.pct_start <= 1
         check(self, "pct_start", ok, f"must be a float in [0, 1], got {self.pct_start!r}")
-        ok = self.total_steps is None or (
-            isinstance(self.total_steps, int) and self.total_steps > 0
-        )
-        check(self, "total_steps", ok, f"must be a positive int or None, got {self.total_steps!r}")
+        steps = self.total_steps
+        ok = steps is None or (isinstance(steps, int) and steps > 0)
+        check(self, "total_steps", ok, f"must be a positive int or None, got {steps!r}")
         check_positive(self, "div_factor", "final_div_factor")
         ok = not self.inverse or self.min_value is not None
         check(self, "min_value", ok, "must be set for an inverse cycle (the momentum's)")
