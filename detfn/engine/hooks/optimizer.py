@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.combinators import compose, only_at
+from detfn.engine.combinators import any_of, compose, last, nth, only_at
 from detfn.engine.events import Event, Hook, HookConfig, Priority, Stage, get_priority
 from detfn.engine.optim import Optimizer
 from detfn.engine.state import TrainState, with_hook_state
@@ -158,6 +158,7 @@ def optimizer_hook(
     """``reduce_grads`` (data parallel: the ranks' average) is applied to the accumulated grads on
     the steps that update, before the fp16 check and clipping: accumulation communicates once."""
     fp16 = cfg.precision == "fp16"
+    update_due = any_of(nth(cfg.cumulative_iters, "iter"), last("iter"))  # the window's end
 
     def initial() -> dict[str, Any]:
         scaler = {"scale": cfg.loss_scale.init_scale, "growth_tracker": 0} if fp16 else None
@@ -174,8 +175,7 @@ def optimizer_hook(
         if factor != 1.0 and grads:
             torch._foreach_mul_(list(grads.values()), factor)
         accum = _accumulate(mine["accum"], grads)
-        last = state.iter + 1 == state.max_iters
-        if (state.iter + 1) % cfg.cumulative_iters != 0 and not last:
+        if not update_due(event):
             return with_hook_state(state, OPTIMIZER_HOOK, {**mine, "accum": accum})
         mine["accum"] = None
         if reduce_grads is not None:
