@@ -242,22 +242,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = _UNSAFE.search(str(error))
+    except MemoryError:
+        raise
+    except Exception as error:  # zip, EOF, OS, pickle and parse errors: an unreadable file
+        unpickling = isinstance(error, pickle.UnpicklingError)
+        found = _UNSAFE.search(str(error)) if unpickling else None
         if found:
             culprit = found.group(1) or found.group(2)
             raise CheckpointError(
                 f"{path}: not a weights-only checkpoint (it carries pickled code: {culprit}); "
                 "refusing to load it"
             ) from None
-        raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint (its pickle data is unreadable)"
-        ) from None
-    except MemoryError:
-        raise
-    except Exception as error:  # zip, EOF, OS and parse errors all mean an unreadable file
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first_line})") from None
+        detail = "its pickle data is unreadable" if unpickling else first_line
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         ckpt["path"] = str(path)
     return ckpt
