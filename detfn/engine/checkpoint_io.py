@@ -66,12 +66,9 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if isinstance(value, _LEAVES):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_plain(getattr(value, f.name), f"{where}.{f.name}")
-            for f in dataclasses.fields(value)
-        }
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {k: to_plain(v, f"{where}.{k}") for k, v in zip(value._fields, value)}
+        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return to_plain(dict(zip(value._fields, value)), where)
     if isinstance(value, Mapping):
         bad = [k for k in value if not isinstance(k, (str, int))]
         if bad:

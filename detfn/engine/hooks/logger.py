@@ -173,18 +173,13 @@ def format_line(
 ) -> str:
     """The console line of a record (mmcv's layout, plus a plain-text progress bar)."""
     if record["mode"] == "val":
-        head = (
-            f"Epoch(val) [{record['epoch']}]"
-            if by_epoch
-            else f"Iter(val) [{record['global_iter']}]"
-        )
+        unit, count = ("Epoch", record["epoch"]) if by_epoch else ("Iter", record["global_iter"])
         values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
-        return f"{head}  {values}"
-    done, total = (
-        (record["iter"], state.iters_per_epoch)
-        if by_epoch
-        else (record["global_iter"], run_max_iters(state) or 0)
-    )
+        return f"{unit}(val) [{count}]  {values}"
+    if by_epoch:
+        done, total = record["iter"], state.iters_per_epoch
+    else:
+        done, total = record["global_iter"], run_max_iters(state) or 0
     head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
     bar = progress_bar(done, total, bar_width)
     parts = []
