@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from detfn.engine.checkpoint_io import CheckpointError
-from detfn.engine.hooks.guards import NonFiniteLossError
-from detfn.engine.hooks.optimizer import NonFiniteGradError
+from detfn.engine.hooks.optimizer import NonFiniteGradError, NonFiniteLossError
 from detfn.engine.session import RunStopped, WorkDirBusy
 from detfn.registry import RegistryError
 

@@ -18,8 +18,8 @@ from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
 from detfn.dist.seeding import init_seed, seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
-from detfn.engine.hooks.env_header import env_header_hook
 from detfn.engine.optim import norm_param_names
+from detfn.engine.session import env_header_hook
 from detfn.models.detectors.base import sum_losses
 from detfn.models.functional import (
     apply,

@@ -1,13 +1,12 @@
 """Checkpoint files: a whole :class:`TrainState` written atomically and loaded safely, and the
 weights of any checkpoint for ``load_from``.
 
-A checkpoint is a ``torch.save``d dict of plain values (tensors, numbers, str, bytes, None and
-dicts / lists / tuples of them) that ``torch.load(weights_only=True)`` reads without running code:
-``{"format": "detfn-checkpoint", "format_version", "meta": {"detfn_version", "time", "config",
-"config_type", "loader", "stage", "env", "epoch", "iter"}, "state": {every TrainState field}}``.
-Dataclass and NamedTuple values are written as dicts and rebuilt from a fresh state (``like``) on
-resume. Writes go to a temporary file that is fsynced and renamed over the target, so a crash
-mid-write leaves the previous file and the ``latest.json`` pointer untouched.
+A checkpoint is a ``torch.save``d dict of plain values that ``torch.load(weights_only=True)``
+reads without running code: ``{"format": "detfn-checkpoint", "format_version", "meta":
+{"detfn_version", "time", "config", "config_type", "loader", "stage", "env", "epoch", "iter"},
+"state": {every TrainState field}}``; dataclasses and NamedTuples are written as dicts and rebuilt
+from the new run's fresh state on resume. A write goes to a fsynced temporary file renamed over
+the target, so a crash mid-write leaves the previous file and ``latest.json`` untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import errno
 import importlib.metadata
 import json
 import logging
+import math
 import numbers
 import os
 import pathlib
@@ -60,29 +60,20 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if isinstance(value, enum.Enum):
         return to_plain(value.value, where)
     # exact builtins: a numpy scalar or a str enum would be refused by the weights-only loader
-    for abstract, kind in (
-        (bool, bool),
-        (numbers.Integral, int),
-        (numbers.Real, float),
-        (str, str),
-    ):
-        if isinstance(value, abstract):
+    for cls, kind in ((bool, bool), (numbers.Integral, int), (numbers.Real, float), (str, str)):
+        if isinstance(value, cls):
             return kind(value)
     if isinstance(value, _LEAVES):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_plain(getattr(value, f.name), f"{where}.{f.name}")
-            for f in dataclasses.fields(value)
-        }
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {k: to_plain(v, f"{where}.{k}") for k, v in zip(value._fields, value)}
+        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return to_plain(dict(zip(value._fields, value)), where)
     if isinstance(value, Mapping):
-        if not all(isinstance(k, (str, int)) for k in value):
-            key = next(k for k in value if not isinstance(k, (str, int)))
-            raise CheckpointError(
-                f"{where} has a key {key!r} of type {type(key).__name__}; use str or int"
-            )
+        bad = [k for k in value if not isinstance(k, (str, int))]
+        if bad:
+            kind = type(bad[0]).__name__
+            raise CheckpointError(f"{where} has a key {bad[0]!r} of type {kind}; use str or int")
         return {k: to_plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -119,12 +110,9 @@ def _like(template: Any, value: Any, device: torch.device | None) -> Any:
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], size: int | None = None
 ) -> pathlib.Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``
-    (mode 0644 under umask 022, as ``open`` would create it).
-
-    On any exception the temporary file is removed and ``path`` is left as it was; a full disk
-    is one :class:`CheckpointError` line naming the directory and the bytes needed (``size``).
-    """
+    """Call ``write(file)`` on a temporary file next to ``path`` (mode as ``open`` would give it),
+    fsync it, rename it to ``path``. On any exception ``path`` is left as it was; a full disk is
+    one :class:`CheckpointError` line naming the directory and the bytes needed (``size``)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -178,8 +166,12 @@ def save_checkpoint(
     if not save_optimizer:
         fields["opt_state"] = None
     plain_state = {k: to_plain(v, f"state.{k}") for k, v in fields.items()}
+    try:  # the installed version, without importing detfn (which loads everything)
+        version = importlib.metadata.version("detfn")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
     info = {
-        "detfn_version": _version(),
+        "detfn_version": version,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "epoch": state.epoch,
         "iter": state.iter,
@@ -189,14 +181,6 @@ def save_checkpoint(
     tensors = torch.utils._pytree.tree_leaves(plain_state)
     size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
     return atomic_write(path, lambda f: torch.save(ckpt, f), size)
-
-
-def _version() -> str:
-    """The installed detfn version, without importing the package (which loads everything)."""
-    try:
-        return importlib.metadata.version("detfn")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def write_latest(directory: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
@@ -255,22 +239,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = _UNSAFE.search(str(error))
+    except MemoryError:
+        raise
+    except Exception as error:  # zip, EOF, OS, pickle and parse errors: an unreadable file
+        unpickling = isinstance(error, pickle.UnpicklingError)
+        found = _UNSAFE.search(str(error)) if unpickling else None
         if found:
             culprit = found.group(1) or found.group(2)
             raise CheckpointError(
                 f"{path}: not a weights-only checkpoint (it carries pickled code: {culprit}); "
                 "refusing to load it"
             ) from None
-        raise CheckpointError(
-            f"{path}: corrupt or truncated checkpoint (its pickle data is unreadable)"
-        ) from None
-    except MemoryError:
-        raise
-    except Exception as error:  # zip, EOF, OS and parse errors all mean an unreadable file
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first_line})") from None
+        detail = "its pickle data is unreadable" if unpickling else first_line
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         ckpt["path"] = str(path)
     return ckpt
@@ -278,8 +260,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainState:
     """``like`` (the new run's fresh state) with the stored weights, optimizer state, counters,
-    current hyperparameters, rng and hook states, on ``like``'s devices; the run's length and base
-    values stay the new config's. Other names or shapes are a :class:`CheckpointError`."""
+    current hyperparameters, rng and hook states, on ``like``'s devices; other names or shapes
+    are a :class:`CheckpointError`."""
     where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -319,12 +301,10 @@ def _fit(
         )
     fitted = dict(like)
     for name in like.keys() - set(missing):
-        tensor, shape = like[name], tuple(stored[name].shape)
-        if shape != tuple(tensor.shape):
+        tensor, shape, own = like[name], tuple(stored[name].shape), tuple(like[name].shape)
+        if shape != own:
             label = f"{what}[{name!r}]" if strict else repr(name)
-            raise CheckpointError(
-                f"{where}: {label} has shape {shape}, the model has {tuple(tensor.shape)}"
-            )
+            raise CheckpointError(f"{where}: {label} has shape {shape}, the model has {own}")
         fitted[name] = stored[name].to(device=tensor.device, dtype=tensor.dtype)
     return fitted, missing
 
@@ -348,12 +328,9 @@ def save_event_state(event: Event, state: TrainState, path: pathlib.Path, optimi
     finite (one fused reduction): only a finite checkpoint may become ``latest``."""
     saved = advance_counters(state, event.stage)
     save_checkpoint(path, saved, meta=run_meta(event.run, event.stage), save_optimizer=optimizer)
-    tensors = [
-        t for t in (*saved.params.values(), *saved.buffers.values()) if t.is_floating_point()
-    ]
-    if not tensors or bool(
-        torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all()
-    ):
+    weights = (*saved.params.values(), *saved.buffers.values())
+    tensors = [t for t in weights if t.is_floating_point()]
+    if not tensors or bool(torch.stack(torch._foreach_norm(tensors, math.inf)).isfinite().all()):
         return True
     logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
     logger.warning("%s holds non-finite weights; latest still points at the previous file", path)
@@ -363,10 +340,9 @@ def save_event_state(event: Event, state: TrainState, path: pathlib.Path, optimi
 def load_weights(
     src: str | os.PathLike[str] | Mapping[str, Any], *, like: TrainState | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``(params, buffers)`` of a path or loaded dict: a detfn checkpoint, an mmcv-style
-    ``{"state_dict": ...}`` or a plain state_dict (a DataParallel ``module.`` prefix is removed).
-    A plain state_dict does not say which tensors are buffers: ``like``'s names split it; without
-    ``like`` everything is params."""
+    """``(params, buffers)`` of a detfn checkpoint, an mmcv ``{"state_dict": ...}`` or a plain
+    state_dict (without a DataParallel ``module.`` prefix), a path or loaded; ``like``'s buffer
+    names split a plain state_dict (without it, everything is params)."""
     ckpt = load_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
     if isinstance(ckpt, Mapping) and ckpt.get("format") == FORMAT:
         return dict(ckpt["state"]["params"]), dict(ckpt["state"]["buffers"])

@@ -1,10 +1,9 @@
 """Hook functions built from hook functions: a hook's body says what it does, these say when.
 
-Hook functions ``fn(event) -> TrainState | None`` nest: ``every_n_iters(50, only_at(
-Stage.AFTER_TRAIN_ITER, log))``. Conditions ``cond(event) -> bool`` (:func:`nth`, :func:`last`,
-:func:`epoch_end`, :func:`at`, combined by :func:`any_of` / :func:`all_of`) apply with
-:func:`when`. Counting is mmcv's: an iteration's events see ``state.iter`` as its index, so
-"every n" fires when ``(iter + 1) % n == 0``.
+``only_at(Stage.AFTER_TRAIN_ITER, when(nth(50, "iter"), log))``: conditions ``cond(event) ->
+bool`` (:func:`nth`, :func:`last`, :func:`epoch_end`, :func:`at`, :func:`any_of`, :func:`all_of`)
+gate a hook function with :func:`when`. Counting is mmcv's: an iteration's events see
+``state.iter`` as its index, so "every n" fires when ``(iter + 1) % n == 0``.
 """
 
 from __future__ import annotations
@@ -14,21 +13,17 @@ from dataclasses import replace
 from typing import Literal
 
 from detfn.engine.driver import keep_stop_reason
-from detfn.engine.events import Event, Hook, HookFn, Priority, Stage, get_priority
+from detfn.engine.events import Event, Hook, HookFn, Stage
 from detfn.engine.state import TrainState, run_max_iters
 
 Condition = Callable[[Event], bool]
 Counter = Literal["iter", "inner_iter", "epoch"]
 
 
-def _check_fn(fn: HookFn, who: str) -> None:
-    if not callable(fn):
-        raise ValueError(f"{who}: expected a hook function fn(event), got {fn!r}")
-
-
 def when(cond: Condition, fn: HookFn, who: str = "when") -> HookFn:
     """Run ``fn`` on the events where ``cond(event)`` holds."""
-    _check_fn(fn, who)
+    if not callable(fn):
+        raise ValueError(f"{who}: expected a hook function fn(event), got {fn!r}")
     return lambda event: fn(event) if cond(event) else None
 
 
@@ -44,11 +39,11 @@ def at(stages: Stage | str | Iterable[Stage | str]) -> Condition:
     return lambda event: event.stage in wanted
 
 
-def nth(n: int, counter: Counter, start: int | None = None, who: str = "nth") -> Condition:
+def nth(n: int, counter: Counter, start: int | None = None) -> Condition:
     """Every ``n``-th iteration / inner iteration / epoch, counted from 1 (mmcv's rule); with
     ``start``, the counts ``start, start + n, ...`` (mmcv's ``EvalHook(start=...)``)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{who}: n must be an int >= 1, got {n!r}")
+        raise ValueError(f"nth: n must be an int >= 1, got {n!r}")
 
     def cond(event: Event) -> bool:
         count = getattr(event.state, counter) + 1
@@ -83,32 +78,14 @@ def only_at(stages: Stage | str | Iterable[Stage | str], fn: HookFn) -> HookFn:
     return when(at(stages), fn, "only_at")
 
 
-def every_n_iters(n: int, fn: HookFn) -> HookFn:
-    return when(nth(n, "iter", who="every_n_iters"), fn, "every_n_iters")
-
-
-def every_n_inner_iters(n: int, fn: HookFn) -> HookFn:
-    """Run ``fn`` when ``(state.inner_iter + 1) % n == 0`` (position inside the epoch)."""
-    return when(nth(n, "inner_iter", who="every_n_inner_iters"), fn, "every_n_inner_iters")
-
-
-def every_n_epochs(n: int, fn: HookFn) -> HookFn:
-    return when(nth(n, "epoch", who="every_n_epochs"), fn, "every_n_epochs")
-
-
-def at_epoch_end(fn: HookFn) -> HookFn:
-    return when(epoch_end, fn, "at_epoch_end")
-
-
 def compose(*fns: HookFn) -> HookFn:
     """One hook function running ``fns`` in order, each seeing the state the previous returned;
     it returns the final state if any part returned one, else None."""
     if not fns:
         raise ValueError("compose: give at least one hook function")
     for i, fn in enumerate(fns):
-        if isinstance(fn, Hook):
-            raise ValueError(f"compose: argument {i} is a Hook; pass its function (hook.fn)")
-        _check_fn(fn, f"compose (argument {i})")
+        if isinstance(fn, Hook) or not callable(fn):
+            raise ValueError(f"compose: argument {i} is {fn!r}; pass a hook function (hook.fn)")
 
     def composed(event: Event) -> TrainState | None:
         changed = None
@@ -120,14 +97,3 @@ def compose(*fns: HookFn) -> HookFn:
         return changed
 
     return composed
-
-
-def make_hook(
-    name: str, fn: HookFn, priority: int | str | Priority = Priority.NORMAL, **outputs
-) -> Hook:
-    """A :class:`Hook` with a checked name, function and priority (int, level or level name);
-    ``outputs``: its ``reads`` / ``reads_optional`` / ``writes``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"make_hook: name must be a non-empty str, got {name!r}")
-    _check_fn(fn, f"make_hook({name!r})")
-    return Hook(name, fn, get_priority(priority), **outputs)

@@ -32,6 +32,8 @@ def order_hooks(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
     for hook in hooks:
         if not isinstance(hook, Hook):
             raise TypeError(f"hooks must be detfn.engine.Hook values, got {type(hook).__name__}")
+        if not isinstance(hook.name, str) or not hook.name:
+            raise ValueError(f"a hook's name must be a non-empty str, got {hook.name!r}")
         if hook.name in names:
             raise ValueError(f"two hooks are named {hook.name!r}; hook names key state.hooks")
         if not callable(hook.fn):
@@ -43,12 +45,8 @@ def order_hooks(hooks: Sequence[Hook]) -> tuple[Hook, ...]:
 
 def check_outputs(ordered: Sequence[Hook]) -> None:
     """Every output a hook reads is written before it: by the loop, or by earlier hooks only
-    (a hook that writes it later would leave the reader without it on some events).
-
-    Raises:
-        ValueError: one line naming the hook, the output and, when a later hook writes it,
-            that hook and both priorities.
-    """
+    (a hook that writes it later would leave the reader without it on some events); else one
+    ValueError line naming the hook, the output and the later writer with both priorities."""
     for i, hook in enumerate(ordered):
         for name in (*hook.reads, *hook.reads_optional, *hook.writes):
             if name not in OUTPUT_FIELDS:
@@ -69,17 +67,14 @@ def check_outputs(ordered: Sequence[Hook]) -> None:
 
 
 def _note(error: BaseException, text: str) -> None:
-    if hasattr(error, "add_note"):
+    if hasattr(error, "add_note"):  # Python 3.11+
         error.add_note(text)
 
 
 def dispatch(event: Event, hooks: Sequence[Hook]) -> TrainState:
-    """Run ``hooks`` (already ordered) on one event, threading the state through them.
-
-    All hooks of the event share its :class:`Outputs`; each may set only the fields it declares.
-    On ``after_run`` every hook runs even if an earlier one raised; a failure there is raised
-    after all ran, or, after a failed run, noted on the original error.
-    """
+    """Run ``hooks`` (ordered) on one event, threading the state through them; each may set only
+    the :class:`Outputs` fields it declares. On ``after_run`` every hook runs even if an earlier
+    one raised; the failure is raised after all ran, or noted on the run's original error."""
     outputs = event.outputs
     state = event.state
     failures: list[BaseException] = []
@@ -108,12 +103,9 @@ def dispatch(event: Event, hooks: Sequence[Hook]) -> TrainState:
 
 
 def drive(events: Events, hooks: Sequence[Hook]) -> TrainState:
-    """Consume an event generator with ``hooks`` in priority order; return the final state.
-
-    An error raised anywhere while driving (a hook, or a ``KeyboardInterrupt`` at any point of
-    this loop) is thrown into the generator, which then yields ``after_run`` with the error;
-    after the hooks have handled it, the original error propagates to the caller.
-    """
+    """Consume an event generator with ``hooks`` in priority order; return the final state. An
+    error while driving (a hook, a ``KeyboardInterrupt``) is thrown into the generator, which
+    yields ``after_run`` with it; after the hooks ran, the original error propagates."""
     ordered = order_hooks(hooks)
     check_outputs(ordered)
     event: Event | None = None

@@ -1,11 +1,10 @@
 """Lifecycle events (their order and rules: :mod:`detfn.engine.loop`), the typed outputs they
 carry, and hooks.
 
-What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set. The
-loop writes ``LOOP_OUTPUTS``; a hook declares what it writes (``Hook.writes``) and reads
-(``Hook.reads``; ``Hook.reads_optional`` for values it uses when some hook produces them).
-:func:`detfn.engine.driver.check_outputs` checks at start-up that every read has an earlier
-writer, and during a dispatch a hook can set only the fields it declared.
+What the step and the hooks hand to later hooks is :class:`Outputs`, a declared field set: the
+loop writes ``LOOP_OUTPUTS``, a hook declares what it ``writes`` and ``reads`` (``reads_optional``:
+used when some hook produces it). :func:`~detfn.engine.driver.check_outputs` checks at start-up
+that every read has an earlier writer; during a dispatch a hook can set only what it declared.
 """
 
 from __future__ import annotations
@@ -38,11 +37,11 @@ class Stage(str, Enum):
 
 @dataclass
 class Outputs:
-    """What an event carries for the hooks. The loop writes ``batch`` (before an iteration), the
-    step's ``loss`` (0-d), ``losses`` (named terms), ``grads`` (by parameter name),
-    ``batch_size``, a val step's ``values`` and a val phase's ``metrics``; the evaluation hook
-    ``metrics``, the optimizer hook ``grad_norm`` (before clipping) and ``loss_scale`` (fp16), the
-    timer ``data_time`` / ``time`` (seconds waiting for the batch / of the whole iteration)."""
+    """The loop writes ``batch`` (before an iteration), the step's ``loss`` (0-d), ``losses``
+    (named terms), ``grads`` (by parameter name), ``batch_size``, a val step's ``values`` and a
+    val phase's ``metrics``; the evaluation hook ``metrics``, the optimizer hook ``grad_norm``
+    (before clipping) and ``loss_scale`` (fp16), the timer ``data_time`` / ``time`` (seconds
+    waiting for the batch / of the whole iteration)."""
 
     batch: Any = None
     loss: torch.Tensor | None = None
@@ -76,9 +75,8 @@ LOOP_OUTPUTS = frozenset({"batch", "loss", "losses", "grads", "batch_size", "val
 
 @dataclass(frozen=True)
 class Event:
-    """One lifecycle event: its ``stage``, the ``state`` at that point, the typed ``outputs``, the
-    ``run`` (static facts: config, work dir, loaders) and, on ``after_run`` after a failure, the
-    ``error``."""
+    """The ``run`` holds the static facts (config, work dir, loaders); ``error`` is set on the
+    ``after_run`` of a failed run."""
 
     stage: Stage
     state: TrainState
@@ -92,10 +90,7 @@ HookFn = Callable[[Event], "TrainState | None"]
 
 @dataclass(frozen=True)
 class Hook:
-    """A named function with a priority. Returning a new state replaces it for later hooks.
-
-    ``reads`` / ``reads_optional`` / ``writes`` name :class:`Outputs` fields (see module doc).
-    """
+    """A named function with a priority; a state it returns replaces it for later hooks."""
 
     name: str
     fn: HookFn
@@ -120,20 +115,12 @@ class Priority(IntEnum):
 
 
 def get_priority(priority: int | str | Priority) -> int:
-    """An int in [0, 100], a :class:`Priority`, or a level name in any case -> the int value.
-
-    Raises:
-        ValueError: an int outside [0, 100] or an unknown level name.
-        TypeError: any other type (mmcv's ``get_priority`` contract).
-    """
-    if isinstance(priority, Priority):
-        return int(priority)
-    if isinstance(priority, bool):
-        raise TypeError("priority must be an integer or Priority enum value")
-    if isinstance(priority, int):
+    """An int in [0, 100], a :class:`Priority`, or a level name in any case -> the int value;
+    any other type is a TypeError (mmcv's ``get_priority`` contract)."""
+    if isinstance(priority, int) and not isinstance(priority, bool):  # a Priority is an int
         if not 0 <= priority <= 100:
             raise ValueError("priority must be between 0 and 100")
-        return priority
+        return int(priority)
     if isinstance(priority, str):
         try:
             return int(Priority[priority.upper()])

@@ -21,19 +21,18 @@ Rules:
 
 * ``before_*`` handlers must be cheap; heavy work (checkpoints, evaluation) belongs on ``after_*``.
 * The consumer may send a new :class:`TrainState` back for every event; ``None`` keeps it.
-* Epoch-based when ``state.max_epochs`` is set (``max_iters`` is then derived as
-  ``max_epochs * len(train_loader)``), iteration-based otherwise.
+* Epoch-based when ``state.max_epochs`` is set (then ``max_iters = max_epochs *
+  len(train_loader)``, as mmcv's runner sets it), iteration-based otherwise.
 * Counters: during an iteration's events ``state.iter``/``inner_iter`` index that iteration; the
   loop advances them after ``after_train_iter`` and ``state.epoch`` after ``after_train_epoch``.
-* A stop request (``state.stop_reason``) ends the run at the next boundary: the current event's
-  handlers finish, nothing new starts, ``after_run`` follows. Once set it cannot be cleared.
-* When the step or a handler raises, or a ``KeyboardInterrupt`` arrives anywhere in
-  :func:`~detfn.engine.driver.drive`, ``after_run`` is still yielded with ``error`` set, so hooks
-  that close things (log flush, wandb finish) run; then the original error propagates.
-* Resume: a state with a non-empty ``rng`` restores the global RNGs first; a state with
-  ``inner_iter > 0`` continues that epoch: ``before_train_epoch`` is dispatched again (handlers
-  must be idempotent) and the loader is positioned with ``load_state_dict`` (or the consumed
-  batches are skipped).
+* A stop request (``state.stop_reason``, never cleared) ends the run at the next boundary: the
+  current event's handlers finish, nothing new starts, ``after_run`` follows.
+* When the step or a handler raises, or a ``KeyboardInterrupt`` arrives in :func:`drive`,
+  ``after_run`` is still yielded with ``error`` set (log flush, wandb finish); then the error
+  propagates.
+* Resume: a non-empty ``state.rng`` restores the global RNGs first; ``inner_iter > 0`` continues
+  that epoch: ``before_train_epoch`` is dispatched again (handlers must be idempotent) and the
+  loader is positioned with ``load_state_dict`` (or the consumed batches are skipped).
 """
 
 from __future__ import annotations
@@ -64,12 +63,11 @@ class RunContext:
         cfg: the experiment config (any dataclass), for loggers and checkpoints.
         train_loader: ``len()`` batches per epoch; optionally ``set_epoch(e)`` and
             ``state_dict()`` / ``load_state_dict(d)`` for mid-epoch resume.
-        loss_fn: ``loss_fn(params, buffers, batch) -> (loss, aux)``; ``train_step``: ``step(state,
-            batch) -> outputs`` (None builds ``make_train_step(loss_fn)``).
-        val_step: ``val_step(state, batch) -> dict`` of scalars (and ``batch_size``), run under
-            ``no_grad`` over ``val_loader``; a val phase's metrics are their batch-size-weighted
-            means. evaluate: ``evaluate(state) -> metrics``, for evaluation hooks, and for a val
-            phase without ``val_step``.
+        train_step: ``step(state, batch) -> outputs``; None builds ``make_train_step(loss_fn)``.
+        val_step: ``val_step(state, batch) -> dict`` of scalars, under ``no_grad``; a val
+            phase's metrics are their batch-size-weighted means over ``val_loader``.
+        evaluate: ``evaluate(state) -> metrics``, for evaluation hooks and a val phase without
+            ``val_step``.
     """
 
     cfg: Any = None
@@ -80,7 +78,6 @@ class RunContext:
     train_step: TrainStep | None = None
     val_step: Callable[[TrainState, Any], Mapping[str, Any]] | None = None
     evaluate: Callable[[TrainState], Mapping[str, float]] | None = None
-    device: torch.device | str = "cpu"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("detfn"))
 
 
@@ -135,14 +132,10 @@ class _Loop:
         try:
             if state.rng:
                 restore_rng(state.rng)
-            # an epoch-based run gets max_iters = epochs * len, as mmcv's runner sets it, so
-            # by-iteration schedules know the run's length
             per_epoch = len(self.run.train_loader)
             if per_epoch < 1:
                 raise ValueError(f"the train loader has len() == {per_epoch}; it needs batches")
-            max_iters = (
-                state.max_iters if state.max_epochs is None else state.max_epochs * per_epoch
-            )
+            max_iters = state.max_epochs * per_epoch if state.max_epochs else state.max_iters
             state = replace(state, iters_per_epoch=per_epoch, max_iters=max_iters)
             state = yield from self.emit(Stage.BEFORE_RUN, state)
             while not self.finished(state) and state.stop_reason is None:
@@ -204,10 +197,14 @@ class _Loop:
 
     def open_epoch(self, state: TrainState):
         state = yield from self.emit(Stage.BEFORE_TRAIN_EPOCH, state)
-        if state.inner_iter >= state.iters_per_epoch:
+        loader, done = self.run.train_loader, state.inner_iter
+        if done >= state.iters_per_epoch:
             self.batches = iter(())  # resumed after the epoch's last iteration: nothing left
+        elif done and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict({"epoch": state.epoch, "batches_done": done})
+            self.batches = iter(loader)
         else:
-            self.batches = _positioned(self.run.train_loader, state)
+            self.batches = itertools.islice(iter(loader), done, None)
         return state
 
     def close_epoch(self, state: TrainState):
@@ -230,7 +227,13 @@ class _Loop:
         if batch is _END:
             return (yield from self.loader_ended(state))
         state = yield from self.emit(Stage.BEFORE_TRAIN_ITER, state, Outputs(batch=batch))
-        outputs = _as_outputs(self.step(state, batch))
+        outputs = self.step(state, batch)
+        if not isinstance(outputs, Outputs):
+            unknown = sorted(set(outputs) - LOOP_OUTPUTS)
+            if unknown:
+                raise TypeError(f"the train step returned {unknown}, which are not loop outputs; "
+                                f"it may return {sorted(LOOP_OUTPUTS)}")  # fmt: skip
+            outputs = Outputs(**outputs)
         state = replace(state, rng=capture_rng())
         state = yield from self.emit(Stage.AFTER_TRAIN_ITER, state, outputs)
         state = replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
@@ -274,41 +277,16 @@ class _Loop:
         return (yield from self.emit(Stage.AFTER_VAL_EPOCH, state, Outputs(metrics=metrics)))
 
 
-def _as_outputs(result: Any) -> Outputs:
-    """A train step's result (a dict of :class:`Outputs` fields, or Outputs) as Outputs."""
-    if isinstance(result, Outputs):
-        return result
-    unknown = sorted(set(result) - LOOP_OUTPUTS)
-    if unknown:
-        raise TypeError(
-            f"the train step returned {unknown}, which are not loop outputs; "
-            f"it may return {sorted(LOOP_OUTPUTS)}"
-        )
-    return Outputs(**result)
-
-
 def _scalars(outputs: Mapping[str, Any]) -> dict[str, float]:
     """Numeric scalars of a val step's outputs (nested dicts flattened)."""
     flat: dict[str, float] = {}
     for key, value in outputs.items():
         if isinstance(value, Mapping):
             flat.update(_scalars(value))
-        elif key != "batch_size" and _is_scalar(value):
+        elif key != "batch_size" and (
+            value.numel() == 1
+            if isinstance(value, torch.Tensor)
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        ):
             flat[key] = float(value)
     return flat
-
-
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.numel() == 1
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positioned(loader: Any, state: TrainState) -> Iterator[Any]:
-    """An iterator over the batches of ``state.epoch`` not yet consumed (``inner_iter`` done)."""
-    if state.inner_iter == 0:
-        return iter(loader)
-    if hasattr(loader, "load_state_dict"):
-        loader.load_state_dict({"epoch": state.epoch, "batches_done": state.inner_iter})
-        return iter(loader)
-    return itertools.islice(iter(loader), state.inner_iter, None)

@@ -1,20 +1,17 @@
 """Optimizers as optax-style ``init`` / ``update`` pairs over named tensors, with mmcv's
 parameter groups.
 
-``update(grads, opt_state, params, hyper) -> (params, opt_state)`` is functional at the interface
-but *donates* its inputs: parameters and optimizer state are updated in place by torch.optim's
-functional ``sgd`` / ``adamw`` (foreach or fused kernels) and returned; the grads may be
-overwritten, as torch's own optimizers overwrite ``p.grad``. A pure out-of-place
-update was 2.4x slower than ``torch.optim`` on CPU (functional-pytorch.md §2), so callers treat
-what they pass in as consumed. ``hyper`` holds the scheduled values (``TrainState.hyper``): per
-name, one value per group; a name it lacks takes the group's configured value. Adam's beta1 is
-called ``momentum`` here, so momentum schedules drive it as mmcv's momentum hooks drive
-``betas[0]``.
+``update(grads, opt_state, params, hyper) -> (params, opt_state)`` *donates* its inputs: torch's
+functional ``sgd`` / ``adamw`` (foreach or fused kernels) update params and state in place and
+may overwrite the grads, as torch's optimizers overwrite ``p.grad`` (a pure out-of-place update
+was 2.4x slower on CPU, functional-pytorch.md §2). ``hyper`` (``TrainState.hyper``) holds one
+value per group for each scheduled name; Adam's beta1 is called ``momentum``, so momentum
+schedules drive it as mmcv's momentum hooks drive ``betas[0]``.
 
-Groups follow mmcv's ``DefaultOptimizerConstructor``, first match wins: ``custom_keys`` (the
-longest pattern contained in the name, ties alphabetical) sets both multipliers; else a norm
-layer's parameter gets ``norm_decay_mult`` and a ``bias`` ``bias_lr_mult`` /
-``bias_decay_mult``. Parameters with equal multipliers share a group (one kernel call each).
+Groups follow mmcv's ``DefaultOptimizerConstructor``, first match wins: ``custom_keys`` (longest
+pattern contained in the name, ties alphabetical) sets both multipliers; else a norm layer's
+parameter gets ``norm_decay_mult`` and a ``bias`` ``bias_lr_mult`` / ``bias_decay_mult``.
+Parameters with equal multipliers share a group (one kernel call each).
 """
 
 from __future__ import annotations
@@ -70,10 +67,8 @@ class ParamGroupsConfig(Config):
 
 @dataclass(frozen=True)
 class SGDConfig(Config):
-    """mmdetection's default optimizer: ``SGD(lr=0.02, momentum=0.9, weight_decay=1e-4)``.
-
-    ``fused=True`` uses torch's fused kernel (one kernel; it may overwrite the grads it gets).
-    """
+    """mmdetection's default ``SGD(lr=0.02, momentum=0.9, weight_decay=1e-4)``; ``fused=True``
+    uses torch's fused kernel."""
 
     lr: float = 0.02
     momentum: float = 0.9
@@ -111,8 +106,8 @@ OptimizerConfig = SGDConfig | AdamWConfig
 
 
 class ParamGroup(NamedTuple):
-    """One group: parameter names and their configured values (multipliers applied);
-    ``momentum`` is SGD's momentum or AdamW's beta1."""
+    """Parameter names and their configured values (multipliers applied; momentum: AdamW's
+    beta1)."""
 
     names: tuple[str, ...]
     lr: float
@@ -120,14 +115,9 @@ class ParamGroup(NamedTuple):
     momentum: float
 
 
-# step(params, grads, {state slot: tensors}, {"lr" | "momentum" | "weight_decay": value}) of a group
-GroupStep = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, list], dict], None]
-
-
 class Optimizer(NamedTuple):
-    """``init(params) -> opt_state`` (dicts of tensors: checkpointable) and ``update(grads,
-    opt_state, params, hyper) -> (params, opt_state)``. Parameters without a gradient (absent
-    from ``grads``) are skipped, as ``torch.optim`` skips ``p.grad is None``."""
+    """``init(params) -> opt_state`` (dicts of tensors) and ``update(grads, opt_state, params,
+    hyper)``; parameters absent from ``grads`` are skipped, as torch skips ``p.grad is None``."""
 
     groups: tuple[ParamGroup, ...]
     init: Callable[[Params], OptState]
@@ -186,31 +176,27 @@ def initial_hyperparams(groups: Sequence[ParamGroup]) -> dict[str, tuple[float, 
     return {name: tuple(getattr(g, name) for g in groups) for name in HYPERPARAMETERS}
 
 
-def _group_values(groups: Sequence[ParamGroup], hyper: Hyper) -> list[dict[str, float]]:
-    """Per group, its value of every hyperparameter; a one-line error for a wrong length."""
-    values = [dict(zip(HYPERPARAMETERS, (g.lr, g.momentum, g.weight_decay))) for g in groups]
-    for name, given in hyper.items():
-        if name not in HYPERPARAMETERS:
-            raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {HYPERPARAMETERS}")
-        if len(given) != len(groups):
-            raise ValueError(
-                f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
-                f"values; state.hyper[{name!r}] needs one per group"
-            )
-        for group_values, value in zip(values, given):
-            group_values[name] = value
-    return values
-
-
 def per_group_optimizer(
-    groups: Sequence[ParamGroup], init: Callable[[Params], OptState], step: GroupStep
+    cfg: Any, params: Params, norm_names: Iterable[str], momentum: float, init, step: Callable
 ) -> Optimizer:
-    """The :class:`Optimizer` whose ``update`` runs ``step`` on each group's tensors that have a
-    gradient, with the group's values (what SGD and AdamW share)."""
-    groups = tuple(groups)
+    """The :class:`Optimizer` over ``cfg.param_groups`` whose ``update`` runs ``step(params,
+    grads, {state slot: tensors}, {name: value})`` on each group's tensors with a gradient."""
+    groups = make_param_groups(params, cfg.param_groups, lr=cfg.lr, norm_names=norm_names,
+                               weight_decay=cfg.weight_decay, momentum=momentum)  # fmt: skip
 
     def update(grads: Params, state: OptState, params: Params, hyper: Hyper):
-        for group, values in zip(groups, _group_values(groups, hyper)):
+        for name, given in hyper.items():
+            known = HYPERPARAMETERS
+            if name not in known:
+                raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {known}")
+            if len(given) != len(groups):
+                raise ValueError(
+                    f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
+                    f"values; state.hyper[{name!r}] needs one per group"
+                )
+        for i, group in enumerate(groups):
+            # the scheduled value of each name, else the group's configured one
+            values = {k: hyper[k][i] if k in hyper else getattr(group, k) for k in HYPERPARAMETERS}
             names = [n for n in group.names if n in grads]
             missing = [n for n in names if n not in params]
             if missing:
@@ -221,13 +207,6 @@ def per_group_optimizer(
         return params, state
 
     return Optimizer(groups, init, update)
-
-
-def _groups(cfg: Any, params: Params, norm_names: Iterable[str], momentum: float):
-    return make_param_groups(
-        params, cfg.param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=momentum,
-        norm_names=norm_names,
-    )  # fmt: skip
 
 
 @register(SGDConfig)
@@ -245,7 +224,7 @@ def build_sgd(cfg: SGDConfig, *, params: Params, norm_names: Iterable[str] = ())
             dampening=0.0, nesterov=cfg.nesterov, maximize=False,
         )  # fmt: skip
 
-    return per_group_optimizer(_groups(cfg, params, norm_names, cfg.momentum), init, step)
+    return per_group_optimizer(cfg, params, norm_names, cfg.momentum, init, step)
 
 
 @register(AdamWConfig)
@@ -268,4 +247,4 @@ def build_adamw(cfg: AdamWConfig, *, params: Params, norm_names: Iterable[str] =
             maximize=False,
         )  # fmt: skip
 
-    return per_group_optimizer(_groups(cfg, params, norm_names, cfg.betas[0]), init, step)
+    return per_group_optimizer(cfg, params, norm_names, cfg.betas[0], init, step)

@@ -1,10 +1,7 @@
-"""``train(...)``: build the optimizer, the state and the default hooks from a config, then run.
-
-Hooks follow mmcv's ``register_training_hooks`` (see :mod:`detfn.engine.hooks`): the defaults in
-slot order, then the custom ones. ``resume_from`` restores the whole run (weights, optimizer,
-counters, current hyperparameters, RNG and hook states; the run's length and base values come
-from the new config); ``load_from`` copies weights only into a fresh run (mmdet-facts §5.8).
-"""
+"""``train(...)``: build the optimizer, the state and the hooks (mmcv's
+``register_training_hooks``: the defaults in slot order, then the custom ones) from a config, then
+run. ``resume_from`` restores the whole run but its length and base values (the new config's);
+``load_from`` copies weights only into a fresh run (mmdet-facts §5.8)."""
 
 from __future__ import annotations
 
@@ -18,31 +15,19 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, fail
-from detfn.engine import checkpoint_io
+from detfn.engine import checkpoint_io, session
 from detfn.engine.driver import drive
 from detfn.engine.events import Hook, get_priority
 from detfn.engine.hooks.checkpoint import CheckpointHookConfig
 from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.guards import NanGuardConfig
-from detfn.engine.hooks.logger import TextLoggerHookConfig
-from detfn.engine.hooks.optimizer import OptimizerHookConfig, current_loss_scale
+from detfn.engine.hooks.logger import TextLoggerHookConfig, TimerHookConfig
+from detfn.engine.hooks.optimizer import NanGuardConfig, OptimizerHookConfig, current_loss_scale
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig
-from detfn.engine.hooks.timer import TimerHookConfig
 from detfn.engine.hooks.wandb import WandbHookConfig
 from detfn.engine.loop import RunContext, check_workflow, train_loop
 from detfn.engine.optim import Optimizer, OptimizerConfig, SGDConfig, initial_hyperparams
 from detfn.engine.schedules import ScheduleConfig, StepSchedule, schedule_hook
-from detfn.engine.session import (
-    SIGTERM_REASON,
-    RunStopped,
-    dump_config,
-    make_logger,
-    remove_stale_tmp,
-    sigterm_requests_stop,
-    stop_request_hook,
-    work_dir_lock,
-)
 from detfn.engine.state import TrainState
 from detfn.engine.step import LossFn, make_train_step
 from detfn.registry import build, builder_for, tag_of
@@ -55,27 +40,22 @@ DEFAULT_MAX_EPOCHS = 12  # mmdetection's 1x schedule
 
 @dataclass(frozen=True)
 class RunnerConfig(Config):
-    """Everything about a training run except the model and the data (mmdet's schedule and
-    runtime files). The defaults are mmdetection's 1x schedule and default runtime.
+    """Everything about a training run but the model and the data; the defaults are
+    mmdetection's 1x schedule and default runtime.
 
     Attributes:
-        max_epochs / max_iters: set one; epoch-based when ``max_epochs`` is. With neither,
-            ``max_epochs`` is 12 (mmdetection's 1x schedule).
+        max_epochs / max_iters: set one (epoch-based when ``max_epochs`` is; neither: 12 epochs).
         workflow: mmcv's phases, e.g. ``(("train", 1), ("val", 1))``.
         grad_backend: "autograd" (default, fastest) or "func" (torch.func.grad_and_value).
         lr / momentum / weight_decay: schedules of the optimizer's per-group values
             (:mod:`detfn.engine.schedules`); None keeps the configured value.
-        checkpoint, timer, evaluation, text_logger, wandb: default hooks; None drops one.
-        ema, nan_guard, sampler_seed: detfn's extra hooks; None drops one.
-        custom_hooks: mmcv's ``custom_hooks``: registered hook configs, each with a
-            ``priority`` (e.g. ``EarlyStoppingConfig``, ``TensorBoardHookConfig``), built
-            through the registry after the default hooks and run in priority order (equal
-            priorities keep this order, as mmcv's ``register_hook_from_cfg``).
+        checkpoint ... sampler_seed: the default hooks (mmcv's, then detfn's); None drops one.
+        custom_hooks: mmcv's ``custom_hooks``: registered hook configs with a ``priority`` (e.g.
+            ``EarlyStoppingConfig``), built after the default hooks (ties keep this order).
         resume_from: a checkpoint to resume the whole run from; ``auto_resume`` takes the
             work dir's latest checkpoint when there is one.
         load_from: a checkpoint (or state_dict) whose weights initialize a fresh run.
-        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill;
-            fewer is an error naming the counts (none at all always is).
+        load_from_min_match: the fraction of the model's tensors ``load_from`` must fill.
     """
 
     max_epochs: int | None = None
@@ -122,25 +102,19 @@ class RunnerConfig(Config):
         check(self, "load_from", not (self.load_from and self.resume_from), exclusive)
         ok = 0.0 <= self.load_from_min_match <= 1.0
         check(self, "load_from_min_match", ok, f"must be in [0, 1], got {self.load_from_min_match}")
-        for i, hook_cfg in enumerate(self.custom_hooks):  # registered, with a valid priority
-            where = f"[{i}]"
-            if isinstance(hook_cfg, type) or not isinstance(hook_cfg, Config):
-                fail(
-                    self,
-                    "custom_hooks",
-                    f"{where} must be a hook config instance, got {hook_cfg!r}",
-                )
+        for i, hook in enumerate(self.custom_hooks):  # registered, with a valid priority
+            ok = isinstance(hook, Config) and not isinstance(hook, type)
+            check(self, "custom_hooks", ok, f"[{i}] must be a hook config instance, got {hook!r}")
             try:
-                builder_for(type(hook_cfg))
+                builder_for(type(hook))
             except Exception as error:
-                fail(self, "custom_hooks", f"{where}: {error}")
-            if not hasattr(hook_cfg, "priority"):
-                name = type(hook_cfg).__name__
-                fail(self, "custom_hooks", f"{where}: {name} has no priority field; add one")
+                fail(self, "custom_hooks", f"[{i}]: {error}")
+            ok, name = hasattr(hook, "priority"), type(hook).__name__
+            check(self, "custom_hooks", ok, f"[{i}]: {name} has no priority field; add one")
             try:
-                get_priority(hook_cfg.priority)
+                get_priority(hook.priority)
             except (ValueError, TypeError) as error:
-                fail(self, "custom_hooks", f"{where}.priority is invalid ({error})")
+                fail(self, "custom_hooks", f"[{i}].priority is invalid ({error})")
 
 
 def initial_state(
@@ -163,17 +137,12 @@ def build_hooks(
     context: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Hook]:
     """The schedule hooks, the default hooks in slot order, ``cfg.custom_hooks``, then ``custom``
-    (the order matters only between equal priorities: :func:`drive` sorts by priority).
-
-    ``context`` passes builder keywords per hook config field, e.g.
-    ``{"wandb": {"init": fake_init}, "timer": {"clock": fake_clock}}``; a custom hook config's
-    keywords are under its registry tag (``tag_of(type(hook_cfg))``).
-    """
+    (the order only breaks priority ties). ``context``: builder keywords per config field, e.g.
+    ``{"timer": {"clock": fake_clock}}``; a custom hook config's under its registry tag."""
     context = context or {}
     hooks = [schedule_hook(p, getattr(cfg, p)) for p in SCHEDULED if getattr(cfg, p)]
-    hooks.append(
-        build(cfg.optimizer_hook, optimizer=optimizer, **context.get("optimizer_hook", {}))
-    )
+    optimizer_context = context.get("optimizer_hook", {})
+    hooks.append(build(cfg.optimizer_hook, optimizer=optimizer, **optimizer_context))
     for key in SLOTS:
         if getattr(cfg, key) is not None:
             hooks.append(build(getattr(cfg, key), **context.get(key, {})))
@@ -210,9 +179,8 @@ def _restore(cfg: RunnerConfig, state: TrainState, work_dir: Path | None, logger
 
 
 def for_iterations(cfg: RunnerConfig, iters_per_epoch: int) -> RunnerConfig:
-    """An iteration-based run counts its checkpoints, evaluations and log records in
-    iterations: a by-epoch interval of n becomes ``n * iters_per_epoch`` iterations (so a
-    preset's by-epoch hooks still checkpoint, evaluate and log)."""
+    """An iteration-based run counts a preset's by-epoch checkpoint, evaluation and log
+    intervals in iterations: n epochs become ``n * iters_per_epoch`` iterations."""
     if cfg.max_epochs is not None:
         return cfg
     changes: dict[str, Any] = {}
@@ -248,24 +216,21 @@ def train(
     logger: logging.Logger | None = None,
 ) -> TrainState:
     """Train and return the final state (:class:`RunStopped` after a SIGTERM stop).
-
-    ``params`` / ``buffers``: the model's tensors by name; ``loss_fn(params, buffers, batch) ->
-    (loss, aux)``; loaders, ``val_step`` and ``evaluate``: see :class:`RunContext`; ``work_dir``
-    gets config.json (``experiment_cfg``, default ``cfg``), the log, metrics.jsonl and the
-    checkpoints, and is locked for the run; ``norm_names`` feed ``norm_decay_mult``; ``hooks``
-    are custom hooks; ``hook_context`` extra builder keywords (:func:`build_hooks`).
-    """
+    ``loss_fn``, loaders, ``val_step``, ``evaluate``: see :class:`RunContext`; ``work_dir``
+    (locked for the run) gets config.json (``experiment_cfg``, default ``cfg``), the log,
+    metrics.jsonl and the checkpoints; ``norm_names`` feed ``norm_decay_mult``; ``hooks`` are
+    custom hooks; ``hook_context``: see :func:`build_hooks`."""
     work_dir = Path(work_dir) if work_dir is not None else None
     run_cfg = experiment_cfg if experiment_cfg is not None else cfg
     with contextlib.ExitStack() as edges:
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
-            edges.enter_context(work_dir_lock(work_dir, bool(cfg.resume_from or cfg.auto_resume)))
-            remove_stale_tmp(work_dir)
-            dump_config(run_cfg, work_dir)
-        stop = edges.enter_context(sigterm_requests_stop())
+            resuming = bool(cfg.resume_from or cfg.auto_resume)
+            edges.enter_context(session.work_dir_lock(work_dir, resuming))
+            session.dump_config(run_cfg, work_dir)
+        stop = edges.enter_context(session.sigterm_requests_stop())
         cfg = for_iterations(cfg, len(train_loader))
-        logger = logger or make_logger("detfn", work_dir)
+        logger = logger or session.make_logger("detfn", work_dir)
         optimizer = build(cfg.optimizer, params=params, norm_names=norm_names)
         state = _restore(cfg, initial_state(cfg, optimizer, params, buffers), work_dir, logger)
         fp16 = cfg.optimizer_hook.precision == "fp16"
@@ -275,14 +240,13 @@ def train(
         )  # fmt: skip
         run = RunContext(
             cfg=run_cfg, work_dir=work_dir, train_loader=train_loader, val_loader=val_loader,
-            loss_fn=loss_fn, train_step=step, val_step=val_step, evaluate=evaluate,
-            device=device, logger=logger,
+            loss_fn=loss_fn, train_step=step, val_step=val_step, evaluate=evaluate, logger=logger,
         )  # fmt: skip
-        hooks = [*hooks, stop_request_hook(stop)]
+        hooks = [*hooks, session.stop_request_hook(stop)]
         all_hooks = build_hooks(cfg, optimizer, hooks, context=hook_context)
         final = drive(train_loop(state, run, cfg.workflow), all_hooks)
-    if final.stop_reason == SIGTERM_REASON:
-        raise RunStopped(
+    if final.stop_reason == session.SIGTERM_REASON:
+        raise session.RunStopped(
             f"stopped by SIGTERM after iteration {final.iter}; the final state is saved in "
             f"{work_dir}; run again with auto_resume=True to continue"
         )

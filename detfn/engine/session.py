@@ -1,20 +1,18 @@
-"""The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
+"""The edges of a run in a work dir: its files, its log and its header, one run per dir, SIGTERM
+as a stop.
 
-Layout (mmcv's, with a JSON config)::
+Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<timestamp>.log``,
+``metrics.jsonl`` (a record per logged iteration / evaluation), ``epoch_N.pth`` ...,
+``latest.json``, ``best_<key>_epoch_N.pth``.
 
-    <work_dir>/config.json          the experiment config; detfn.config.load(path, cls) == cfg
-    <work_dir>/<timestamp>.log      the text log (console lines plus warnings)
-    <work_dir>/metrics.jsonl        one JSON record per logged iteration / evaluation
-    <work_dir>/epoch_N.pth ...      checkpoints, latest.json, best_<key>_epoch_N.pth
-
-* Lock: ``<work_dir>/.detfn.lock`` is held with ``flock`` for the whole run (the kernel releases
-  it when the process dies). A second live run in the same dir is refused. A lock file left by a
-  run that was killed means that run can be resumed: only a resuming run may take it over.
-* ``*.tmp`` files are what a killed atomic write leaves; they are removed when a run starts.
-* SIGTERM (what schedulers and ``kill`` send) sets a flag; the ``stop_request`` hook turns it into
-  ``state.stop_reason`` after the current iteration, so the loop ends at the next boundary, the
-  checkpoint hook saves the final state and ``after_run`` runs; :func:`train` then raises
-  :class:`RunStopped` (a non-zero exit for a script).
+* ``.detfn.lock`` is held with ``flock`` for the run (the kernel frees it when the process dies):
+  a second live run is refused; the lock file of a killed run lets only a resuming run in.
+* ``*.tmp`` files (what a killed atomic write leaves) are removed when a run starts.
+* The log header: on ``before_run``, rank 0 logs the environment, the seed and the run's config
+  as JSON, as mmdetection's ``tools/train.py`` opens every log.
+* SIGTERM sets a flag that the ``stop_request`` hook turns into ``state.stop_reason`` after the
+  iteration: the loop ends, the final state is saved, ``after_run`` runs, and :func:`train`
+  raises :class:`RunStopped` (a non-zero exit for a script).
 """
 
 from __future__ import annotations
@@ -33,8 +31,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from detfn.config import save
-from detfn.engine.combinators import only_at
+from detfn.config import save, to_json
+from detfn.dist.comm import is_main_process
+from detfn.dist.env_info import collect_env, env_header
+from detfn.engine.combinators import only_at, when
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
@@ -56,17 +56,10 @@ class RunStopped(RuntimeError):
     """A run ended early on a stop request (SIGTERM); its final state is saved."""
 
 
-def remove_stale_tmp(work_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Delete the ``*.tmp`` files of killed atomic writes; returns them."""
-    stale = sorted(work_dir.glob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
 @contextlib.contextmanager
 def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
-    """Hold the work dir's lock for the duration of the block (see module docstring)."""
+    """Hold the work dir's lock for the duration of the block and, holding it, remove stale
+    ``*.tmp`` files (see module docstring)."""
     path = work_dir / LOCK_FILE
     left_behind = path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,6 +81,8 @@ def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
         owned = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        for stale in work_dir.glob(".*.tmp"):  # what killed atomic writes left
+            stale.unlink(missing_ok=True)
         yield
     finally:
         if owned:  # a run that ends in Python (finished, failed, stopped) frees the dir
@@ -120,14 +115,6 @@ def stop_request_hook(flag: threading.Event) -> Hook:
     return Hook("stop_request", only_at(Stage.AFTER_TRAIN_ITER, stop), int(Priority.LOWEST))
 
 
-def config_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    return pathlib.Path(work_dir) / CONFIG_FILE
-
-
-def metrics_path(work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    return pathlib.Path(work_dir) / METRICS_FILE
-
-
 def log_file_path(work_dir: str | os.PathLike[str], stamp: str | None = None) -> pathlib.Path:
     """``<work_dir>/<stamp>.log``, the stamp ``YYYYmmdd_HHMMSS`` of now by default (mmcv's)."""
     stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
@@ -138,7 +125,7 @@ def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
     """Write ``cfg`` (a config dataclass) to ``<work_dir>/config.json`` atomically."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"dump_config takes a config dataclass instance, got {type(cfg).__name__}")
-    return save(cfg, config_path(work_dir))
+    return save(cfg, pathlib.Path(work_dir) / CONFIG_FILE)
 
 
 def make_logger(
@@ -147,11 +134,8 @@ def make_logger(
     stamp: str | None = None,
     level: int = logging.INFO,
 ) -> logging.Logger:
-    """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``.
-
-    Calling it again with the same name adds no second console handler, and closes the log
-    file of an earlier run, so one run never writes into another run's log.
-    """
+    """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``; called
+    again, it adds no second console handler and closes an earlier run's log file."""
     logger = logging.getLogger(name)
     logger.setLevel(level)
     logger.propagate = False
@@ -173,3 +157,16 @@ def make_logger(
         setattr(handler, _FILE_MARK, True)
         logger.addHandler(handler)
     return logger
+
+
+def log_env_header(event: Event) -> None:
+    cfg = getattr(event.run, "cfg", None)
+    text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+    event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
+
+
+def env_header_hook() -> Hook:
+    """The header hook (HIGHEST priority: the header comes first), on rank 0."""
+    logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
+    fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
+    return Hook("env_header", fn, int(Priority.HIGHEST))

@@ -1,9 +1,6 @@
 """The explicit, checkpointable state of a training run: everything that changes while training
 lives here, so a checkpoint of it resumes the run exactly. Hooks return ``replace(state, ...)``.
-
-Counters follow mmcv's runner: during an iteration's events ``iter`` is its 0-based index and
-``inner_iter`` its index in the epoch; ``epoch`` is the running epoch. The loop advances ``iter``
-and ``inner_iter`` after ``after_train_iter`` and ``epoch`` after ``after_train_epoch``.
+Counters follow mmcv's runner (:mod:`detfn.engine.loop`).
 """
 
 from __future__ import annotations
@@ -23,15 +20,12 @@ Hyper = Mapping[str, tuple[float, ...]]
 class TrainState:
     """Attributes:
     params / buffers: trainable parameters / everything else (BN statistics, frozen weights).
-    opt_state: the optimizer's state. max_epochs / max_iters: the run's length (one is set).
-    iters_per_epoch: the train loader's length (by-epoch schedules and warmup need it).
-    base: the configured value of every per-group hyperparameter (``{"lr": (...), "momentum":
-        (...), "weight_decay": (...)}``, multipliers applied): the one place schedules read
-        their base from; a resume takes it from the new run's config.
+    max_epochs / max_iters: the run's length (one is set); iters_per_epoch: the loader's.
+    base: the configured value of every per-group hyperparameter (``{"lr": (...), ...}``,
+        multipliers applied), where schedules read it; a resume takes the new config's.
     hyper: the current values, same keys: what the optimizer steps with; schedules set them.
-    rng: the global RNG states (:func:`capture_rng`: tensors and numbers, for weights-only
-        checkpoints), captured before ``after_train_iter`` and ``after_train_epoch``, restored
-        when a run starts. Data loaders carry their own ``torch.Generator``.
+    rng: the global RNG states (:func:`capture_rng`), captured before ``after_train_iter`` and
+        ``after_train_epoch``, restored when a run starts (loaders carry their own generator).
     hooks: per-hook state by hook name (tensors, numbers, str, lists/dicts of them).
     stop_reason: set by a hook that asks the loop to stop; once set it stays set.
     """
@@ -53,12 +47,10 @@ class TrainState:
 
     @property
     def lr(self) -> tuple[float, ...]:
-        """The current lr of each group."""
         return tuple(self.hyper.get("lr", ()))
 
     @property
-    def momentum(self) -> tuple[float, ...]:
-        """The current momentum (SGD) or beta1 (Adam) of each group."""
+    def momentum(self) -> tuple[float, ...]:  # SGD's momentum or Adam's beta1, per group
         return tuple(self.hyper.get("momentum", ()))
 
 
@@ -79,21 +71,14 @@ def run_max_iters(state: TrainState) -> int | None:
 def capture_rng() -> dict[str, Any]:
     """The torch CPU, CUDA (when initialized), Python ``random`` and NumPy generator states."""
     version, mt, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    mt_tensor = torch.from_numpy(np.asarray(mt, dtype=np.int64))
+    numpy = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
+    numpy.update(has_gauss=int(has_gauss), gauss=float(cached))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": {
-            "version": version,
-            "state": torch.from_numpy(np.asarray(mt, dtype=np.int64)),
-            "gauss": gauss,
-        },
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
+        "python": {"version": version, "state": mt_tensor, "gauss": gauss},
+        "numpy": numpy,
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()

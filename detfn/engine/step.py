@@ -1,11 +1,10 @@
 """Gradients of a pure loss function, and the train step the loop runs for every batch.
 
-``loss_fn(params, buffers, batch) -> (loss, aux)``: ``loss`` a 0-d tensor, ``aux`` named 0-d
-tensors (mmdet's ``log_vars``), the model run with ``torch.func.functional_call``. BatchNorm
-buffers are an argument, never captured (a captured buffer updated in place is an error under
-``torch.func``); they are donated like the optimizer state: they hold the new statistics after
-the step. Backends (functional-pytorch.md §1.4): "autograd" (default: detached leaves and
-``torch.autograd.grad``, as fast as ``.backward()``, every torchvision op) and "func"
+``loss_fn(params, buffers, batch) -> (loss, aux)``: ``loss`` 0-d, ``aux`` named 0-d tensors
+(mmdet's ``log_vars``), the model run with ``torch.func.functional_call``. BatchNorm buffers are
+an argument, never captured (an in-place update of a captured buffer fails under ``torch.func``),
+donated like the optimizer state. Backends (functional-pytorch.md §1.4): "autograd" (detached
+leaves and ``torch.autograd.grad``: as fast as ``.backward()``) and "func"
 (``torch.func.grad_and_value``, composable with vmap/jvp, 13-21 % slower on CPU).
 """
 
@@ -26,19 +25,15 @@ Backend = Literal["autograd", "func"]
 
 def _check_loss(loss: Any) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        got = (
-            f"Tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss)
-        )
+        is_tensor = isinstance(loss, torch.Tensor)
+        got = f"Tensor of shape {tuple(loss.shape)}" if is_tensor else type(loss)
         raise TypeError(f"loss_fn must return (loss, aux) with loss a 0-d tensor, got {got}")
     return loss
 
 
 def value_and_grad(loss_fn: LossFn, backend: Backend = "autograd"):
-    """``f(params, buffers, batch) -> ((loss, aux), grads)`` with ``grads`` by parameter name.
-
-    With "autograd", parameters the loss does not depend on have no entry in ``grads``, so the
-    optimizer skips them, as ``torch.optim`` skips ``p.grad is None``.
-    """
+    """``f(params, buffers, batch) -> ((loss, aux), grads)`` with ``grads`` by parameter name
+    ("autograd": without the parameters the loss does not use, which the optimizer skips)."""
     if backend == "func":
         transformed = torch.func.grad_and_value(
             lambda p, b, x: (lambda loss, aux: (_check_loss(loss), aux))(*loss_fn(p, b, x)),
@@ -72,12 +67,6 @@ def batch_size_of(batch: Any) -> int:
     raise TypeError(f"cannot tell the batch size of a {type(batch).__name__}; give it __len__")
 
 
-def _detached(aux: Any) -> dict[str, Any]:
-    if not isinstance(aux, Mapping):
-        raise TypeError(f"loss_fn must return (loss, aux) with aux a dict, got {type(aux)}")
-    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in aux.items()}
-
-
 def make_train_step(
     loss_fn: LossFn,
     *,
@@ -86,18 +75,11 @@ def make_train_step(
     device_type: str = "cpu",
     loss_scale: Callable[[TrainState], float | None] | None = None,
 ) -> TrainStep:
-    """The step the loop runs: ``step(state, batch) -> outputs`` for ``after_train_iter``.
-
-    Outputs: ``loss`` (0-d, detached, unscaled), ``losses`` (aux, detached), ``grads`` (by name,
-    of the *scaled* loss when ``loss_scale`` gives a scale), ``batch_size``. The step does not
-    update parameters: the optimizer hook does, so accumulation and clipping stay in one place.
-
-    Args:
-        autocast_dtype: run the forward under ``torch.autocast(device_type, dtype)`` (bf16/fp16);
-            the backward runs outside autocast, as torch recommends.
-        loss_scale: reads the fp16 loss scale from the state (the optimizer hook's scaler);
-            the loss is multiplied by it before differentiation.
-    """
+    """``step(state, batch) -> outputs`` of ``after_train_iter``: ``loss`` (0-d, detached,
+    unscaled), ``losses`` (aux, detached), ``grads`` (of the loss times ``loss_scale(state)``,
+    the fp16 scale, when given), ``batch_size``. The optimizer hook updates the parameters, so
+    accumulation and clipping stay in one place. ``autocast_dtype``: the forward runs under
+    ``torch.autocast``, the backward outside it, as torch recommends."""
 
     def forward(params, buffers, batch, scale):
         autocast = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else None
@@ -111,9 +93,11 @@ def make_train_step(
         scale = loss_scale(state) if loss_scale is not None else None
         grad_fn = value_and_grad(lambda p, b, x: forward(p, b, x, scale), backend)
         (_, (loss, aux)), grads = grad_fn(state.params, state.buffers, batch)
+        if not isinstance(aux, Mapping):
+            raise TypeError(f"loss_fn must return (loss, aux) with aux a dict, got {type(aux)}")
         return {
             "loss": loss.detach(),
-            "losses": _detached(aux),
+            "losses": {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in aux.items()},
             "grads": grads,
             "batch_size": batch_size_of(batch),
         }

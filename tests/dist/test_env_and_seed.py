@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import subprocess
@@ -17,10 +16,10 @@ import detfn
 from detfn.config import to_json
 from detfn.dist.env_info import collect_env, env_header, git_commit
 from detfn.dist.seeding import init_seed, seed_all
-from detfn.engine.events import Event, Stage
 from detfn.engine.checkpoint_io import run_meta
-from detfn.engine.hooks.env_header import env_header_fn
+from detfn.engine.events import Event, Stage
 from detfn.engine.runner import RunnerConfig
+from detfn.engine.session import env_header_hook
 
 
 def test_collect_env_reports_versions_devices_and_world():
@@ -70,8 +69,9 @@ class _Run:
 def test_header_hook_logs_once_before_the_run(caplog):
     logger = logging.getLogger("detfn.test_header")
     with caplog.at_level(logging.INFO, logger="detfn.test_header"):
-        env_header_fn(Event(Stage.BEFORE_RUN, state=None, run=_Run(RunnerConfig(), logger)))
-        env_header_fn(Event(Stage.AFTER_RUN, state=None, run=_Run(RunnerConfig(), logger)))
+        header = env_header_hook().fn
+        header(Event(Stage.BEFORE_RUN, state=None, run=_Run(RunnerConfig(), logger)))
+        header(Event(Stage.AFTER_RUN, state=None, run=_Run(RunnerConfig(), logger)))
     assert len(caplog.records) == 1
     assert f"torch      : {torch.__version__}" in caplog.records[0].getMessage()
 

@@ -1,4 +1,4 @@
-"""Hook-function combinators: stage filters, every-n gates, epoch end, compose, make_hook."""
+"""Hook-function combinators: stage filters, every-n gates, epoch end, compose; hook checks."""
 
 from __future__ import annotations
 
@@ -7,16 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from detfn.engine.combinators import (
-    at_epoch_end,
-    compose,
-    every_n_epochs,
-    every_n_inner_iters,
-    every_n_iters,
-    make_hook,
-    only_at,
-)
-from detfn.engine.driver import drive
+from detfn.engine.combinators import compose, epoch_end, nth, only_at, when
+from detfn.engine.driver import drive, order_hooks
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.loop import RunContext, train_loop
 from detfn.engine.state import TrainState
@@ -29,7 +21,7 @@ def fake_step(state, batch):
 def run(fn, max_epochs=2, loader_len=5):
     state = TrainState(params={}, buffers={}, opt_state=None, max_epochs=max_epochs)
     ctx = RunContext(train_loader=list(range(loader_len)), train_step=fake_step)
-    return drive(train_loop(state, ctx), [make_hook("h", fn)])
+    return drive(train_loop(state, ctx), [Hook("h", fn)])
 
 
 def calls_of(wrap):
@@ -39,16 +31,16 @@ def calls_of(wrap):
 
 
 def test_only_at_and_every_n_iters_follow_mmcv_counting():
-    calls = calls_of(lambda f: only_at("after_train_iter", every_n_iters(3, f)))
+    calls = calls_of(lambda f: only_at("after_train_iter", when(nth(3, "iter"), f)))
     assert [c[2] for c in calls] == [2, 5, 8]  # (iter + 1) % 3 == 0 over 10 iterations
-    calls = calls_of(lambda f: only_at(Stage.AFTER_TRAIN_ITER, every_n_inner_iters(2, f)))
+    calls = calls_of(lambda f: only_at(Stage.AFTER_TRAIN_ITER, when(nth(2, "inner_iter"), f)))
     assert [c[2] for c in calls] == [1, 3, 6, 8]  # inner 1, 3 of each 5-iteration epoch
 
 
 def test_every_n_epochs_and_at_epoch_end():
-    calls = calls_of(lambda f: only_at([Stage.AFTER_TRAIN_EPOCH], every_n_epochs(2, f)))
+    calls = calls_of(lambda f: only_at([Stage.AFTER_TRAIN_EPOCH], when(nth(2, "epoch"), f)))
     assert calls == [("after_train_epoch", 1, 10)]
-    calls = calls_of(lambda f: only_at("after_train_iter", at_epoch_end(f)))
+    calls = calls_of(lambda f: only_at("after_train_iter", when(epoch_end, f)))
     assert [c[2] for c in calls] == [4, 9]
 
 
@@ -72,22 +64,22 @@ def test_compose_threads_the_state_and_keeps_a_stop():
 
 
 def test_bad_combinator_inputs_raise_value_errors():
-    with pytest.raises(ValueError, match="every_n_iters: n must be an int >= 1, got 0"):
-        every_n_iters(0, print)
-    with pytest.raises(ValueError, match="every_n_epochs: n must be an int >= 1, got 1.5"):
-        every_n_epochs(1.5, print)
+    with pytest.raises(ValueError, match="nth: n must be an int >= 1, got 0"):
+        nth(0, "iter")
+    with pytest.raises(ValueError, match="nth: n must be an int >= 1, got 1.5"):
+        nth(1.5, "epoch")
     with pytest.raises(ValueError, match="unknown stage 'after_iter'"):
         only_at("after_iter", print)
     with pytest.raises(ValueError, match="expected a hook function"):
-        at_epoch_end(None)
+        when(epoch_end, None)
     with pytest.raises(ValueError, match="compose: give at least one"):
         compose()
-    with pytest.raises(ValueError, match="argument 1 is a Hook; pass its function"):
+    with pytest.raises(ValueError, match="argument 1 is Hook.*; pass a hook function"):
         compose(print, Hook("x", print))
     with pytest.raises(ValueError, match="name must be a non-empty str"):
-        make_hook("", print)
-    assert make_hook("x", print, "very_low").priority == Priority.VERY_LOW == 90
+        order_hooks([Hook("", print)])
+    assert order_hooks([Hook("x", print, "very_low")])[0].priority == Priority.VERY_LOW == 90
     with pytest.raises(ValueError, match="unknown priority 'urgent'"):
-        make_hook("x", print, "urgent")
+        order_hooks([Hook("x", print, "urgent")])
     with pytest.raises(TypeError, match="priority must be an integer"):
-        make_hook("x", print, [10])
+        order_hooks([Hook("x", print, [10])])

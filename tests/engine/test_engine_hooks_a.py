@@ -11,14 +11,16 @@ from engine_a_toys import ToyLoader, ToyNet, make_loss_fn, split, toy_data
 
 from detfn.engine.driver import drive
 from detfn.engine.events import Event, Hook, Outputs, Stage
-from detfn.engine.hooks.ema import EMAConfig, ema_hook, ema_momentum, ema_params
-from detfn.engine.hooks.guards import NanGuardConfig, NonFiniteLossError, nan_guard
+from detfn.engine.hooks.ema import EMAConfig, ema_hook, ema_momentum
 from detfn.engine.hooks.optimizer import (
     GradClipConfig,
     LossScaleConfig,
+    NanGuardConfig,
+    NonFiniteLossError,
     OptimizerHookConfig,
     clip_grad_norm_,
     loss_divisor,
+    nan_guard,
     optimizer_hook,
 )
 from detfn.engine.hooks.sampler_seed import SamplerSeedConfig, sampler_seed_hook
@@ -146,11 +148,11 @@ def test_ema_numbers_by_hand_and_swap_at_epoch_end():
         state.params["w"].fill_(t + 1.0)  # what the optimizer's in-place update would do
         assert hook.fn(Event(Stage.AFTER_TRAIN_ITER, replace(state, iter=t))) is None
     # 0 -> 0.75*0 + 0.25*1 = 0.25 -> 0.6*0.25 + 0.4*2 = 0.95 -> 0.5*0.95 + 0.5*3 = 1.975
-    assert ema_params(state)["w"].item() == pytest.approx(1.975)
+    assert state.hooks["ema"]["params"]["w"].item() == pytest.approx(1.975)
     swapped = hook.fn(Event(Stage.AFTER_TRAIN_EPOCH, state))
     assert swapped.params["w"].item() == pytest.approx(1.975)
     assert swapped.hooks["ema"]["raw"]["w"].item() == 3.0
-    assert ema_params(swapped)["w"].item() == pytest.approx(1.975)
+    assert swapped.hooks["ema"]["params"]["w"].item() == pytest.approx(1.975)
     back = hook.fn(Event(Stage.BEFORE_TRAIN_EPOCH, swapped))
     assert back.params["w"].item() == 3.0 and back.hooks["ema"]["raw"] is None
 
@@ -163,7 +165,7 @@ def test_ema_interval_raises_momentum_to_the_power_interval():
         state.params["w"].fill_(t + 1.0)
         hook.fn(Event(Stage.AFTER_TRAIN_ITER, replace(state, iter=t)))
     # t=0: m = min(0.25, 1/4) -> 0.25; t=1 skipped; t=2: m = min(0.25, 3/6) -> 0.9375
-    assert ema_params(state)["w"].item() == pytest.approx(0.9375)
+    assert state.hooks["ema"]["params"]["w"].item() == pytest.approx(0.9375)
 
 
 def test_nan_guard_names_the_iteration_and_the_term():

@@ -7,13 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from detfn.config import Config, load
-from detfn.engine.session import (
-    config_path,
-    dump_config,
-    log_file_path,
-    make_logger,
-    metrics_path,
-)
+from detfn.engine.session import dump_config, log_file_path, make_logger
 
 
 @dataclass(frozen=True)
@@ -33,7 +27,7 @@ class ToyRun(Config):
 def test_dumped_config_reloads_equal(tmp_path):
     cfg = ToyRun(optim=ToyOptim(lr=0.01), steps=(3,))
     path = dump_config(cfg, tmp_path / "run")
-    assert path == config_path(tmp_path / "run") == tmp_path / "run" / "config.json"
+    assert path == tmp_path / "run" / "config.json"
     assert load(path, ToyRun) == cfg
     with pytest.raises(TypeError, match="config dataclass instance"):
         dump_config({"lr": 1}, tmp_path)
@@ -59,4 +53,3 @@ def test_make_logger_writes_the_timestamped_log_file_once(tmp_path):
     assert len(logger.handlers) == 1
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    assert metrics_path(tmp_path) == tmp_path / "metrics.jsonl"

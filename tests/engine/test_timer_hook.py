@@ -9,7 +9,7 @@ import torch
 
 from detfn import registry
 from detfn.engine.events import Event, Outputs, Stage
-from detfn.engine.hooks.timer import TimerHookConfig
+from detfn.engine.hooks.logger import TimerHookConfig
 from detfn.engine.state import TrainState
 
 

@@ -11,11 +11,9 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     checkpoint,
     ema,
     evaluation,
-    guards,
     logger,
     optimizer,
     sampler_seed,
     tensorboard,
-    timer,
     wandb,
 )

@@ -1,14 +1,10 @@
-"""Checkpoint hook: the whole train state every ``interval`` epochs or iterations (mmcv's
-``CheckpointHook``), and the final state of every run that ends without an error.
-
-* ``epoch_N.pth`` / ``iter_N.pth`` (N from 1) when N is a multiple of ``interval``, and at the
-  last epoch/iteration with ``save_last``; ``max_keep_ckpts = k`` keeps the newest k files of the
-  interval grid; ``latest.json`` (and a ``latest.pth`` symlink) names the newest file.
-* At ``after_run`` of a run that finished or stopped (a stop request, SIGTERM), a state the rule
-  did not save is saved as ``iter_N.pth`` (N iterations done). A state with non-finite weights is
-  saved but never made latest.
-* The kept list lives in ``state.hooks["checkpoint"]``; each file holds the state as the loop
-  will have it after the event (:func:`checkpoint_io.advance_counters`), written atomically.
+"""Checkpoint hook (mmcv's ``CheckpointHook``): the whole train state as ``epoch_N.pth`` /
+``iter_N.pth`` (N from 1) every ``interval`` epochs or iterations and at the last one
+(``save_last``), named by ``latest.json`` (and a ``latest.pth`` symlink) unless its weights are
+not finite. At ``after_run`` of a run that finished or stopped (SIGTERM), a state the rule did not
+save is saved as ``iter_N.pth``. Each file holds the state as the loop will have it after the
+event (:func:`~detfn.engine.checkpoint_io.advance_counters`); the kept list is in
+``state.hooks["checkpoint"]``.
 """
 
 from __future__ import annotations
@@ -29,11 +25,8 @@ CHECKPOINT = "checkpoint"
 
 @dataclass(frozen=True)
 class CheckpointHookConfig(HookConfig):
-    """Periodic checkpoints (mmcv ``CheckpointHook``; interval 1 as mmdet's default runtime).
-
-    Priority NORMAL: after the schedule and optimizer hooks have produced this iteration's
-    weights, before evaluation (LOW), so a crash in evaluation still leaves the checkpoint.
-    """
+    """Interval 1 as mmdet's default runtime. Priority NORMAL: after the optimizer, before
+    evaluation (LOW), so a crash in evaluation still leaves the checkpoint."""
 
     interval: int = 1
     """Save every ``interval`` epochs (``by_epoch``) or iterations; <= 0 saves only the last."""
@@ -99,25 +92,18 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
             (out_dir(event) / f"{unit}_{n}.pth").unlink(missing_ok=True)
         return new_state
 
-    def final(event: Event) -> TrainState | None:
-        """A run that ends without error saves a state the interval rule did not save."""
+    def final(event: Event) -> TrainState | None:  # a state the interval rule did not save
         state = event.state
         done = state.epoch if cfg.by_epoch else state.iter
         total = state.max_epochs if cfg.by_epoch else run_max_iters(state)
-        on_grid = (cfg.interval > 0 and done % cfg.interval == 0) or (
-            cfg.save_last and done == total
-        )
-        if (
-            event.error is not None
-            or state.iter == 0
-            or (on_grid and not (cfg.by_epoch and state.inner_iter))
-        ):
+        saved = (cfg.interval > 0 and done % cfg.interval == 0) or (cfg.save_last and done == total)
+        if saved and not (cfg.by_epoch and state.inner_iter):
             return None
-        return write(
-            event, f"iter_{state.iter}.pth", (state.hooks.get(CHECKPOINT) or {"kept": []})["kept"]
-        )
+        kept = (state.hooks.get(CHECKPOINT) or {"kept": []})["kept"]
+        return write(event, f"iter_{state.iter}.pth", kept)
 
     never = lambda event: False  # noqa: E731
+    finished = lambda event: event.error is None and event.state.iter > 0  # noqa: E731
     due = any_of(
         nth(cfg.interval, unit) if cfg.interval > 0 else never,
         last(unit) if cfg.save_last else never,
@@ -126,6 +112,6 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),
         only_at(after, when(due, save)),
-        only_at(Stage.AFTER_RUN, final),
+        only_at(Stage.AFTER_RUN, when(finished, final)),
     )
     return Hook(CHECKPOINT, fn, get_priority(cfg.priority))

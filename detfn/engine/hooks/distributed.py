@@ -1,15 +1,10 @@
-"""The data-parallel hooks: what the loggers see is the job's, not one rank's.
+"""The data-parallel hooks (every rank runs both; on one process they do nothing).
 
-* ``distributed_losses`` (priority 20, before the NaN guard and every other reader of the loss)
-  replaces ``loss`` and each ``losses`` term by their mean over the ranks (mmcv's ``log_vars``
-  reduction), so a non-finite loss on one rank stops all of them at the same iteration; after a
-  failure the failing rank announces it (:func:`detfn.dist.failure.announce_failure`), so the
-  others stop at their next agreement point instead of at the process-group timeout.
-* ``distributed_logged`` (priority 80: after the timer and the evaluation hook, before the
-  loggers) takes the slowest rank's ``time`` / ``data_time`` (the job waits for it at every
-  all-reduce, so the ETA is the job's) and a val phase's mean ``metrics`` over the ranks.
-
-Every rank must run both (they run collectives); on one process they do nothing.
+* ``distributed_losses`` averages ``loss`` and each ``losses`` term over the ranks (mmcv's
+  ``log_vars``), so a non-finite loss stops every rank at the same iteration; a failing rank
+  announces its failure, so the others stop at their next agreement point, not at a timeout.
+* ``distributed_logged`` takes the slowest rank's ``time`` / ``data_time`` (the job waits for it
+  at every all-reduce: the ETA is the job's) and a val phase's mean ``metrics``.
 """
 
 from __future__ import annotations
@@ -33,32 +28,33 @@ def average_losses(event: Event) -> None:
     outputs.losses = {k: merged[k] for k in losses}
 
 
-def announce(event: Event) -> None:
-    if event.error is not None:  # the other ranks raise RankFailedError
-        announce_failure(event.error)
-
-
-def job_times_and_metrics(event: Event) -> None:
-    """Every rank runs the same collectives: a missing time counts as 0. The val shards have
-    equal sizes; metrics that already are the job's (a broadcast evaluation) stay equal."""
-    outputs = event.outputs
-    if event.stage is Stage.AFTER_VAL_EPOCH:
-        if outputs.metrics:
-            outputs.metrics = mean_scalars_across_ranks(outputs.metrics)
-        return
+def job_times(event: Event) -> None:
+    """Every rank runs the same collectives: a missing time counts as 0."""
     for key in _TIMES:
-        value = max_across_ranks(getattr(outputs, key) or 0.0)
-        if getattr(outputs, key) is not None:
-            setattr(outputs, key, value)
+        value = max_across_ranks(getattr(event.outputs, key) or 0.0)
+        if getattr(event.outputs, key) is not None:
+            setattr(event.outputs, key, value)
+
+
+def job_metrics(event: Event) -> None:
+    """The val shards have equal sizes; metrics that already are the job's (a broadcast
+    evaluation) stay equal."""
+    event.outputs.metrics = mean_scalars_across_ranks(event.outputs.metrics)
 
 
 def distributed_hooks() -> tuple[Hook, Hook]:
     """The two hooks every rank of a data-parallel run registers (custom hooks of ``train``)."""
     running = lambda event: is_distributed()  # noqa: E731
+    failed = lambda event: event.error is not None  # noqa: E731  (the others raise RankFailedError)
     losses = compose(
-        only_at(Stage.AFTER_TRAIN_ITER, average_losses), only_at(Stage.AFTER_RUN, announce)
+        only_at(Stage.AFTER_TRAIN_ITER, average_losses),
+        only_at(Stage.AFTER_RUN, when(failed, lambda event: announce_failure(event.error))),
     )
-    logged = only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH), job_times_and_metrics)
+    with_metrics = lambda event: bool(event.outputs.metrics)  # noqa: E731
+    logged = compose(
+        only_at(Stage.AFTER_TRAIN_ITER, job_times),
+        only_at(Stage.AFTER_VAL_EPOCH, when(with_metrics, job_metrics)),
+    )
     loss_io = dict(reads=("loss", "losses"), writes=("loss", "losses"))
     logged_io = dict(reads_optional=(*_TIMES, "metrics"), writes=(*_TIMES, "metrics"))
     return (

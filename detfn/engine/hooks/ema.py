@@ -2,15 +2,13 @@
 
 ``momentum`` is the weight of the *new* value: every ``interval`` iterations (``iter % interval
 == 0``), ``m = min(momentum ** interval, (1 + t) / (warm_up + t))`` and ``ema = (1 - m) * ema +
-m * param``. At ``after_train_epoch`` the raw and EMA weights are swapped, so evaluation and
-checkpoints after it (priority 49: after the optimizer, 40, before checkpoints, 50) see the EMA
-weights; ``before_train_epoch`` swaps back. State: ``state.hooks["ema"] = {"params": EMA weights,
-"raw": the training weights while swapped out, else None}``.
+m * param``. ``after_train_epoch`` swaps the EMA weights into ``state.params``, so evaluation and
+checkpoints see them; ``before_train_epoch`` swaps back. ``state.hooks["ema"] = {"params": EMA
+weights, "raw": the training weights while swapped out, else None}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,11 +24,8 @@ EMA_HOOK = "ema"
 
 @dataclass(frozen=True)
 class EMAConfig(HookConfig):
-    """mmcv ``EMAHook(momentum=0.0002, interval=1, warm_up=100)``.
-
-    ``priority`` 49: after the optimizer update (40) of the same iteration, before the
-    checkpoint hook (50), so epoch checkpoints hold the EMA weights, as mmdet's configs do.
-    """
+    """mmcv ``EMAHook(momentum=0.0002, interval=1, warm_up=100)``; priority 49: after the
+    optimizer update (40), before the checkpoint hook (50), as in mmdet's configs."""
 
     momentum: float = 0.0002
     interval: int = 1
@@ -49,16 +44,9 @@ def ema_momentum(cfg: EMAConfig, iteration: int) -> float:
     return min(cfg.momentum**cfg.interval, (1 + iteration) / (cfg.warm_up + iteration))
 
 
-def ema_params(state: TrainState) -> Mapping[str, torch.Tensor]:
-    """The EMA weights, whether or not they are swapped into ``state.params`` right now."""
-    if EMA_HOOK not in state.hooks:
-        raise KeyError("ema_params: the state has no EMA (no EMA hook ran before_run)")
-    return state.hooks[EMA_HOOK]["params"]
-
-
 def _swap(event: Event, into_params: bool) -> TrainState | None:
-    """``into_params``: EMA weights into ``state.params``, the training weights wait in ``raw``;
-    else the training weights back. Nothing when they already are where asked."""
+    """EMA weights into ``state.params`` (``into_params``; the training weights wait in ``raw``),
+    or the training weights back; nothing when they already are where asked."""
     state, mine = event.state, event.state.hooks[EMA_HOOK]
     if (mine.get("raw") is not None) == into_params:
         return None

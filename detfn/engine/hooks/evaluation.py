@@ -1,20 +1,13 @@
 """Evaluation during training (mmcv 1.x ``EvalHook``) and early stopping on its metrics (mmcv
-2.x ``EarlyStoppingHook``).
+2.x ``EarlyStoppingHook``); both keep their state in ``state.hooks``, so it survives a resume.
 
-* When: every ``interval``-th epoch/iteration (1-based count c), or with ``start`` when
-  c >= start and (c - start) % interval == 0; ``start = 0`` also evaluates the initial weights.
-* ``event.run.evaluate(state)`` computes the metrics, on the EMA weights when an EMA hook keeps
-  them (``use_ema``); they go to ``outputs.metrics`` for the loggers (VERY_LOW).
-* ``save_best``: "auto" tracks the first metric key, a name tracks that key; ``rule`` "auto" is
-  inferred from the key as mmcv does (equal to, then containing, a greater/less key); one
-  ``best_<key>_epoch_N.pth`` (or ``iter_N``) file, replaced when the score is beaten.
-* Early stopping (priority 85, after the evaluation hook, before the loggers) counts evaluations
-  whose ``monitor`` did not improve by ``min_delta`` and at ``patience`` requests the stop
-  (``state.stop_reason``): the current epoch's checkpoint and logs are still written. Under data
-  parallelism the metrics are the job's, so every rank stops at the same evaluation.
-
-Both keep their state (best score, key, rule and file; best and bad evaluations) in
-``state.hooks``, so it survives a resume.
+* ``event.run.evaluate(state)`` computes the metrics (on the EMA weights when an EMA hook keeps
+  them) into ``outputs.metrics``. ``save_best`` keeps one ``best_<key>_epoch_N.pth`` (or
+  ``iter_N``), replaced when the score is beaten; ``rule="auto"`` is mmcv's inference from the key.
+* Early stopping (priority 85, between the evaluation hook and the loggers) counts evaluations
+  whose ``monitor`` did not improve by ``min_delta`` and at ``patience`` requests the stop: the
+  epoch's checkpoint and logs are still written. Under data parallelism the metrics are the job's,
+  so every rank stops at the same evaluation.
 """
 
 from __future__ import annotations
@@ -116,28 +109,8 @@ def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
     before = Stage.BEFORE_TRAIN_EPOCH if cfg.by_epoch else Stage.BEFORE_TRAIN_ITER
     after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
     fresh = lambda event: cfg.start == 0 and event.state.iter == 0  # noqa: E731
-    return any_of(
-        all_of(at(before), fresh), all_of(at(after), nth(cfg.interval, unit, start=cfg.start))
-    )
-
-
-def weights_to_evaluate(state: TrainState, use_ema: bool, ema_key: str) -> TrainState:
-    """``state`` with the EMA hook's averaged params/buffers in place, when there are any."""
-    ema = state.hooks.get(ema_key) if use_ema else None
-    if not isinstance(ema, Mapping) or not ema.get("params"):
-        return state
-    return dataclasses.replace(
-        state,
-        params={**state.params, **ema["params"]},
-        buffers={**state.buffers, **(ema.get("buffers") or {})},
-    )
-
-
-def _progress_name(stage: Stage, state: TrainState, by_epoch: bool) -> str:
-    """``epoch_N`` / ``iter_N``: N the epochs/iterations done when the weights were evaluated."""
-    if by_epoch:
-        return f"epoch_{state.epoch + 1 if stage is Stage.AFTER_TRAIN_EPOCH else state.epoch}"
-    return f"iter_{state.iter + 1 if stage is Stage.AFTER_TRAIN_ITER else state.iter}"
+    every = nth(cfg.interval, unit, start=cfg.start)
+    return any_of(all_of(at(before), fresh), all_of(at(after), every))
 
 
 def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
@@ -152,17 +125,17 @@ def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
 
 
 def _evaluate(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
-    """Evaluate; write the metrics to the outputs; update the best checkpoint."""
+    """Evaluate into the outputs; update the best checkpoint."""
     state = event.state
-    metrics = numbers(event.run.evaluate(weights_to_evaluate(state, cfg.use_ema, cfg.ema_key)))
+    ema, weights = state.hooks.get(cfg.ema_key) if cfg.use_ema else None, state
+    if isinstance(ema, Mapping) and ema.get("params"):  # the EMA hook's averaged weights
+        params = {**state.params, **ema["params"]}
+        buffers = {**state.buffers, **(ema.get("buffers") or {})}
+        weights = dataclasses.replace(state, params=params, buffers=buffers)
+    metrics = numbers(event.run.evaluate(weights))
     event.outputs.metrics = metrics
     if cfg.save_best is None:
         return None
-    return _track_best(event, cfg, metrics)
-
-
-def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]) -> TrainState:
-    state = event.state
     mine = dict(state.hooks.get(EVALUATION) or {})
     if cfg.save_best == "auto":
         key = mine.get("key") or next(iter(metrics), None)
@@ -181,7 +154,11 @@ def _track_best(event: Event, cfg: EvaluationHookConfig, metrics: dict[str, Any]
     if not is_better(score, mine.get("best_score"), rule):
         return with_hook_state(state, EVALUATION, mine)
     out_dir = resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook")
-    name = f"best_{key.replace('/', '_')}_{_progress_name(event.stage, state, cfg.by_epoch)}.pth"
+    # N in epoch_N / iter_N: the epochs / iterations done when the weights were evaluated
+    unit = "epoch" if cfg.by_epoch else "iter"
+    after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
+    done = getattr(state, unit) + (event.stage is after)
+    name = f"best_{key.replace('/', '_')}_{unit}_{done}.pth"
     old = mine.get("best_ckpt")
     mine.update(best_score=score, best_ckpt=name)
     new_state = with_hook_state(state, EVALUATION, mine)
@@ -233,13 +210,23 @@ class EarlyStoppingConfig(Config):  # not a HookConfig: monitor stays the first 
 
 
 def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | None:
-    """Count evaluations without improvement by ``min_delta``; request the stop at ``patience``."""
+    """Count evaluations without improvement by ``min_delta``; request the stop at ``patience``.
+
+    With a val phase that computes losses (``run.val_step``) there are two metric sources (the
+    evaluation hook's metrics, the val phase's losses): a dict without the monitor is skipped
+    while the other source may hold it; otherwise a missing monitor is an error."""
     metrics: Any = event.outputs.metrics
-    if cfg.monitor not in metrics:
-        return _missing_monitor(event, cfg, metrics)
-    score = float(metrics[cfg.monitor])
     state = event.state
     mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
+    if cfg.monitor not in metrics:
+        source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
+        lacking = sorted({*mine.get("lacking", ()), source})
+        two_sources = getattr(event.run, "val_step", None) is not None
+        if two_sources and (mine["best"] is not None or len(lacking) < 2):
+            return with_hook_state(state, EARLY_STOPPING, {**mine, "lacking": lacking})
+        raise KeyError(f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation "
+                       f"metrics {sorted(metrics)}")  # fmt: skip
+    score = float(metrics[cfg.monitor])
     rule = infer_rule(cfg.monitor, cfg.rule)
     shifted = score - cfg.min_delta if rule == "greater" else score + cfg.min_delta
     if math.isfinite(score) and (mine["best"] is None or is_better(shifted, mine["best"], rule)):
@@ -254,22 +241,6 @@ def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | No
         )
         state = dataclasses.replace(state, stop_reason=reason)
     return state
-
-
-def _missing_monitor(event: Event, cfg: EarlyStoppingConfig, metrics: Any) -> TrainState:
-    """A run with a val phase that computes losses (``run.val_step``) has two metric sources:
-    the evaluation hook's metrics and the val phase's losses. A dict of one source without the
-    monitor is skipped while the other may hold it; otherwise a missing monitor is an error."""
-    mine = dict(event.state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
-    source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
-    lacking = sorted({*mine.get("lacking", ()), source})
-    two_sources = getattr(event.run, "val_step", None) is not None
-    if two_sources and (mine["best"] is not None or len(lacking) < 2):
-        return with_hook_state(event.state, EARLY_STOPPING, {**mine, "lacking": lacking})
-    raise KeyError(
-        f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation metrics "
-        f"{sorted(metrics)}"
-    )
 
 
 @register(EarlyStoppingConfig)

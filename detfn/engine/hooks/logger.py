@@ -1,13 +1,16 @@
-"""Text logger: console lines with ETA and a progress bar, and a JSON-lines metrics file.
+"""What the loggers log: the iteration timer, the logger hook over a sink, and the text logger
+(console lines with ETA and a progress bar, and a JSON-lines metrics file).
 
-mmcv's ``TextLoggerHook``: a train record after every ``interval``-th iteration (in the epoch
-when ``by_epoch``) and at an epoch's end unless ``ignore_last``, averaged since the previous one;
-``outputs.metrics`` become a ``"mode": "val"`` record. A train record holds ``mode``, ``epoch``,
-``iter``, ``global_iter`` (iterations done), ``lr`` / ``momentum`` (group 0) and ``*_groups``,
-``data_time``, ``time``, each loss, ``loss``, ``grad_norm``, ``memory`` (MiB, CUDA). Console
-lines are plain text: ``Epoch [1][20/50]  [######------]  lr: 2.000e-02, eta: 0:01:05, ...``.
-Running sums (0-d tensors: no device sync until a record) live in ``state.hooks``; a resumed
-run first drops the records of iterations after its checkpoint, so none repeats.
+The timer (mmcv's ``IterTimerHook``) reads a clock at the start of the epoch and after each
+iteration: ``data_time`` is the gap until ``before_*_iter`` (the loader's share), ``time`` the gap
+until ``after_*_iter`` (the whole iteration); the last reading is in ``state.hooks["timer"]``.
+
+A train record (``mode``, ``epoch``, ``iter``, ``global_iter`` = iterations done, ``lr`` /
+``momentum`` of group 0 and ``*_groups``, ``data_time``, ``time``, each loss, ``loss``,
+``grad_norm``, ``memory`` in MiB on CUDA) averages the iterations since the previous one;
+``outputs.metrics`` become a ``"mode": "val"`` record. Console: ``Epoch [1][20/50]
+[######------]  lr: 2.000e-02, eta: 0:01:05, ...``. Running sums are 0-d tensors (no device sync
+until a record); a resumed run first drops the records after its checkpoint, so none repeats.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datetime
 import json
 import logging
 import pathlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,12 +29,13 @@ import torch
 from detfn.config import check_positive, fail
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
-from detfn.engine.events import Event, Hook, HookConfig, Outputs, Stage, get_priority
+from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
 from detfn.engine.session import METRICS_FILE
 from detfn.engine.state import TrainState, run_max_iters, with_hook_state
 from detfn.registry import register
 
+TIMER = "timer"
 TEXT_LOGGER = "text_logger"
 _TIMING_KEYS = ("data_time", "time")
 _HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
@@ -40,16 +45,63 @@ LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
-class TextLoggerHookConfig(HookConfig):
-    """Console + JSON-lines logger (mmcv ``TextLoggerHook``). Priority VERY_LOW: after the timer
-    and the evaluation hook (LOW) have written their outputs."""
+class TimerHookConfig(HookConfig):
+    """Priority LOW: after the optimizer step and the checkpoint, so ``time`` covers the whole
+    iteration, and before the loggers (VERY_LOW)."""
+
+    priority: int | str = "LOW"
+
+
+@register(TimerHookConfig)
+def build_timer_hook(
+    cfg: TimerHookConfig, *, clock: Callable[[], float] = time.perf_counter, **context: Any
+) -> Hook:
+    """``clock``: seconds, monotonic."""
+
+    def start(event: Event) -> TrainState:
+        return with_hook_state(event.state, TIMER, {"last": clock(), "data_time": 0.0})
+
+    def loaded(event: Event) -> TrainState:
+        # a run resumed mid-epoch has no epoch start: take a fresh reading
+        last = (event.state.hooks.get(TIMER) or {"last": clock()})["last"]
+        return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
+
+    def done(event: Event) -> TrainState:
+        before, now = event.state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0}, clock()
+        event.outputs.data_time = before["data_time"]
+        event.outputs.time = now - before["last"]
+        return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
+
+    fn = compose(
+        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_VAL_EPOCH), start),
+        only_at((Stage.BEFORE_TRAIN_ITER, Stage.BEFORE_VAL_ITER), loaded),
+        only_at((Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_ITER), done),
+    )
+    return Hook(TIMER, fn, get_priority(cfg.priority), writes=("data_time", "time"))
+
+
+@dataclass(frozen=True)
+class LoggerHookConfig(HookConfig):
+    """What every logger has (mmcv ``LoggerHook``). Priority VERY_LOW: after the timer and the
+    evaluation hook (LOW) have written their outputs."""
 
     interval: int = 10
-    """Write a train record every ``interval`` iterations."""
+    """Write a train record every ``interval`` iterations (the means over the interval)."""
     ignore_last: bool = True
     """Skip the partial last interval of an epoch (mmcv default)."""
     by_epoch: bool = True
     """Count ``interval`` within the epoch (and show epoch progress) or globally."""
+    priority: int | str = "VERY_LOW"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "interval")
+
+
+@dataclass(frozen=True)
+class TextLoggerHookConfig(LoggerHookConfig):
+    """Console + JSON-lines logger (mmcv ``TextLoggerHook``)."""
+
     console: bool = True
     json_file: bool = True
     """Append records to ``<out_dir>/metrics.jsonl``."""
@@ -57,11 +109,9 @@ class TextLoggerHookConfig(HookConfig):
     """Directory of the JSON-lines file; None uses the run's work_dir."""
     bar_width: int = 30
     """Characters of the text progress bar; 0 hides it."""
-    priority: int | str = "VERY_LOW"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "interval")
         if self.bar_width < 0:
             fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
 
@@ -74,32 +124,6 @@ def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
     if not by_epoch:
         every = any_of(every, last("iter"))
     return every if ignore_last else any_of(every, epoch_end)
-
-
-def iter_values(outputs: Outputs) -> dict[str, Any]:
-    """The per-iteration numbers of ``after_train_iter`` outputs, in record order."""
-    values = {k: getattr(outputs, k) for k in _TIMING_KEYS}
-    values.update(outputs.losses)
-    values.update(loss=outputs.loss, grad_norm=outputs.grad_norm)
-    return {
-        k: v.detach() if isinstance(v, torch.Tensor) else float(v)
-        for k, v in values.items()
-        if v is not None
-    }
-
-
-def accumulate(buffer: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Add one iteration's values to the running sums ``{"sums": {k: v}, "count": n}``."""
-    sums = dict((buffer or {}).get("sums", {}))
-    for key, value in values.items():
-        sums[key] = sums[key] + value if key in sums else value
-    return {"sums": sums, "count": (buffer or {}).get("count", 0) + 1}
-
-
-def averages(buffer: Mapping[str, Any]) -> dict[str, float]:
-    """Mean of each running sum, as Python floats (the one device sync per record)."""
-    count = max(buffer.get("count", 0), 1)
-    return {k: float(v) / count for k, v in buffer.get("sums", {}).items()}
 
 
 def eta_seconds(time_sum: float, timed_iters: int, iters_left: int) -> float:
@@ -123,14 +147,10 @@ def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) 
         "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
         "global_iter": state.iter + 1,
     }
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        if values:
-            record[key] = float(values[0])
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        if values:
-            record[f"{key}_groups"] = [float(v) for v in values]
-    record.update(means)
-    return record
+    hyper = {k: v for k, v in (("lr", state.lr), ("momentum", state.momentum)) if v}
+    record.update({k: float(v[0]) for k, v in hyper.items()})
+    record.update({f"{k}_groups": [float(x) for x in v] for k, v in hyper.items()})
+    return {**record, **means}
 
 
 def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,18 +173,13 @@ def format_line(
 ) -> str:
     """The console line of a record (mmcv's layout, plus a plain-text progress bar)."""
     if record["mode"] == "val":
-        head = (
-            f"Epoch(val) [{record['epoch']}]"
-            if by_epoch
-            else f"Iter(val) [{record['global_iter']}]"
-        )
+        unit, count = ("Epoch", record["epoch"]) if by_epoch else ("Iter", record["global_iter"])
         values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
-        return f"{head}  {values}"
-    done, total = (
-        (record["iter"], state.iters_per_epoch)
-        if by_epoch
-        else (record["global_iter"], run_max_iters(state) or 0)
-    )
+        return f"{unit}(val) [{count}]  {values}"
+    if by_epoch:
+        done, total = record["iter"], state.iters_per_epoch
+    else:
+        done, total = record["global_iter"], run_max_iters(state) or 0
     head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
     bar = progress_bar(done, total, bar_width)
     parts = []
@@ -195,18 +210,17 @@ def drop_records_after(path: pathlib.Path, done: int) -> None:
 
 def logger_hook(
     name: str,
-    cfg: Any,
+    cfg: LoggerHookConfig,
     open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
-    write_train: Callable[[Any, Event, dict[str, float]], None],
-    write_val: Callable[[Any, Event, dict[str, Any]], None],
+    write: Callable[[Any, Event, dict[str, Any]], None],
     close_sink: Callable[[Any, Event], None] | None = None,
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
-    held here, not in the state). ``open_sink(event) -> (sink, hook state) | None`` (None: this
-    process logs nothing) at ``before_run``; ``write_train(sink, event, means)`` when
-    :func:`log_due`, with the means since the previous record; ``write_val(sink, event,
-    val_record)`` for every ``outputs.metrics``; ``close_sink(sink, event)`` at ``after_run``.
-    ``state.hooks[name]`` holds the running sums and this process's iteration times (ETA)."""
+    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
+    process logs nothing) at ``before_run``; ``write(sink, event, record)`` with a train record
+    when :func:`log_due`, a val record (``record["mode"] == "val"``) for every
+    ``outputs.metrics``; ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running
+    sums (``buffer``: ``{"sums", "count"}``) and this process's iteration times (ETA)."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
 
@@ -227,19 +241,29 @@ def logger_hook(
             close_sink(live.pop("sink"), event)
 
     def add(event: Event) -> TrainState:
-        values, new = iter_values(event.outputs), mine(event)
-        new["buffer"] = accumulate(new.get("buffer"), values)
-        if "time" in values:
-            new["time_sum"] = new.get("time_sum", 0.0) + values["time"]
+        outputs, new = event.outputs, mine(event)
+        values = {k: getattr(outputs, k) for k in _TIMING_KEYS}  # in record order
+        values.update({**outputs.losses, "loss": outputs.loss, "grad_norm": outputs.grad_norm})
+        buffer = new.get("buffer") or {}
+        sums = dict(buffer.get("sums", {}))
+        for key, value in values.items():
+            if value is not None:
+                value = value.detach() if isinstance(value, torch.Tensor) else float(value)
+                sums[key] = sums[key] + value if key in sums else value
+        new["buffer"] = {"sums": sums, "count": buffer.get("count", 0) + 1}
+        if outputs.time is not None:
+            new["time_sum"] = new.get("time_sum", 0.0) + float(outputs.time)
             new["timed"] = new.get("timed", 0) + 1
         state = with_hook_state(event.state, name, new)
         if not due(event):
             return state
-        write_train(live["sink"], replace(event, state=state), averages(new["buffer"]))
+        # the means since the previous record: the one device sync per record
+        means = {k: float(v) / new["buffer"]["count"] for k, v in sums.items()}
+        write(live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch))
         return with_hook_state(state, name, {**new, "buffer": {}})
 
     def log_metrics(event: Event) -> None:
-        write_val(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
+        write(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
 
     def reset(event: Event) -> TrainState:
         return with_hook_state(event.state, name, {**mine(event), "buffer": {}})
@@ -267,37 +291,23 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
         drop_records_after(out_dir / METRICS_FILE, event.state.iter)
         return out_dir / METRICS_FILE, {}
 
-    def emit(path: pathlib.Path | None, event: Event, record: dict, eta: float | None) -> None:
+    def write(path: pathlib.Path | None, event: Event, record: dict[str, Any]) -> None:
+        state, loss, eta = event.state, event.outputs.loss, None
+        if record["mode"] == "train":
+            if isinstance(loss, torch.Tensor) and loss.is_cuda:  # the peak since the last record
+                record["memory"] = int(torch.cuda.max_memory_allocated(loss.device) // 1024**2)
+                torch.cuda.reset_peak_memory_stats(loss.device)
+            times, total = state.hooks[TEXT_LOGGER], run_max_iters(state)
+            if times["timed"] and total is not None:
+                eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
         if cfg.console:
             logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-            logger.info(format_line(record, event.state, eta, cfg.by_epoch, cfg.bar_width))
+            logger.info(format_line(record, state, eta, cfg.by_epoch, cfg.bar_width))
         if path is not None:
             with open(path, "a") as f:  # opened per write: a crash never loses earlier lines
                 f.write(json.dumps(record) + "\n")
 
-    def write_train(path: pathlib.Path | None, event: Event, means: dict[str, float]) -> None:
-        state, times = event.state, event.state.hooks[TEXT_LOGGER]
-        record = train_record(state, means, cfg.by_epoch)
-        memory = _cuda_memory_mib(event.outputs.loss)
-        if memory is not None:
-            record["memory"] = memory
-        total, eta = run_max_iters(state), None
-        if times["timed"] and total is not None:
-            eta = eta_seconds(times["time_sum"], times["timed"], total - (state.iter + 1))
-        emit(path, event, record, eta)
-
-    return logger_hook(
-        TEXT_LOGGER, cfg, open_log, write_train, lambda path, e, rec: emit(path, e, rec, None)
-    )
-
-
-def _cuda_memory_mib(loss: Any) -> int | None:
-    """Peak CUDA memory since the last record, in MiB (mmcv's ``memory``), then reset."""
-    if not isinstance(loss, torch.Tensor) or loss.device.type != "cuda":
-        return None
-    peak = torch.cuda.max_memory_allocated(loss.device) // (1024 * 1024)
-    torch.cuda.reset_peak_memory_stats(loss.device)
-    return int(peak)
+    return logger_hook(TEXT_LOGGER, cfg, open_log, write)
 
 
 register(TextLoggerHookConfig)(text_logger_hook)

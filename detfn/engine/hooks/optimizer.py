@@ -1,22 +1,27 @@
-"""The optimizer hook: accumulation, fp16 loss scaling, clipping, the gradient check, the update.
+"""The optimizer hook and, before it, the NaN guard.
 
-It runs on ``after_train_iter`` at ABOVE_NORMAL, after the schedule hooks set ``state.hyper``;
-its state ``{"accum": grads summed so far, "scaler": {"scale", "growth_tracker"}}`` lives in
-``state.hooks["optimizer"]``, so a resume continues an accumulation window and the loss scale.
+The NaN guard (priority 35) stops the run with an error naming the iteration and the loss term,
+so a non-finite loss never reaches the weights (one device sync: all terms tested at once).
+
+The optimizer hook (``after_train_iter``, ABOVE_NORMAL: after the schedules set ``state.hyper``):
+accumulation, fp16 loss scaling, clipping, the gradient check, the update. Its state (``accum``,
+``scaler``) is in ``state.hooks["optimizer"]``, so a resume continues an accumulation window and
+the loss scale.
 
 * Accumulation (mmcv's ``GradientCumulativeOptimizerHook``): grads are divided by
-  ``cumulative_iters`` (by the remainder's size at the end of the run); the update happens every
+  ``cumulative_iters`` (the remainder's size at the end of the run); the update happens every
   ``cumulative_iters`` iterations and at the last one.
 * fp16 (``torch.amp.GradScaler`` rules): grads are multiplied by ``1/scale``; a window with a
   non-finite gradient is skipped and the scale backs off; it grows after ``growth_interval``
   finite windows. ``dynamic=False`` is mmcv's static ``loss_scale=512.``.
-* ``check_grads`` (default on): a finite loss can have infinite gradients. The total norm (one
-  fused ``_foreach_norm``, which clipping needs anyway; reported as ``grad_norm``) must be
-  finite or :class:`NonFiniteGradError` names the parameters, and the weights stay finite.
+* ``check_grads``: a finite loss can have infinite gradients; the total norm (one fused
+  ``_foreach_norm``, which clipping needs anyway; logged as ``grad_norm``) must be finite or
+  :class:`NonFiniteGradError` names the parameters, before any weight changes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -24,7 +29,8 @@ from typing import Any, Literal
 import torch
 
 from detfn.config import Config, check, check_positive
-from detfn.engine.events import Event, Hook, Priority, Stage
+from detfn.engine.combinators import any_of, compose, last, nth, only_at
+from detfn.engine.events import Event, Hook, HookConfig, Priority, Stage, get_priority
 from detfn.engine.optim import Optimizer
 from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
@@ -34,8 +40,7 @@ ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class NonFiniteGradError(FloatingPointError):
-    """A gradient became NaN or Inf while the loss was finite; ``iteration`` and ``names`` say
-    where (library code never exits the process)."""
+    """A gradient became NaN or Inf while the loss was finite (at ``iteration``, in ``names``)."""
 
     def __init__(self, message: str, iteration: int, names: list[str]):
         super().__init__(message)
@@ -94,15 +99,12 @@ class OptimizerHookConfig(Config):
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """The dtype for ``make_train_step(autocast_dtype=...)``."""
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
 def current_loss_scale(state: TrainState) -> float | None:
-    """The fp16 loss scale held in the optimizer hook's state (None without fp16).
-
-    Pass it as ``make_train_step(loss_scale=current_loss_scale)``.
-    """
+    """The fp16 loss scale in the optimizer hook's state (None without fp16), for
+    ``make_train_step(loss_scale=current_loss_scale)``."""
     scaler = (state.hooks.get(OPTIMIZER_HOOK) or {}).get("scaler")
     return None if scaler is None else float(scaler["scale"])
 
@@ -145,34 +147,18 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
     shared = [n for n in grads if n in accum]
     if shared:
         torch._foreach_add_([accum[n] for n in shared], [grads[n] for n in shared])
-    for name in grads:
-        if name not in accum:
-            accum[name] = grads[name]
+    accum.update({n: g for n, g in grads.items() if n not in accum})
     return accum
-
-
-def _refuse_non_finite(norm: torch.Tensor, grads: dict[str, torch.Tensor], iteration: int):
-    """Raise :class:`NonFiniteGradError` when ``norm`` is not finite (one device sync)."""
-    if bool(torch.isfinite(norm)):
-        return
-    bad = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
-    raise NonFiniteGradError(
-        f"non-finite gradient at iteration {iteration} (total norm {float(norm)}) in "
-        f"{len(bad)} parameters: {bad[:5]}{' ...' if len(bad) > 5 else ''}; the update is "
-        "refused so no non-finite weights are saved",
-        iteration,
-        bad,
-    )
 
 
 @register(OptimizerHookConfig)
 def optimizer_hook(
     cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
 ) -> Hook:
-    """The hook function over ``optimizer`` (see the module docstring). ``reduce_grads``
-    (data parallel: the ranks' average) is applied to the accumulated gradients on the steps
-    that update, before the fp16 check and clipping, so accumulation communicates once."""
+    """``reduce_grads`` (data parallel: the ranks' average) is applied to the accumulated grads on
+    the steps that update, before the fp16 check and clipping: accumulation communicates once."""
     fp16 = cfg.precision == "fp16"
+    update_due = any_of(nth(cfg.cumulative_iters, "iter"), last("iter"))  # the window's end
 
     def initial() -> dict[str, Any]:
         scaler = {"scale": cfg.loss_scale.init_scale, "growth_tracker": 0} if fp16 else None
@@ -189,8 +175,7 @@ def optimizer_hook(
         if factor != 1.0 and grads:
             torch._foreach_mul_(list(grads.values()), factor)
         accum = _accumulate(mine["accum"], grads)
-        last = state.iter + 1 == state.max_iters
-        if (state.iter + 1) % cfg.cumulative_iters != 0 and not last:
+        if not update_due(event):
             return with_hook_state(state, OPTIMIZER_HOOK, {**mine, "accum": accum})
         mine["accum"] = None
         if reduce_grads is not None:
@@ -206,18 +191,67 @@ def optimizer_hook(
             outputs.grad_norm = clip_grad_norm_(tensors, clip.max_norm, clip.norm_type)
         elif cfg.check_grads:
             outputs.grad_norm = total_norm(tensors)
-        if cfg.check_grads:
-            _refuse_non_finite(outputs.grad_norm, accum, state.iter)
+        if cfg.check_grads and not bool(torch.isfinite(outputs.grad_norm)):  # one device sync
+            bad = [n for n, g in accum.items() if not bool(torch.isfinite(g).all())]
+            raise NonFiniteGradError(
+                f"non-finite gradient at iteration {state.iter} (total norm "
+                f"{float(outputs.grad_norm)}) in {len(bad)} parameters: {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}; the update is refused so no non-finite "
+                "weights are saved", state.iter, bad,
+            )  # fmt: skip
         params, opt_state = optimizer.update(accum, state.opt_state, state.params, state.hyper)
         new = replace(state, params=params, opt_state=opt_state)
         return with_hook_state(new, OPTIMIZER_HOOK, mine)
 
-    def fn(event: Event) -> TrainState | None:
-        if event.stage is Stage.BEFORE_RUN and OPTIMIZER_HOOK not in event.state.hooks:
-            return with_hook_state(event.state, OPTIMIZER_HOOK, initial())
-        if event.stage is Stage.AFTER_TRAIN_ITER:
-            return on_iter(event)
-        return None
+    def start(event: Event) -> TrainState | None:  # a resumed state keeps its window and scale
+        if OPTIMIZER_HOOK in event.state.hooks:
+            return None
+        return with_hook_state(event.state, OPTIMIZER_HOOK, initial())
 
+    fn = compose(only_at(Stage.BEFORE_RUN, start), only_at(Stage.AFTER_TRAIN_ITER, on_iter))
     outputs = dict(reads=("grads",), writes=("grad_norm", "loss_scale"))
     return Hook(OPTIMIZER_HOOK, fn, int(Priority.ABOVE_NORMAL), **outputs)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf (at ``iteration``, ``epoch``; ``terms``: name -> value)."""
+
+    def __init__(self, message: str, iteration: int, epoch: int, terms: dict[str, float]):
+        super().__init__(message)
+        self.iteration = iteration
+        self.epoch = epoch
+        self.terms = terms
+
+
+@dataclass(frozen=True)
+class NanGuardConfig(HookConfig):
+    """Priority 35: before the optimizer step."""
+
+    priority: int | str = 35
+
+
+def check_losses(event: Event) -> None:
+    """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
+    state, outputs = event.state, event.outputs
+    terms = {"loss": outputs.loss}
+    for name, value in outputs.losses.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            terms[name] = value
+    stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+    if bool(stacked.isfinite().all()):
+        return
+    values = dict(zip(terms, stacked.tolist()))
+    bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
+    culprit = bad[0] if bad else "loss"
+    listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
+    raise NonFiniteLossError(
+        f"non-finite loss term {culprit!r} at iteration {state.iter} "
+        f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
+        *(state.iter, state.epoch, values),
+    )
+
+
+@register(NanGuardConfig)
+def nan_guard(cfg: NanGuardConfig) -> Hook:
+    fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
+    return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))

@@ -32,6 +32,5 @@ def sampler_seed_hook(cfg: SamplerSeedConfig) -> Hook:
             "batch_sampler); use a loader whose sampler reshuffles by epoch or drop this hook"
         )
 
-    return Hook(
-        "sampler_seed", only_at(Stage.BEFORE_TRAIN_EPOCH, set_epoch), get_priority(cfg.priority)
-    )
+    fn = only_at(Stage.BEFORE_TRAIN_EPOCH, set_epoch)
+    return Hook("sampler_seed", fn, get_priority(cfg.priority))

@@ -1,8 +1,7 @@
-"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``): the text logger's train means as
-``train/<name>`` (with the first group's ``train/lr`` and ``train/momentum``) and every
-evaluation's numeric metrics as ``val/<name>``, at step = iterations done, under
-``<work_dir>/tf_logs`` unless ``log_dir`` says otherwise. Only rank 0 writes. It needs the
-``tensorboard`` package (``pip install detfn[tensorboard]``), imported when the run starts.
+"""TensorBoard logger hook (mmcv's ``TensorboardLoggerHook``), a sink of the logger hook: train
+means (and group 0's lr and momentum) as ``train/<name>``, numeric metrics as ``val/<name>``, at
+step = iterations done, on rank 0. It needs ``tensorboard`` (``pip install detfn[tensorboard]``),
+imported when the run starts.
 """
 
 from __future__ import annotations
@@ -11,40 +10,25 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-from detfn.config import check_positive
 from detfn.dist.comm import is_main_process
-from detfn.engine.events import Event, Hook, HookConfig
+from detfn.engine.events import Event, Hook
 from detfn.engine.hooks.checkpoint import resolve_out_dir
-from detfn.engine.hooks.logger import logger_hook
+from detfn.engine.hooks.logger import LoggerHookConfig, logger_hook
 from detfn.registry import register
 
 TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True)
-class TensorBoardHookConfig(HookConfig):
-    """TensorBoard scalars (mmcv ``TensorboardLoggerHook``). Priority VERY_LOW: after the timer
-    and the evaluation hook have written their outputs."""
-
+class TensorBoardHookConfig(LoggerHookConfig):
     interval: int = 50
-    """Write a point every ``interval`` iterations (means over the interval)."""
-    by_epoch: bool = True
-    """Count ``interval`` within the epoch, as the text logger does."""
-    ignore_last: bool = True
-    """Skip the partial last interval of an epoch (mmcv default)."""
+    """Write a point every ``interval`` iterations (the means over the interval)."""
     log_dir: str | None = None
     """None writes to ``<work_dir>/tf_logs``."""
-    priority: int | str = "VERY_LOW"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self, "interval")
 
 
 @register(TensorBoardHookConfig)
 def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
-    """The writer opens at ``before_run`` (rank 0 only) and closes at ``after_run``."""
-
     def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
         if not is_main_process():
             return None
@@ -54,21 +38,11 @@ def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
         log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
         return SummaryWriter(log_dir=str(log_dir)), {}
 
-    def write_train(writer: Any, event: Event, means: dict[str, float]) -> None:
-        state = event.state
-        scalars = {f"train/{k}": v for k, v in means.items()}
-        for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-            if values:
-                scalars[f"train/{key}"] = float(values[0])
-        for tag, value in scalars.items():
-            writer.add_scalar(tag, value, state.iter + 1)
-
-    def write_val(writer: Any, event: Event, record: dict[str, Any]) -> None:
+    def write(writer: Any, event: Event, record: dict[str, Any]) -> None:
         for key, value in record.items():
-            if isinstance(value, float):
-                writer.add_scalar(f"val/{key}", value, record["global_iter"])
-        writer.flush()
+            if isinstance(value, float):  # the numbers, group 0's lr and momentum
+                writer.add_scalar(f"{record['mode']}/{key}", value, record["global_iter"])
+        if record["mode"] == "val":
+            writer.flush()
 
-    return logger_hook(
-        TENSORBOARD, cfg, open_writer, write_train, write_val, lambda writer, _: writer.close()
-    )
+    return logger_hook(TENSORBOARD, cfg, open_writer, write, lambda writer, _: writer.close())

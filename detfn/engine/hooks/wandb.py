@@ -1,10 +1,9 @@
-"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``).
-
-``before_run``: ``init(...)`` with the experiment config (a resumed run passes its stored run id
-with ``resume="allow"``); train records (the text logger's rule and averages) under ``train/``,
-metrics under ``val/``, with ``step`` = train iterations done; ``after_run``: ``finish(exit_code=1
-if the run failed else 0)``, always. ``mode="auto"``: ``WANDB_MODE`` if set, else online when
-logged in (``WANDB_API_KEY`` or a netrc entry), else offline. ``wandb`` is imported lazily.
+"""Weights & Biases logger hook (mmcv ``WandbLoggerHook``), a sink of the logger hook: ``init``
+with the experiment config at ``before_run`` (a resumed run passes its stored run id with
+``resume="allow"``), the text logger's train means under ``train/`` and metrics under ``val/`` at
+``step`` = iterations done, ``finish(exit_code=1 if the run failed else 0)`` at ``after_run``.
+``mode="auto"``: ``WANDB_MODE`` if set, else online when logged in (``WANDB_API_KEY`` or a netrc
+entry), else offline. ``wandb`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -18,24 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detfn.config import check_positive
-from detfn.engine.events import Event, Hook, HookConfig
-from detfn.engine.hooks.logger import logger_hook
-from detfn.engine.state import TrainState
+from detfn.config import to_dict
+from detfn.engine.events import Event, Hook
+from detfn.engine.hooks.logger import LoggerHookConfig, logger_hook
 from detfn.registry import register
 
 WANDB = "wandb"
-_ENV_MODES = {
-    "online": "online",
-    "run": "online",
-    "offline": "offline",
-    "dryrun": "offline",
-    "disabled": "disabled",
-}
+_ENV_ALIASES = {"run": "online", "dryrun": "offline"}
 
 
 @dataclass(frozen=True)
-class WandbHookConfig(HookConfig):
+class WandbHookConfig(LoggerHookConfig):
     """Weights & Biases logging (mmcv ``WandbLoggerHook``, interval 10)."""
 
     project: str | None = None
@@ -45,15 +37,7 @@ class WandbHookConfig(HookConfig):
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     dir: str | None = None
     """Where wandb writes its files; None uses the run's work_dir."""
-    interval: int = 10
-    by_epoch: bool = True
-    ignore_last: bool = True
     log_config: bool = True
-    priority: int | str = "VERY_LOW"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self, "interval")
 
 
 def has_api_key(environ: Mapping[str, str] | None = None, netrc_file: str | None = None) -> bool:
@@ -78,25 +62,14 @@ def resolve_mode(
     if mode != "auto":
         return mode
     environ = os.environ if environ is None else environ
-    env_mode = _ENV_MODES.get(environ.get("WANDB_MODE", "").strip().lower())
-    if env_mode is not None:
+    env_mode = environ.get("WANDB_MODE", "").strip().lower()
+    env_mode = _ENV_ALIASES.get(env_mode, env_mode)
+    if env_mode in ("online", "offline", "disabled"):
         return env_mode
     return "online" if has_api_key(environ, netrc_file) else "offline"
 
 
-def train_payload(state: TrainState, means: Mapping[str, float]) -> dict[str, float]:
-    """``train/...`` values of one record: averaged numbers, lr and momentum of every group."""
-    payload = {f"train/{k}": v for k, v in means.items()}
-    for key, values in (("lr", state.lr), ("momentum", state.momentum)):
-        for group, value in enumerate(values):
-            payload[f"train/{key}" if group == 0 else f"train/{key}_group{group}"] = float(value)
-    payload["epoch"] = state.epoch + 1
-    return payload
-
-
 def _init_kwargs(cfg: WandbHookConfig, event: Event, run_id: str | None) -> dict[str, Any]:
-    from detfn.config import to_dict
-
     run_cfg = getattr(event.run, "cfg", None)
     config = None
     if cfg.log_config and dataclasses.is_dataclass(run_cfg) and not isinstance(run_cfg, type):
@@ -133,8 +106,7 @@ def _real_init(**kwargs: Any) -> Any:
 def build_wandb_hook(
     cfg: WandbHookConfig, *, init: Callable[..., Any] | None = None, **context: Any
 ) -> Hook:
-    """Start, feed and finish a wandb run; only its id goes into ``state.hooks["wandb"]``.
-    ``init`` replaces ``wandb.init`` (tests inject a fake run)."""
+    """Only the run's id goes into ``state.hooks["wandb"]``; ``init`` replaces ``wandb.init``."""
 
     def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
         mine = event.state.hooks.get(WANDB) or {}
@@ -142,14 +114,16 @@ def build_wandb_hook(
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
-    def write_train(run: Any, event: Event, means: dict[str, float]) -> None:
-        run.log(train_payload(event.state, means), step=event.state.iter + 1)
-
-    def write_val(run: Any, event: Event, record: dict[str, Any]) -> None:
-        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, float)}
+    def write(run: Any, event: Event, record: dict[str, Any]) -> None:
+        """The numbers (``lr`` / ``momentum``: group 0's, ``lr_group1`` ... the others')."""
+        mode = record["mode"]
+        values = {f"{mode}/{k}": v for k, v in record.items() if isinstance(v, float)}
+        for key in ("lr", "momentum"):
+            for group, value in enumerate(record.get(f"{key}_groups", [])[1:], start=1):
+                values[f"{mode}/{key}_group{group}"] = value
         run.log({**values, "epoch": record["epoch"]}, step=record["global_iter"])
 
     def close(run: Any, event: Event) -> None:
         run.finish(exit_code=1 if event.error is not None else 0)
 
-    return logger_hook(WANDB, cfg, open_run, write_train, write_val, close)
+    return logger_hook(WANDB, cfg, open_run, write, close)

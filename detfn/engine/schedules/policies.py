@@ -1,13 +1,8 @@
 """Every mmcv 1.x schedule policy, for any hyperparameter: one frozen config per policy whose
-``value`` method is the policy (see :mod:`.schedule`). The floating-point operations are written
-in mmcv's order, so the values match mmcv's logs bit for bit.
-
-mmcv -> detfn: ``lr_config=dict(policy='step', step=[8, 11], warmup='linear', warmup_iters=500,
-warmup_ratio=0.001)`` is ``lr=StepSchedule(step=(8, 11), warmup="linear", warmup_iters=500,
-warmup_ratio=0.001)``; ``momentum_config=dict(policy='cyclic', ...)`` is
-``momentum=CyclicSchedule(...)``. ``min_lr`` / ``min_momentum`` are ``min_value``, ``min_lr_ratio``
-/ ``min_momentum_ratio`` are ``min_ratio``. Where mmcv has a required argument, detfn picks a
-default and says so.
+``value`` method is the policy (see :mod:`.schedule`), its float operations in mmcv's order so
+the values match mmcv's logs bit for bit. ``lr_config=dict(policy='step', step=[8, 11], ...)`` is
+``lr=StepSchedule(step=(8, 11), ...)``; ``min_lr`` / ``min_momentum`` are ``min_value``,
+``min_*_ratio`` ``min_ratio``. Where mmcv requires an argument, detfn picks a default and says so.
 """
 
 from __future__ import annotations
@@ -30,8 +25,7 @@ AnnealStrategy = Literal["cos", "linear"]
 def annealing_cos(start: float, end: float, factor: float, weight: float = 1.0) -> float:
     """Cosine from ``weight * start + (1 - weight) * end`` (factor 0) down to ``end`` (factor 1);
     ``weight`` < 1 lowers the start of a restarted cycle (CosineRestart's weights)."""
-    cos_out = cos(pi * factor) + 1
-    return end + 0.5 * weight * (start - end) * cos_out
+    return end + 0.5 * weight * (start - end) * (cos(pi * factor) + 1)
 
 
 def annealing_linear(start: float, end: float, factor: float) -> float:
@@ -39,11 +33,6 @@ def annealing_linear(start: float, end: float, factor: float) -> float:
 
 
 ANNEAL = {"cos": annealing_cos, "linear": annealing_linear}
-
-
-def _check_min_pair(cfg) -> None:
-    if cfg.min_value is not None and cfg.min_ratio is not None:
-        fail(cfg, "min_value", "and min_ratio are alternatives: set one of them, not both")
 
 
 def _target(base: float, min_value: float | None, min_ratio: float | None) -> float:
@@ -73,8 +62,8 @@ class StepSchedule(Schedule):
     """``base * gamma ** n`` after ``n`` steps, never below ``min_value``.
 
     Attributes:
-        step: an int decays every ``step`` epochs/iterations; a tuple lists the milestones.
-            mmcv requires it; detfn defaults to the 1x schedule's (8, 11).
+        step: an int decays every ``step`` epochs/iterations; a tuple lists the milestones
+            (mmcv requires it; detfn defaults to the 1x schedule's).
         gamma: decay factor per step (mmcv's lr default; its momentum default is 0.5).
     """
 
@@ -153,7 +142,8 @@ class CosineSchedule(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_min_pair(self)
+        if self.min_value is not None and self.min_ratio is not None:
+            fail(self, "min_value", "and min_ratio are alternatives: set one of them, not both")
 
     def value(self, base, progress, total, group):
         target = _target(base, self.min_value, self.min_ratio)
@@ -205,8 +195,7 @@ class CosineRestartSchedule(CosineSchedule):
     """Cosine annealing restarted at the end of each period (SGDR).
 
     Attributes:
-        periods: length of each cycle in epochs/iterations, together covering the run. mmcv
-            requires it; None means one period spanning the whole run.
+        periods: each cycle's length, together covering the run (None: one period).
         restart_weights: the peak of cycle ``i`` is ``w_i * base + (1 - w_i) * target``.
     """
 
@@ -234,13 +223,13 @@ class CosineRestartSchedule(CosineSchedule):
 
 @dataclass(frozen=True)
 class CyclicSchedule(Schedule):
-    """Cyclic value (see :func:`~.curves.cyclic_value`); iteration-based only.
+    """mmcv's cyclic policy, iteration-based: each of ``cyclic_times`` cycles rises from
+    ``base`` to ``base * peak`` over ``step_ratio_up`` of it, then goes to ``base * low``.
 
     Attributes:
-        target_ratio: (peak, end) as multiples of the base; a single ``r`` means
-            ``(r, r / 1e5)``. The default is mmcv's lr one; its momentum one is (0.85/0.95, 1).
-        cyclic_times: cycles in the run. step_ratio_up: rising fraction of a cycle, in [0, 1).
-        gamma: in (0, 1]; each cycle's peak shrinks toward the base by this factor.
+        target_ratio: (peak, low) as multiples of the base; a single ``r`` means ``(r, r / 1e5)``
+            (mmcv's lr default; its momentum one is (0.85/0.95, 1)).
+        gamma: in (0, 1]; cycle ``c``'s peak ratio is ``1 - s + peak * s``, ``s = gamma ** c``.
     """
 
     by_epoch: bool = False
@@ -261,9 +250,6 @@ class CyclicSchedule(Schedule):
         check(self, "gamma", 0 < self.gamma <= 1, f"must be in (0, 1], got {self.gamma!r}")
 
     def value(self, base, progress, total, group):
-        """The run is split into ``cyclic_times`` cycles; each rises from ``base`` to ``base *
-        peak`` during ``int(step_ratio_up * cycle)`` iterations, then goes to ``base * low``.
-        With ``gamma < 1`` cycle ``c``'s peak ratio is ``1 - s + peak * s``, ``s = gamma ** c``."""
         per_cycle = self.total(total) // self.cyclic_times
         if per_cycle <= 0:
             raise ValueError(
@@ -285,10 +271,8 @@ class CyclicSchedule(Schedule):
 def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[float, ...]:
     """Last iteration of each one-cycle phase; an error for phases that do not follow each other
     (a cycle too short for ``pct_start``)."""
-    first = float(pct_start * steps) - 1
-    ends = (
-        (first, float(2 * pct_start * steps) - 2, steps - 1) if three_phase else (first, steps - 1)
-    )
+    first, last = float(pct_start * steps) - 1, steps - 1
+    ends = (first, float(2 * pct_start * steps) - 2, last) if three_phase else (first, last)
     if any(end <= start for start, end in zip((0, *ends[:-1]), ends)):
         raise ValueError(
             f"one-cycle phases end at iterations {ends}, which do not increase from 0: "
@@ -299,19 +283,16 @@ def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[flo
 
 @dataclass(frozen=True)
 class OneCycleSchedule(Schedule):
-    """The 1cycle policy (Smith & Topin; torch's ``OneCycleLR``); iteration-based only.
-
-    Rising (the lr's cycle): from ``max_value / div_factor`` up to ``max_value`` over
-    ``pct_start`` of the cycle, then down to ``max_value / div_factor / final_div_factor``.
-    ``inverse`` (the momentum's cycle, mmcv's ``OneCycleMomentumUpdaterHook``): from
-    ``max_value`` down to ``min_value`` while the lr rises, then back.
+    """The 1cycle policy (torch's ``OneCycleLR``), iteration-based: from ``max_value /
+    div_factor`` up to ``max_value`` over ``pct_start`` of the cycle, then down to ``max_value /
+    div_factor / final_div_factor``; ``inverse`` (the momentum's, mmcv's
+    ``OneCycleMomentumUpdaterHook``): from ``max_value`` down to ``min_value`` and back.
 
     Attributes:
         max_value: one number or one per group; None takes each group's configured value.
         min_value: the low point of an ``inverse`` cycle (mmcv's ``base_momentum``, 0.85).
         total_steps: iterations in the cycle; None means the run's ``max_iters``.
-        three_phase: rise, fall back symmetrically, then anneal to the final value
-            (``inverse``: hold ``max_value`` in the third phase).
+        three_phase: rise, fall back, then anneal to the final value (``inverse``: hold).
     """
 
     by_epoch: bool = False
@@ -330,10 +311,9 @@ class OneCycleSchedule(Schedule):
         _check_per_iteration(self)
         ok = isinstance(self.pct_start, float) and 0 <= self.pct_start <= 1
         check(self, "pct_start", ok, f"must be a float in [0, 1], got {self.pct_start!r}")
-        ok = self.total_steps is None or (
-            isinstance(self.total_steps, int) and self.total_steps > 0
-        )
-        check(self, "total_steps", ok, f"must be a positive int or None, got {self.total_steps!r}")
+        steps = self.total_steps
+        ok = steps is None or (isinstance(steps, int) and steps > 0)
+        check(self, "total_steps", ok, f"must be a positive int or None, got {steps!r}")
         check_positive(self, "div_factor", "final_div_factor")
         ok = not self.inverse or self.min_value is not None
         check(self, "min_value", ok, "must be set for an inverse cycle (the momentum's)")
@@ -388,7 +368,7 @@ SCHEDULES: tuple[type[Schedule], ...] = typing.get_args(ScheduleConfig)
 
 
 def build_schedule_hook(cfg: Schedule, *, param: str):
-    """Registered for every policy: ``build(StepSchedule(), param="lr") -> Hook``."""
+    """``build(StepSchedule(), param="lr") -> Hook``, registered for every policy."""
     return schedule_hook(param, cfg)
 
 

@@ -1,26 +1,18 @@
-"""The base of every schedule (warmup, the run length a policy sees, when a value is set) and
-the hook that applies one to a per-group hyperparameter.
+"""The base of every schedule and the hook that applies one to a per-group hyperparameter.
 
-A policy is ``value(base, progress, total, group) -> float``, a pure function of progress:
-``progress`` is the epoch (``by_epoch``) or the global iteration, ``total`` the run's
-``max_epochs`` or ``max_iters``. The value a step trains with is that, warmed up at the start.
+A policy is ``value(base, progress, total, group) -> float``, a pure function of ``progress`` (the
+epoch when ``by_epoch``, else the global iteration) of ``total`` (``max_epochs`` / ``max_iters``).
+Warmup (mmcv 1.x) at global iteration ``t`` of ``W``, ratio ``r``: the factor is ``r``
+(constant), ``1 - (1 - t/W)(1 - r)`` (linear) or ``r ** (1 - t/W)`` (exp); the value is ``v * f``,
+or ``v / f`` when it divides: momentum's warmup starts *higher*, as in mmcv's momentum hooks.
 
-Warmup (mmcv 1.x), at global iteration ``t`` of ``W`` warmup iterations, ratio ``r``: the factor
-is ``r`` (constant), ``1 - (1 - t/W)(1 - r)`` (linear) or ``r ** (1 - t/W)`` (exp); the value is
-``v * f``, or ``v / f`` when the warmup divides: momentum's warmup starts *higher*, as mmcv's
-momentum hooks do, so ``warmup_divides`` defaults to on for ``momentum`` and off otherwise.
-
-When a value is set (mmcv's ``LrUpdaterHook`` / ``MomentumUpdaterHook`` rules):
-
-* ``before_run``: the schedule is checked against the run (ValueError before any training);
-* ``before_train_epoch``: a ``by_epoch`` schedule sets the epoch's regular value;
-* ``before_train_iter``, iteration-based: the regular value of ``t``, warmed up while ``t < W``;
-* ``before_train_iter``, ``by_epoch``: the warmed-up epoch value while ``t < W``, the regular
-  value at ``t == W``, afterwards nothing. Warmup counts global iterations, so a warmup longer
-  than an epoch continues from the next epoch's regular value, as in mmcv.
-
-The hook is stateless: values are a pure function of ``state.base[param]``, the counters and the
-run length, so a resumed run continues the schedule exactly.
+When a value is set (mmcv's ``LrUpdaterHook`` / ``MomentumUpdaterHook``): ``before_run`` checks
+the schedule against the run; ``before_train_epoch`` sets a ``by_epoch`` schedule's regular
+value; ``before_train_iter`` sets the regular value of ``t`` (iteration-based), warmed up while
+``t < W``; a ``by_epoch`` schedule gets the warmed-up value while ``t < W``, the regular one at
+``t == W``, then nothing (a warmup longer than an epoch continues from the next epoch's value).
+The hook is stateless (a function of ``state.base``, the counters and the run length), so a
+resumed run continues the schedule exactly.
 """
 
 from __future__ import annotations
@@ -30,11 +22,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from detfn.config import Config, check, fail
+from detfn.engine.combinators import compose, only_at
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState, run_max_iters
 
 WarmupType = Literal["constant", "linear", "exp"]
-WARMUP_TYPES = ("constant", "linear", "exp")
 
 
 def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, ratio: float) -> float:
@@ -45,7 +37,7 @@ def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, ratio: float) -
         return 1 - (1 - cur_iter / warmup_iters) * (1 - ratio)
     if warmup == "exp":
         return ratio ** (1 - cur_iter / warmup_iters)
-    raise ValueError(f"warmup must be one of {WARMUP_TYPES}, got {warmup!r}")
+    raise ValueError(f"warmup must be one of ('constant', 'linear', 'exp'), got {warmup!r}")
 
 
 @dataclass(frozen=True)
@@ -53,14 +45,11 @@ class Schedule(Config):
     """Fields every policy has; not a policy itself.
 
     Attributes:
-        by_epoch: the regular value changes once per epoch (set when the epoch starts) instead of
-            every iteration. Warmup always counts global iterations.
-        warmup: None, 'constant', 'linear' or 'exp'. Only this switches warmup on.
-        warmup_iters: warmup length in iterations (in epochs when ``warmup_by_epoch``).
+        by_epoch: the regular value changes when an epoch starts instead of every iteration.
+        warmup: None, 'constant', 'linear' or 'exp' (only this switches warmup on).
+        warmup_iters: warmup length in global iterations (epochs when ``warmup_by_epoch``).
         warmup_ratio: the warmup factor at iteration 0.
-        warmup_by_epoch: ``warmup_iters`` counts epochs.
-        warmup_divides: divide by the warmup factor instead of multiplying; None: divide for
-            ``momentum`` (mmcv's momentum warmup), multiply for everything else.
+        warmup_divides: divide by the warmup factor; None: for ``momentum`` only (mmcv's).
     """
 
     by_epoch: bool = True
@@ -76,7 +65,7 @@ class Schedule(Config):
         for name, value in vars(self).items():  # mmcv habit: lists for tuple fields
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if self.warmup is not None and self.warmup not in WARMUP_TYPES:
+        if self.warmup not in (None, "constant", "linear", "exp"):
             fail(
                 self, "warmup", f"must be None, 'constant', 'linear' or 'exp', got {self.warmup!r}"
             )
@@ -90,7 +79,7 @@ class Schedule(Config):
         check(self, "warmup_ratio", ok, f"must be in (0, 1] {when}, got {self.warmup_ratio!r}")
 
     def value(self, base: float, progress: int, total: int | None, group: int) -> float:
-        """The regular value of one group at ``progress`` of ``total`` (see module docstring)."""
+        """The regular value of one group at ``progress`` of ``total``."""
         raise NotImplementedError(f"{type(self).__name__} must define value()")
 
     def check_run(self, bases: Sequence[float], state: TrainState) -> None:
@@ -124,7 +113,7 @@ class Schedule(Config):
     def values_at(
         self, stage: Stage, state: TrainState, bases: Sequence[float], divides: bool
     ) -> tuple[float, ...] | None:
-        """The per-group values to set at ``stage``, or None to keep them (module docstring)."""
+        """The per-group values to set at ``stage``, or None to keep them."""
         if stage is Stage.BEFORE_TRAIN_EPOCH:
             return self.regular(state, bases) if self.by_epoch else None
         if stage is not Stage.BEFORE_TRAIN_ITER:
@@ -164,13 +153,14 @@ def schedule_hook(param: str, cfg: Schedule) -> Hook:
             )
         return values
 
-    def fn(event: Event) -> TrainState | None:
+    def set_values(event: Event) -> TrainState | None:
         state = event.state
-        if event.stage is Stage.BEFORE_RUN:
-            cfg.check_run(bases(state), state)
-            return None
         values = cfg.values_at(event.stage, state, bases(state), divides)
         return None if values is None else replace(state, hyper={**state.hyper, param: values})
 
+    fn = compose(
+        only_at(Stage.BEFORE_RUN, lambda event: cfg.check_run(bases(event.state), event.state)),
+        only_at((Stage.BEFORE_TRAIN_EPOCH, Stage.BEFORE_TRAIN_ITER), set_values),
+    )
     priority = Priority.VERY_HIGH if param == "lr" else Priority.HIGH
     return Hook(name=param, fn=fn, priority=int(priority))
