@@ -27,6 +27,7 @@ import tyro
 from torch import nn
 
 from detfn.apis import build_experiment, mask_rcnn_nuclei_preset
+from detfn.config import override
 from detfn.data import build_loader
 from detfn.data.presets import NUCLEI_SCALE
 from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
@@ -44,6 +45,8 @@ class CompareMaskArgs:
     log_interval: int = 10
     seed: int = 0
     """seeds the data order and the initialization, as ``--seed`` of experiments.mask_rcnn"""
+    lr: float | None = None
+    """the preset's SGD lr when None; else as ``--lr`` of experiments.mask_rcnn"""
 
 
 # torchvision ResNet norm layers for the backbone norms of the nuclei presets
@@ -107,6 +110,8 @@ def evaluate_masks(model: nn.Module, dataset, loader) -> dict:
 
 def main(args: CompareMaskArgs) -> dict:
     cfg = dataclasses.replace(mask_rcnn_nuclei_preset(), seed=args.seed)  # data order and init
+    if args.lr is not None:
+        cfg = override(cfg, "runner.optimizer.lr", args.lr)
     built = build_experiment(cfg)
     torch.manual_seed(args.seed)
     model = torchvision_mask_model(cfg.model, NUCLEI_SCALE)
