@@ -306,7 +306,8 @@ def fcos_bccd_preset() -> ExperimentConfig:
     (platelet AP 0.092, RetinaNet's 0.296). Halved, P3 keeps the platelets and the RBC points
     nearest their centres (1201 platelet / 6583 RBC positives) and P4 takes the rest of the RBCs.
     Trained so (seed 0, 2026-11-30): 0.485 bbox mAP, platelets 0.312 (RBC 0.476, WBC 0.666), with
-    platelet boxes 1.05x their size (median) and 88% of val platelets found at IoU 0.5 (58%).
+    platelet boxes 1.05x their size (median) and 88% of val platelets found at IoU 0.5 (58% with
+    COCO's ranges).
     """
     base = FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO
     model = override(
