@@ -27,7 +27,8 @@ conv biases, normal(0.01) init and the 0.01 prior bias (a preset without tower c
 torchvision's held at zero and frozen); points at the nominal strides 8-128 with offset 0.5 (a
 point generator replaces torchvision's, which puts them at offset 0 and derives strides by
 integer division: 106 for P7 of a 320-wide image); center sampling with radius 1.5 (an infinite
-radius turns torchvision's off when the preset has none); regress ranges (0, 64) ... (512, inf);
+radius turns torchvision's off when the preset has none); the preset's regress ranges (0, 32) ...
+(256, inf), which torchvision expresses as (4 a, 8 a) of one box side a = s / 2 per level;
 ReLU distances in stride units (``norm_on_bbox``) and centerness on the regression tower, both
 as the preset (mmdetection's ``center-normbbox-centeronreg-giou`` head); focal loss (0.25, 2)
 and centerness BCE averaged over the positives; SGD 0.01 / 0.9 / 1e-4 with conv biases at 2x lr
@@ -39,7 +40,9 @@ torchvision's way, and ``tests/experiments/test_compare_torchvision.py`` checks 
 weights on BCCD images that they are the only differences):
 
 * per-level learnable scales on the regression output: the preset has them (starting at 1),
-  torchvision has none;
+  torchvision has none, and its distances are in units of its box side a = s / 2 (torchvision
+  ties the regress range, the centre radius, 3 a here, and the distance unit to that one side),
+  so for the same boxes its regression output is twice the preset's;
 * box loss: torchvision's GIoU loss (eps 1e-7) averaged over the positives; the preset's GIoU
   (eps 1e-6) weighted by the centerness targets and divided by their sum;
 * test scores: torchvision thresholds, takes the per-level top-k by, and reports
@@ -47,7 +50,8 @@ weights on BCCD images that they are the only differences):
   ``cls * centerness`` (the square root keeps the order, so NMS and AP rank alike: only which
   candidates enter differs);
 * regress-range bounds: strict in torchvision, inclusive in the preset. Frequent here: box sides
-  and points lie on a 0.5 px grid (7 of the 594 positives of one bccd8 image sit on a bound).
+  and points lie on a 0.5 px grid (with mmdetection's ranges, 7 of the 594 positives of one
+  bccd8 image sat on a bound).
 """
 
 from __future__ import annotations

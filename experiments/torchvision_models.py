@@ -41,6 +41,8 @@ __all__ = [
     "torchvision_fcos_bccd",
     "torchvision_model",
     "torchvision_retinanet_bccd",
+    "twin_box_sides",
+    "twin_distance_scale",
 ]
 
 # detfn FCOS settings that compute what torchvision's FCOS computes, where torchvision has no
@@ -54,14 +56,15 @@ FCOS_DIFFERENCES = {
     "bbox_head.centerness_weighted": False,
     # threshold, per-level top-k and reported score on sqrt(cls * centerness), not cls alone
     "bbox_head.test_cfg.score_mode": "geometric_mean",
-    # torchvision's range bounds are strict, detfn's (mmdetection's) inclusive: bounds moved
-    # 1e-3 px inwards, exact while box sides and points lie on a 0.5 px grid (BCCD at 1/2 size)
+    # torchvision's range bounds are strict, detfn's (mmdetection's) inclusive: the preset's
+    # bounds moved 1e-3 px inwards, exact while box sides and points lie on a 0.5 px grid (BCCD
+    # at 1/2 size)
     "bbox_head.regress_ranges": (
-        (-1.0, 64.0 - 1e-3),
+        (-1.0, 32.0 - 1e-3),
+        (32.0 + 1e-3, 64.0 - 1e-3),
         (64.0 + 1e-3, 128.0 - 1e-3),
         (128.0 + 1e-3, 256.0 - 1e-3),
-        (256.0 + 1e-3, 512.0 - 1e-3),
-        (512.0 + 1e-3, 1e8),
+        (256.0 + 1e-3, 1e8),
     ),
 }
 
@@ -136,16 +139,24 @@ def torchvision_retinanet_bccd(num_classes: int, head_norm: str = "none") -> nn.
 
 
 class NominalStridePoints(AnchorGenerator):
-    """FCOS's points as torchvision encodes them (one box of side ``s`` per location, so that
-    distances are normalized by ``s``), placed as detfn's ``PointGenerator`` places them:
-    centred at ``((x + offset) * s, (y + offset) * s)`` with each level's nominal stride ``s``.
-    torchvision's own generator centres them at ``(x * s', y * s')`` with ``s' = padded image
-    side // grid side`` (for a 320-wide image, P7's 320 // 3 = 106 instead of 128)."""
+    """FCOS's points as torchvision encodes them (one box of side ``a`` per location: its regress
+    range is ``(4 a, 8 a)``, its centre-sampling radius and distances are in units of ``a``),
+    placed as detfn's ``PointGenerator`` places them: centred at ``((x + offset) * s,
+    (y + offset) * s)`` with each level's nominal stride ``s``. ``sides`` are the ``a`` (default
+    the strides, torchvision's own choice). torchvision's own generator centres them at
+    ``(x * s', y * s')`` with ``s' = padded image side // grid side`` (for a 320-wide image,
+    P7's 320 // 3 = 106 instead of 128)."""
 
-    def __init__(self, strides: tuple[int, ...], offset: float):
-        super().__init__(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+    def __init__(
+        self, strides: tuple[int, ...], offset: float, sides: tuple[float, ...] | None = None
+    ):
+        sides = tuple(float(s) for s in strides) if sides is None else tuple(sides)
+        super().__init__(tuple((a,) for a in sides), ((1.0,),) * len(strides))
         self.strides = tuple(strides)
-        self.cell_anchors = [torch.tensor([[0.0, 0.0, s, s]]) + (offset - 0.5) * s for s in strides]
+        self.cell_anchors = [
+            torch.tensor([[-a / 2, -a / 2, a / 2, a / 2]]) + offset * s
+            for s, a in zip(strides, sides)
+        ]
 
     def forward(self, image_list, feature_maps: list[Tensor]) -> list[Tensor]:
         """Per image Tensor[N, 4]: the boxes of all levels, the same for every image."""
@@ -190,20 +201,37 @@ def _check_expressible(model) -> None:
     _require(head.feat_channels == neck.out_channels, "bbox_head.feat_channels", "= neck width")
     _require(head.norm == "GN", "bbox_head.norm", "torchvision's towers use GroupNorm(32)")
     _require(head.test_cfg.nms_pre > 0, "bbox_head.test_cfg.nms_pre", "torchvision keeps top-k")
-    # torchvision's ranges are (4 s, 8 s) per level, open below on the first, above on the last
-    strides, ranges = head.prior_generator.strides, head.regress_ranges
-    lower_ok = all(r[0] == 4 * s for r, s in zip(ranges[1:], strides[1:]))
-    upper_ok = all(r[1] == 8 * s for r, s in zip(ranges[:-1], strides[:-1]))
-    why = "torchvision's are (4 s, 8 s) of each stride s, open below first and above last"
-    _require(lower_ok and upper_ok, "bbox_head.regress_ranges", why)
+    # torchvision's ranges are (4 a, 8 a) of its box side a per level, open below on the first
+    # and above on the last; one centre radius for all levels needs one ratio a / s
+    sides, ranges = twin_box_sides(head), head.regress_ranges
+    lower_ok = all(r[0] == 4 * a for r, a in zip(ranges[1:], sides[1:]))
+    upper_ok = all(r[1] == 8 * a for r, a in zip(ranges[:-1], sides[:-1]))
+    ratios = {a / s for a, s in zip(sides, head.prior_generator.strides)}
+    why = "torchvision's are (4 a, 8 a) with a = k * stride, open below first and above last"
+    _require(lower_ok and upper_ok and len(ratios) == 1, "bbox_head.regress_ranges", why)
+
+
+def twin_box_sides(head) -> tuple[float, ...]:
+    """The box side ``a`` per level for which torchvision's ranges ``(4 a, 8 a)`` are the FCOS
+    head config's ``regress_ranges``: upper bound / 8 (lower / 4 on the open-ended last level)."""
+    ranges = head.regress_ranges
+    return tuple(r[1] / 8 for r in ranges[:-1]) + (ranges[-1][0] / 4,)
+
+
+def twin_distance_scale(model) -> float:
+    """``a / s``: the twin's distance unit in strides. With equal weights, detfn's per-level
+    ``Scale`` at this value computes the twin's distances (detfn's are in strides)."""
+    head = model.bbox_head
+    return twin_box_sides(head)[0] / head.prior_generator.strides[0]
 
 
 def torchvision_fcos_bccd(cfg: ExperimentConfig) -> nn.Module:
     """torchvision's FCOS built as ``cfg.model`` (the ``fcos_bccd_preset``'s) wherever
     torchvision allows: backbone depth, FPN levels and width with P6 from P5 and a ReLU before P7,
     ``stacked_convs`` GN towers (their conv biases held at zero and frozen when the preset has
-    none), points at the preset's strides and offset, center sampling (the preset's radius, or an
-    infinite one when it has none) and the preset's score
+    none), points at the preset's strides and offset with the box sides of its regress ranges
+    (:func:`twin_box_sides`), center sampling (the preset's radius, or an infinite one when it
+    has none) and the preset's score
     threshold, per-level top-k, NMS IoU and detections per image."""
     model = cfg.model
     _check_expressible(model)
@@ -222,14 +250,17 @@ def torchvision_fcos_bccd(cfg: ExperimentConfig) -> nn.Module:
             for conv in (m for m in tower if isinstance(m, nn.Conv2d)):
                 nn.init.zeros_(conv.bias)
                 conv.bias.requires_grad_(False)
-    points = NominalStridePoints(head.prior_generator.strides, head.prior_generator.offset)
+    strides, sides = head.prior_generator.strides, twin_box_sides(head)
+    points = NominalStridePoints(strides, head.prior_generator.offset, sides)
+    # torchvision's radius is in box sides, the preset's in strides
+    radius = head.center_sample_radius * strides[0] / sides[0]
     return FCOS(
         backbone,
         model.num_classes,
         **fed_as_is(*preset_image_size(cfg)),
         anchor_generator=points,
         head=tv_head,
-        center_sampling_radius=head.center_sample_radius if head.center_sampling else math.inf,
+        center_sampling_radius=radius if head.center_sampling else math.inf,
         score_thresh=test.score_thr,
         nms_thresh=test.iou_threshold,
         detections_per_img=test.max_per_img,

@@ -107,14 +107,18 @@ def fcos_head_to_detfn(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def fcos_to_detfn(state: dict[str, Tensor], num_levels: int = 5) -> dict[str, Tensor]:
+def fcos_to_detfn(
+    state: dict[str, Tensor], num_levels: int = 5, scale: float = 1.0
+) -> dict[str, Tensor]:
     """Rename torchvision's whole FCOS (ResNet, FPN with P6/P7, head) to detfn's names. detfn's
-    per-level ``Scale`` has no torchvision twin: it gets 1.0, which multiplies by one."""
+    per-level ``Scale`` has no torchvision twin: it gets ``scale``, 1.0 (multiplies by one) for
+    torchvision's own FCOS, or the twin's distance unit in strides
+    (:func:`experiments.torchvision_models.twin_distance_scale`)."""
     head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
     rest = {k: v for k, v in state.items() if not k.startswith("head.")}
     out = _renamed(rest, _RETINANET_RENAMES[:5], "fcos_to_detfn")
     out.update({f"bbox_head.{k}": v for k, v in fcos_head_to_detfn(head).items()})
-    out.update({f"bbox_head.scales.{i}.scale": torch.tensor(1.0) for i in range(num_levels)})
+    out.update({f"bbox_head.scales.{i}.scale": torch.tensor(scale) for i in range(num_levels)})
     return out
 
 

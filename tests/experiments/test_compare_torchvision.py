@@ -11,6 +11,7 @@ the only differences. A smoke run of ``--model fcos`` checks the command end to 
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,12 @@ from experiments.compare_torchvision import (
     sgd_like,
     with_data_root,
 )
-from experiments.torchvision_models import FCOS_DIFFERENCES, torchvision_fcos_bccd
+from experiments.torchvision_models import (
+    FCOS_DIFFERENCES,
+    torchvision_fcos_bccd,
+    twin_box_sides,
+    twin_distance_scale,
+)
 from experiments.torchvision_weights import fcos_to_detfn, load_torchvision_weights
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
@@ -61,7 +67,8 @@ def pair(preset):
     # the twin's tower convs have (zero, frozen) biases: detfn's get them too
     cfg = override(preset.model, {**FCOS_DIFFERENCES, "bbox_head.conv_bias": True})
     model = build(cfg)
-    load_torchvision_weights(model, twin, fcos_to_detfn)
+    scale = twin_distance_scale(preset.model)  # the twin regresses in half strides
+    load_torchvision_weights(model, twin, partial(fcos_to_detfn, scale=scale))
     return model, twin
 
 
@@ -76,7 +83,10 @@ def test_twin_keeps_the_preset_recipe(preset):
     test_cfg = preset.model.bbox_head.test_cfg
     assert (twin.score_thresh, twin.nms_thresh) == (test_cfg.score_thr, test_cfg.iou_threshold)
     assert (twin.topk_candidates, twin.detections_per_img) == (1000, 100)
-    assert twin.center_sampling_radius == 1.5  # the preset's center sampling
+    # the preset's ranges (-1, 32) ... (256, inf) are torchvision's (4 a, 8 a) with a = s / 2,
+    # so the preset's radius of 1.5 strides is 3 box sides
+    assert twin_box_sides(preset.model.bbox_head) == (4.0, 8.0, 16.0, 32.0, 64.0)
+    assert twin.center_sampling_radius == 3.0
     assert twin.transform.min_size == (240,) and twin.transform.max_size == 320
     towers = [twin.head.classification_head.conv, twin.head.regression_head.conv]
     assert sum(isinstance(m, torch.nn.Conv2d) for m in towers[0]) == 4
