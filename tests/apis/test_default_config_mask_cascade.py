@@ -141,7 +141,8 @@ def test_presets_round_trip_through_json(cfg):
 
 @pytest.mark.parametrize("preset", [mask_rcnn_nuclei_preset, cascade_nuclei_preset])
 def test_nuclei_presets_clip_gradients(preset):
-    """Unclipped, the nuclei Mask R-CNN preset diverged in its warmup (iteration 43, seed 0)."""
+    """Unclipped, the nuclei Mask R-CNN preset diverged in its warmup (iteration 43, seed 0);
+    with the GroupNorm backbone, lr 0.02 trained unstably where 0.01 learns."""
     runner = preset().runner
-    assert (runner.optimizer.lr, runner.optimizer_hook.grad_clip.max_norm) == (0.02, 35.0)
+    assert (runner.optimizer.lr, runner.optimizer_hook.grad_clip.max_norm) == (0.01, 35.0)
     assert runner.optimizer_hook.grad_clip.norm_type == 2.0
