@@ -2,14 +2,14 @@
 trains detfn's Mask R-CNN, and evaluate both the same way (bbox and segm). Slow (one full
 training run); not a test.
 
-Same as the preset: ResNet-18 from scratch with the preset's norm (GroupNorm, 32 groups), FPN
-with 128 channels, the preset's anchors (one size per level, 3 ratios), RPN proposals train
-1000 -> 500 / test 500 -> 300, 256 sampled RoIs, RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of
+Same as the preset: ResNet-18 from scratch with the preset's norm (GroupNorm, 32 groups), FPN with
+128 channels, the preset's anchors (one size per level, 3 ratios), RPN proposals train 1000 -> 500 /
+test 500 -> 300, 256 sampled RoIs, RoIAlign 7x7 / 14x14 with 2x2 samples, a mask head of 4 convs of
 128, the very batches of detfn's loader (random crops of the enlarged nuclei train images, flips;
-torchvision's own resize is skipped in training and is the identity in evaluation), SGD 0.01 /
-0.9 / 1e-4 with the preset's warmup, steps and gradient clipping (L2 norm 35), and pycocotools
-on nuclei val (masks: probabilities > 0.5 in the original image, torchvision's rule).
-torchvision's own initialization is kept.
+torchvision's own resize is skipped in training and is the identity in evaluation), SGD 0.01 / 0.9 /
+1e-4 with the preset's warmup, steps and gradient clipping (L2 norm 35), and pycocotools on nuclei
+val (masks: probabilities > 0.5 in the original image, torchvision's rule). torchvision's own
+initialization is kept.
 
     python -m experiments.compare_torchvision_mask          # prints bbox and segm metric lines
     python -m experiments.mask_rcnn --seed 0                # the detfn side
