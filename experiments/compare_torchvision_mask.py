@@ -31,7 +31,7 @@ from detfn.config import override
 from detfn.data import build_loader
 from detfn.data.presets import NUCLEI_SCALE
 from detfn.evaluation.segm import coco_evaluate_instances, detections_to_segm_results
-from detfn.models.backbones.norm import GN_GROUPS
+from detfn.models.backbones.norm import make_norm
 from detfn.models.detectors import TwoStageDetectorConfig
 from detfn.structures import ImageDetections
 from experiments.compare_torchvision import images_and_targets, train
@@ -47,10 +47,6 @@ class CompareMaskArgs:
     """seeds the data order and the initialization, as ``--seed`` of experiments.mask_rcnn"""
     lr: float | None = None
     """the preset's SGD lr when None; else as ``--lr`` of experiments.mask_rcnn"""
-
-
-# torchvision ResNet norm layers for the backbone norms of the nuclei presets
-NORM_LAYERS = {"BN": nn.BatchNorm2d, "GN": partial(nn.GroupNorm, GN_GROUPS)}
 
 
 def torchvision_mask_model(cfg: TwoStageDetectorConfig, test_scale: tuple[int, int]) -> nn.Module:
@@ -69,7 +65,7 @@ def torchvision_mask_model(cfg: TwoStageDetectorConfig, test_scale: tuple[int, i
     anchor = cfg.rpn_head.anchor_generator
     (scale,) = anchor.scales
     sizes = tuple((int(scale * stride),) for stride in anchor.strides)
-    body = resnet18(weights=None, norm_layer=NORM_LAYERS[cfg.backbone.norm])
+    body = resnet18(weights=None, norm_layer=partial(make_norm, cfg.backbone.norm))
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], out_channels=width)
     levels = ["0", "1", "2", "3"]
