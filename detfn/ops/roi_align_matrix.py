@@ -21,9 +21,12 @@ consecutive pixels where they are consecutive (``g + 1`` at most when adaptive, 
 ``2 g``), which keeps ``A`` small: at ``g = 4`` a bin has 25 entries instead of 64. Only the
 summation order differs from torchvision, so results agree to float round-off.
 
-Adaptive sampling gives each RoI its own ``(gh, gw)``: RoIs are grouped by that pair (a handful
-of groups in practice) and each group is computed at its own size, so one huge box costs only
-its own entries - no padding of every RoI to the largest count.
+Adaptive sampling gives each RoI its own ``(gh, gw)``. Each axis is computed for all RoIs at once
+(on a sample grid padded to the largest count: ``[K, P, g_max]`` is small), and each RoI keeps
+exactly its own window of ``used_y x used_x`` entries per bin, so one huge box costs only its own
+entries. Only the 2-D products are grouped, by the windows' size class (1, 2, 4, 8, ...: a few
+groups), to bound the padding of the temporaries; an earlier version grouped by the exact
+``(gh, gw)`` pair, whose hundred-odd groups of small ops cost more than the products.
 """
 
 from __future__ import annotations
@@ -50,31 +53,43 @@ class RoIAlignMatrix(NamedTuple):
 class _Axis(NamedTuple):
     index: Tensor  # Tensor[n, P, T] int64: pixel along the axis (in [0, length))
     weight: Tensor  # Tensor[n, P, T]: its bilinear weight, summed over the bin's samples
+    used: Tensor  # Tensor[n] int64: the first ``used[k]`` of the ``T`` slots serve RoI ``k``
 
 
-def _axis_entries(start: Tensor, bin_size: Tensor, grid: int, pooled: int, length: Tensor) -> _Axis:
-    """Sample positions along one axis and their bilinear weights, ``T`` pixels per bin.
+def _axis_entries(
+    start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, length: Tensor, fixed: bool
+) -> _Axis:
+    """Sample positions along one axis and their bilinear weights, for all RoIs at once.
 
-    When a bin's samples are at most one pixel apart (always so when adaptive), the pixels they
-    touch are consecutive: their weights are summed into a window of ``T <= grid + 1`` pixels
-    starting at the lowest one. Otherwise (fixed sampling of bins wider than the grid) the
-    window would have gaps, and the ``T = 2 * grid`` (pixel, weight) pairs are kept as they are.
+    Each RoI has its own sample count ``grid[k]``; the samples are computed on a grid padded to
+    the largest count (the padding samples sit on the RoI's first sample with weight 0, so they
+    neither widen its window nor change its sums). When a bin's samples are at most one pixel
+    apart (always so when adaptive), the pixels they touch are consecutive: their weights are
+    summed into a window of at most ``grid + 1`` pixels starting at the lowest one, and ``used``
+    is the widest window of the RoI's bins. Otherwise (fixed sampling of bins wider than the
+    grid) the window would have gaps, and the ``2 * grid`` (pixel, weight) pairs are kept.
 
     Args:
         start (Tensor[n]): scaled RoI start on this axis.
         bin_size (Tensor[n]): bin side.
-        grid: samples per bin on this axis (> 0).
+        grid (Tensor[n]): int64 samples per bin on this axis (> 0).
         pooled: bins on this axis.
         length (Tensor[n]): feature-map extent (H or W) of each RoI's level, as ``start.dtype``.
+        fixed: every RoI has the same ``grid`` (``sampling_ratio > 0``).
     """
-    dtype = start.dtype
-    bins = torch.arange(pooled, dtype=dtype, device=start.device)
-    steps = torch.arange(grid, dtype=dtype, device=start.device) + 0.5
+    dtype, device = start.dtype, start.device
+    most = int(grid.max())
+    bins = torch.arange(pooled, dtype=dtype, device=device)
+    sample = torch.arange(most, device=device)
     size = bin_size[:, None, None]
     # torchvision's order: (start + p * bin) + ((i + 0.5) * bin) / grid, all in the work dtype.
-    coord = (start[:, None, None] + bins[None, :, None] * size) + (steps * size) / grid  # [n, P, g]
+    coord = (start[:, None, None] + bins[None, :, None] * size) + (
+        (sample.to(dtype) + 0.5) * size
+    ) / grid.to(dtype)[:, None, None]  # [n, P, most]
+    real = sample < grid[:, None, None]
+    coord = torch.where(real, coord, coord[:, :, :1])
     extent = length[:, None, None]
-    valid = (coord >= -1.0) & (coord <= extent)
+    valid = real & (coord >= -1.0) & (coord <= extent)
     coord = coord.clamp(min=0.0)
     low = coord.floor()
     last = extent - 1
@@ -83,36 +98,46 @@ def _axis_entries(start: Tensor, bin_size: Tensor, grid: int, pooled: int, lengt
     coord = torch.where(at_end, low, coord)
     high = torch.where(at_end, low, low + 1)
     frac = coord - low
-    zero = torch.zeros((), dtype=dtype, device=start.device)
+    zero = torch.zeros((), dtype=dtype, device=device)
     w_high = torch.where(valid, frac, zero)
     w_low = torch.where(valid, 1.0 - frac, zero)
     first = low.amin(dim=2, keepdim=True)  # [n, P, 1]
     off_low = (low - first).long()
     off_high = (high - first).long()
-    width = int(off_high.max()) + 1 if off_high.numel() else 1
-    if width >= 2 * grid:
+    used = off_high.flatten(1).amax(dim=1) + 1  # [n]
+    width = int(used.max())
+    if fixed and width >= 2 * most:
         pairs = torch.cat([low, high], dim=2).long()
-        return _Axis(pairs, torch.cat([w_low, w_high], dim=2))
-    weight = torch.zeros(*first.shape[:2], width, dtype=dtype, device=start.device)
+        return _Axis(pairs, torch.cat([w_low, w_high], dim=2), torch.full_like(used, 2 * most))
+    weight = torch.zeros(*first.shape[:2], width, dtype=dtype, device=device)
     weight.scatter_add_(2, off_low, w_low).scatter_add_(2, off_high, w_high)
     # slots past the map's edge carry weight 0; point them at the last pixel
-    index = torch.minimum(first + torch.arange(width, device=start.device), last).long()
-    return _Axis(index, weight)
+    index = torch.minimum(first + torch.arange(width, device=device), last).long()
+    return _Axis(index, weight, used)
 
 
 def _group_entries(
-    y: _Axis, x: _Axis, pixel0: Tensor, width: Tensor, count: int
+    y: _Axis, x: _Axis, pixel0: Tensor, width: Tensor, count: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Column indices and weights of one group's rows, ``[n, PH, PW, Ty * Tx]`` each.
+    """Column indices and weights of one group's rows, ``[n, PH, PW, Ty * Tx]`` each, for RoIs
+    that share their windows' widths ``Ty = used_y``, ``Tx = used_x``.
 
-    ``pixel0`` (Tensor[n]) is the column of pixel (0, 0) of each RoI's image on its level.
+    ``pixel0`` (Tensor[n]) is the column of pixel (0, 0) of each RoI's image on its level;
+    ``count`` (Tensor[n]) the samples per bin, ``gh * gw``.
     """
-    ty, tx = y.weight.shape[2], x.weight.shape[2]
-    row_start = pixel0[:, None, None] + y.index * width[:, None, None]  # [n, PH, Ty]
-    index = row_start[:, :, None, :, None] + x.index[:, None, :, None, :]
-    value = y.weight[:, :, None, :, None] * x.weight[:, None, :, None, :] / count
+    ty, tx = int(y.used[0]), int(x.used[0])
+    y_index, y_weight = y.index[:, :, :ty], y.weight[:, :, :ty]
+    x_index, x_weight = x.index[:, :, :tx], x.weight[:, :, :tx]
+    row_start = pixel0[:, None, None] + y_index * width[:, None, None]  # [n, PH, Ty]
+    index = row_start[:, :, None, :, None] + x_index[:, None, :, None, :]
+    value = y_weight[:, :, None, :, None] * x_weight[:, None, :, None, :]
+    value = value / count.to(value.dtype)[:, None, None, None, None]
     n, ph, pw = index.shape[:3]
     return index.reshape(n, ph, pw, ty * tx), value.reshape(n, ph, pw, ty * tx)
+
+
+def _axis_of(axis: _Axis, members: Tensor) -> _Axis:
+    return _Axis(axis.index[members], axis.weight[members], axis.used[members])
 
 
 def roi_align_matrix(
@@ -165,32 +190,46 @@ def roi_align_matrix(
 
     num_rois, bins = rois.shape[0], pooled_h * pooled_w
     row_len = torch.zeros(num_rois, dtype=torch.int64, device=device)
+    sampled = torch.nonzero((grid_h > 0) & (grid_w > 0)).squeeze(1)
     groups = []
-    key = grid_h * (int(grid_w.max()) + 1) + grid_w if num_rois else grid_h
-    for value in torch.unique(key).tolist():
-        members = torch.nonzero(key == value).squeeze(1)
-        gh, gw = int(grid_h[members[0]]), int(grid_w[members[0]])
-        if gh == 0 or gw == 0:
-            continue
-        ys = _axis_entries(y1[members], bin_h[members], gh, pooled_h, height[members].to(dtype))
-        xs = _axis_entries(x1[members], bin_w[members], gw, pooled_w, width[members].to(dtype))
-        index, value = _group_entries(ys, xs, pixel0[members], width[members], gh * gw)
-        row_len[members] = index.shape[-1]
-        groups.append((members, index, value))
+    if sampled.numel():
+        fixed = sampling_ratio > 0
+        ys = _axis_entries(
+            y1[sampled], bin_h[sampled], grid_h[sampled], pooled_h, height[sampled].to(dtype), fixed
+        )
+        xs = _axis_entries(
+            x1[sampled], bin_w[sampled], grid_w[sampled], pooled_w, width[sampled].to(dtype), fixed
+        )
+        row_len[sampled] = ys.used * xs.used
+        # RoIs grouped by their windows' widths: each group's products have one shape
+        key = ys.used * (int(xs.used.max()) + 1) + xs.used
+        for value in torch.unique(key).tolist():
+            local = torch.nonzero(key == value).squeeze(1)
+            members = sampled[local]
+            index, weight = _group_entries(
+                _axis_of(ys, local),
+                _axis_of(xs, local),
+                pixel0[members],
+                width[members],
+                grid_h[members] * grid_w[members],
+            )
+            groups.append((members, index.reshape(-1), weight.reshape(-1)))
 
     crow = torch.zeros(num_rois * bins + 1, dtype=torch.int64, device=device)
     torch.cumsum(row_len.repeat_interleave(bins), 0, out=crow[1:])
-    nnz = int(crow[-1])
-    if len(groups) == 1 and groups[0][0].numel() == num_rois:  # one group: already row-major
-        col, val = groups[0][1].reshape(-1), groups[0][2].reshape(-1)
-    else:
-        col = torch.zeros(nnz, dtype=torch.int64, device=device)
-        val = torch.zeros(nnz, dtype=dtype, device=device)
-        for members, index, value in groups:
-            row = members[:, None] * bins + torch.arange(bins, device=device)  # [n, PH*PW]
-            slot = crow[row][..., None] + torch.arange(index.shape[-1], device=device)
-            col[slot.reshape(-1)] = index.reshape(-1)
-            val[slot.reshape(-1)] = value.reshape(-1)
+    if not groups:
+        return RoIAlignMatrix(crow, crow.new_zeros(0), rois.new_zeros(0), int(sizes.sum()))
+    members = torch.cat([m for m, _, _ in groups])
+    col = torch.cat([i for _, i, _ in groups])
+    val = torch.cat([v for _, _, v in groups])
+    if not torch.equal(members, sampled):
+        # each RoI's entries are contiguous, in group order: move them to its span of the CSR
+        # (RoIs without samples have empty spans)
+        per_roi = row_len[members] * bins
+        shift = crow[members * bins] - (torch.cumsum(per_roi, 0) - per_roi)
+        slot = torch.repeat_interleave(shift, per_roi) + torch.arange(col.numel(), device=device)
+        col = torch.empty_like(col).index_put_((slot,), col)
+        val = torch.empty_like(val).index_put_((slot,), val)
     return RoIAlignMatrix(crow, col, val, int(sizes.sum()))
 
 

@@ -155,3 +155,22 @@ def test_adaptive_windows_keep_the_matrix_small():
         0, torch.repeat_interleave(torch.arange(49), per_bin), matrix.val
     )
     torch.testing.assert_close(sums, torch.ones(49))
+
+
+def test_a_huge_box_does_not_widen_the_rows_of_the_others():
+    # adaptive: the 3 px box has 1x1 samples per bin (2x2 pixels at most), the 280 px one 40x40;
+    # each RoI keeps its own window, whatever the other RoIs of the call need
+    rois = torch.tensor([[0.0, 1.3, 1.6, 4.3, 4.6], [0.0, 0.0, 0.0, 280.0, 280.0]])
+    matrix = roi_align_matrix(
+        rois,
+        torch.zeros(2, dtype=torch.int64),
+        [(1, 300, 300)],
+        [1.0],
+        (7, 7),
+        0,
+        True,
+        torch.float32,
+    )
+    per_bin = matrix.crow.diff().view(2, 49)
+    assert per_bin[0].max() <= 4
+    assert per_bin[1].max() <= 41 * 41
