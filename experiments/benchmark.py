@@ -68,6 +68,9 @@ class BenchArgs:
     """torch CPU threads (default: torch's choice)"""
     measure: tuple[Literal["train", "inference"], ...] = ("train", "inference")
     """which steps to time (one alone halves a run on a busy machine)"""
+    layout: Literal["as-shipped", "both-nhwc", "both-nchw"] = "as-shipped"
+    """activation layouts: each library's own (detfn channels-last on the CPU where its norm
+    layers allow, torchvision NCHW), or the same on both sides"""
     memory: bool = True
     """measure peak memory (one extra step per side, untimed)"""
     output: Path | None = None
@@ -175,6 +178,21 @@ def peak_memory_mb(side: Side, which: str, device: torch.device) -> float:
     return peak / 2**20
 
 
+def describe_layout(pair, layout: str, device: torch.device) -> str:
+    """What each side's features run in, training and inference (``--layout``)."""
+    if layout == "both-nhwc":
+        return "NHWC on both sides"
+    if layout == "both-nchw":
+        return "NCHW on both sides"
+    model = pair.detfn.model
+    was_training, modes = model.training, []
+    for training in (True, False):
+        model.train(training)
+        modes.append("NHWC" if model.uses_channels_last(device) else "NCHW")
+    model.train(was_training)
+    return f"detfn {modes[0]} (train) / {modes[1]} (inference), torchvision NCHW"
+
+
 def _machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -194,9 +212,11 @@ def run(args: BenchArgs) -> dict:
         sampling_ratio=args.sampling_ratio,
         device=device,
         autocast_dtype=torch.bfloat16 if args.amp == "bf16" else None,
+        layout=args.layout,
     )
     batch = synthetic_batch(args, device)
     pair = PAIRS[args.model](settings, batch)
+    print(f"activation layout: {describe_layout(pair, args.layout, device)}", flush=True)
     print(
         f"{pair.title}, batch {args.batch} x {args.size[0]}x{args.size[1]}, "
         + (

@@ -46,6 +46,10 @@ class BenchSettings:
     sampling_ratio: int
     device: torch.device
     autocast_dtype: torch.dtype | None
+    layout: str = "as-shipped"
+    """"as-shipped": each library's own activation layout (detfn: ``DetectorConfig.channels_last``
+    "auto"; torchvision: NCHW); "both-nhwc" / "both-nchw": the same on both sides, so that the
+    ratio measures the code apart from the layout."""
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Side:
     infer: Callable[[], None]
     restore: Callable[[], None]
     probe: Probe
+    model: nn.Module
 
 
 @dataclass
@@ -174,7 +179,7 @@ def _detfn_side(model: nn.Module, s: BenchSettings, batch: Batch, probe: Probe) 
         probe.nms_scope = False
 
     restore()
-    return Side(train_step, infer, restore, probe)
+    return Side(train_step, infer, restore, probe, model)
 
 
 def _torchvision_side(
@@ -213,4 +218,4 @@ def _torchvision_side(
             model(images)
 
     restore()
-    return Side(train_step, infer, restore, probe)
+    return Side(train_step, infer, restore, probe, model)

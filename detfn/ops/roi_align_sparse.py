@@ -50,6 +50,14 @@ def _channels_last_rows(feats: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     return rows
 
 
+def _memory_format(feat: Tensor) -> torch.memory_format:
+    """The layout a level's gradient is given in: its own (channels-last levels get their
+    gradient without a copy, the rows of ``A.T @ grad`` already are channels-last)."""
+    if feat.is_contiguous() or not feat.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 class SparsePoolFunction(torch.autograd.Function):
     """``out[K, C, PH, PW] = A @ F``; inputs ``(crow, col, val, output_size, *feats)``."""
 
@@ -70,12 +78,12 @@ class SparsePoolFunction(torch.autograd.Function):
         ctx.save_for_backward(crow, col, val)
         ctx.output_size = output_size
         ctx.shapes = tuple(tuple(f.shape) for f in feats)
-        ctx.dtypes = tuple(f.dtype for f in feats)
+        ctx.formats = tuple((f.dtype, _memory_format(f)) for f in feats)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         crow, col, val = ctx.saved_tensors
-        grads = SparseUnpoolFunction.apply(grad_output, crow, col, val, ctx.shapes, ctx.dtypes)
+        grads = SparseUnpoolFunction.apply(grad_output, crow, col, val, ctx.shapes, ctx.formats)
         return (None, None, None, None, *grads)
 
 
@@ -89,7 +97,7 @@ class SparseUnpoolFunction(torch.autograd.Function):
         col: Tensor,
         val: Tensor,
         shapes: tuple[tuple[int, int, int, int], ...],
-        dtypes: tuple[torch.dtype, ...],
+        formats: tuple[tuple[torch.dtype, torch.memory_format], ...],
     ) -> tuple[Tensor, ...]:
         num_pixels = sum(b * h * w for b, _, h, w in shapes)
         channels = shapes[0][1]
@@ -97,9 +105,9 @@ class SparseUnpoolFunction(torch.autograd.Function):
         grad_rows = grad_output.to(val.dtype).permute(0, 2, 3, 1).reshape(-1, channels)
         grad = _spmm(crow_t, col_t, val_t, grad_rows.shape[0], grad_rows)  # [num_pixels, C]
         out, start = [], 0
-        for (b, c, h, w), dtype in zip(shapes, dtypes):
+        for (b, c, h, w), (dtype, memory_format) in zip(shapes, formats):
             level = grad[start : start + b * h * w].view(b, h, w, c).permute(0, 3, 1, 2)
-            out.append(level.to(dtype, memory_format=torch.contiguous_format))
+            out.append(level.to(dtype, memory_format=memory_format))
             start += b * h * w
         return tuple(out)
 

@@ -17,7 +17,7 @@ def _side(counts: list[int]) -> Side:
     def step():
         probe.add("nms_candidates", counts)
 
-    return Side(step, step, lambda: None, probe)
+    return Side(step, step, lambda: None, probe, nn.Identity())
 
 
 def test_no_ratio_when_work_differs(capsys):

@@ -45,3 +45,28 @@ def test_benchmark_completes_with_equal_work(tmp_path, capsys, model, size, coun
         assert report["results"][which]["equal_work"]
         assert report["results"][which]["ratio_median"] is not None
     assert json.loads(out.read_text())["settings"]["depth"] == 18
+
+
+@pytest.mark.parametrize(
+    ("layout", "said"),
+    [
+        ("as-shipped", "detfn NHWC (train) / NHWC (inference), torchvision NCHW"),
+        ("both-nhwc", "NHWC on both sides"),
+    ],
+)
+def test_benchmark_says_the_layouts_and_keeps_equal_work_in_them(tmp_path, capsys, layout, said):
+    args = BenchArgs(
+        depth=18,
+        size=(64, 96),
+        batch=1,
+        num_classes=3,
+        iters=1,
+        warmup=0,
+        memory=False,
+        measure=("inference",),
+        layout=layout,
+        output=tmp_path / "bench.json",
+    )
+    report = run(args)
+    assert f"activation layout: {said}" in capsys.readouterr().out
+    assert report["results"]["inference"]["equal_work"]

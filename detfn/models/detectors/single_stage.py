@@ -88,4 +88,6 @@ def build_single_stage_detector(cfg: SingleStageDetectorConfig, **context) -> Si
     del context
     backbone, neck = build_backbone_and_neck(cfg)
     head = build(cfg.bbox_head, in_channels=cfg.neck.out_channels, num_classes=cfg.num_classes)
-    return SingleStageDetector(backbone, neck, head)
+    detector = SingleStageDetector(backbone, neck, head)
+    detector.channels_last = cfg.channels_last
+    return detector

@@ -108,9 +108,11 @@ def build_two_stage_detector(cfg: TwoStageDetectorConfig, **context) -> TwoStage
     del context
     backbone, neck = build_backbone_and_neck(cfg)
     width, num_classes = cfg.neck.out_channels, cfg.num_classes
-    return TwoStageDetector(
+    detector = TwoStageDetector(
         backbone,
         neck,
         build(cfg.rpn_head, in_channels=width, num_classes=num_classes),
         build(cfg.roi_head, in_channels=width, num_classes=num_classes),
     )
+    detector.channels_last = cfg.channels_last
+    return detector
