@@ -87,8 +87,7 @@ def to_plain(value: Any, where: str = "state") -> Any:
 def _like(template: Any, value: Any, device: torch.device | None) -> Any:
     """Rebuild ``value`` (plain) with the types and tensor devices of ``template``."""
     if isinstance(value, torch.Tensor):
-        if isinstance(template, torch.Tensor):
-            return value.to(template.device)
+        device = template.device if isinstance(template, torch.Tensor) else device
         return value if device is None else value.to(device)
     if dataclasses.is_dataclass(template) and isinstance(value, Mapping):
         fields = {f.name: f for f in dataclasses.fields(template)}
@@ -228,7 +227,7 @@ def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
     return state
 
 
-_UNSAFE = re.compile(r"GLOBAL (\S+)|Unsupported class (\S+)")
+_UNSAFE = re.compile(r"(?:GLOBAL|Unsupported class) (\S+)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -245,9 +244,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         unpickling = isinstance(error, pickle.UnpicklingError)
         found = _UNSAFE.search(str(error)) if unpickling else None
         if found:
-            culprit = found.group(1) or found.group(2)
             raise CheckpointError(
-                f"{path}: not a weights-only checkpoint (it carries pickled code: {culprit}); "
+                f"{path}: not a weights-only checkpoint (it carries pickled code: {found[1]}); "
                 "refusing to load it"
             ) from None
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
@@ -264,10 +262,8 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
     are a :class:`CheckpointError`."""
     where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{where}: not a detfn training checkpoint, cannot resume from it; "
-            "use load_weights (load_from) for weights only"
-        )
+        raise CheckpointError(f"{where}: not a detfn training checkpoint, cannot resume from it; "
+                              "use load_weights (load_from) for weights only")  # fmt: skip
     stored = ckpt["state"]
     device = next((t.device for t in like.params.values()), None)
     params, _ = _fit(like.params, stored["params"], where, "params", strict=True)

@@ -461,8 +461,7 @@ class OneCycleSchedule(Schedule):
         ok = not self.inverse or self.min_value is not None
         check(self, "min_value", ok, "must be set for an inverse cycle (the momentum's)")
         for name in ("max_value", "min_value"):
-            ok = getattr(self, name) != ()
-            check(self, name, ok, "must not be an empty tuple")
+            check(self, name, getattr(self, name) != (), "must not be an empty tuple")
 
     def value(self, base, progress, total, group):
         steps = self.total_steps if self.total_steps is not None else self.total(total)

@@ -43,9 +43,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SIGTERM_REASON = "SIGTERM"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-# marks on the handlers make_logger adds, so a later call replaces them and nothing else
-_CONSOLE_MARK = "_detfn_console"
-_FILE_MARK = "_detfn_run_log"
+# marks the handlers make_logger adds ("console", "file"), so a later call replaces only them
+_MARK = "_detfn_handler"
 
 
 class WorkDirBusy(RuntimeError):
@@ -132,41 +131,38 @@ def make_logger(
     name: str = "detfn",
     work_dir: str | os.PathLike[str] | None = None,
     stamp: str | None = None,
-    level: int = logging.INFO,
 ) -> logging.Logger:
     """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``; called
     again, it adds no second console handler and closes an earlier run's log file."""
     logger = logging.getLogger(name)
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO)
     logger.propagate = False
-    if not any(getattr(h, _CONSOLE_MARK, False) for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter(LOG_FORMAT))
-        setattr(console, _CONSOLE_MARK, True)
-        logger.addHandler(console)
     wanted = log_file_path(work_dir, stamp).resolve() if work_dir is not None else None
     for handler in list(logger.handlers):
-        if getattr(handler, _FILE_MARK, False) and pathlib.Path(handler.baseFilename) != wanted:
+        if getattr(handler, _MARK, None) == "file" and pathlib.Path(handler.baseFilename) != wanted:
             logger.removeHandler(handler)
             handler.close()
+    marks = [getattr(h, _MARK, None) for h in logger.handlers]
     files = [getattr(h, "baseFilename", None) for h in logger.handlers]
+    new = [] if "console" in marks else [("console", logging.StreamHandler(sys.stderr))]
     if wanted is not None and str(wanted) not in files:
         wanted.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(wanted, mode="a")
+        new.append(("file", logging.FileHandler(wanted, mode="a")))
+    for mark, handler in new:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        setattr(handler, _FILE_MARK, True)
+        setattr(handler, _MARK, mark)
         logger.addHandler(handler)
     return logger
 
 
-def log_env_header(event: Event) -> None:
-    cfg = getattr(event.run, "cfg", None)
-    text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
-    event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
-
-
 def env_header_hook() -> Hook:
     """The header hook (HIGHEST priority: the header comes first), on rank 0."""
+
+    def log_env_header(event: Event) -> None:
+        cfg = getattr(event.run, "cfg", None)
+        text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+        event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
+
     logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
     fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
     return Hook("env_header", fn, int(Priority.HIGHEST))

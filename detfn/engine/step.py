@@ -25,8 +25,7 @@ Backend = Literal["autograd", "func"]
 
 def _check_loss(loss: Any) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        is_tensor = isinstance(loss, torch.Tensor)
-        got = f"Tensor of shape {tuple(loss.shape)}" if is_tensor else type(loss)
+        got = f"Tensor of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else type(loss)
         raise TypeError(f"loss_fn must return (loss, aux) with loss a 0-d tensor, got {got}")
     return loss
 

@@ -19,31 +19,28 @@ LOGGED_PRIORITY = 80  # between LOW (70: timer, evaluation) and VERY_LOW (90: lo
 _TIMES = ("data_time", "time")
 
 
-def average_losses(event: Event) -> None:
-    outputs = event.outputs
-    losses = dict(outputs.losses)
-    merged = mean_scalars_across_ranks({"loss": outputs.loss, **losses})
-    if outputs.loss is not None:
-        outputs.loss = merged["loss"]
-    outputs.losses = {k: merged[k] for k in losses}
-
-
-def job_times(event: Event) -> None:
-    """Every rank runs the same collectives: a missing time counts as 0."""
-    for key in _TIMES:
-        value = max_across_ranks(getattr(event.outputs, key) or 0.0)
-        if getattr(event.outputs, key) is not None:
-            setattr(event.outputs, key, value)
-
-
-def job_metrics(event: Event) -> None:
-    """The val shards have equal sizes; metrics that already are the job's (a broadcast
-    evaluation) stay equal."""
-    event.outputs.metrics = mean_scalars_across_ranks(event.outputs.metrics)
-
-
 def distributed_hooks() -> tuple[Hook, Hook]:
     """The two hooks every rank of a data-parallel run registers (custom hooks of ``train``)."""
+
+    def average_losses(event: Event) -> None:
+        outputs = event.outputs
+        losses = dict(outputs.losses)
+        merged = mean_scalars_across_ranks({"loss": outputs.loss, **losses})
+        if outputs.loss is not None:
+            outputs.loss = merged["loss"]
+        outputs.losses = {k: merged[k] for k in losses}
+
+    def job_times(event: Event) -> None:  # the same collectives on every rank: None counts as 0
+        for key in _TIMES:
+            value = max_across_ranks(getattr(event.outputs, key) or 0.0)
+            if getattr(event.outputs, key) is not None:
+                setattr(event.outputs, key, value)
+
+    def job_metrics(event: Event) -> None:
+        # the val shards have equal sizes; metrics that already are the job's (a broadcast
+        # evaluation) stay equal
+        event.outputs.metrics = mean_scalars_across_ranks(event.outputs.metrics)
+
     running = lambda event: is_distributed()  # noqa: E731
     failed = lambda event: event.error is not None  # noqa: E731  (the others raise RankFailedError)
     losses = compose(

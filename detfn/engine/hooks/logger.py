@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from detfn.config import check_positive, fail
+from detfn.config import check_non_negative, check_positive
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
@@ -40,8 +40,6 @@ TEXT_LOGGER = "text_logger"
 _TIMING_KEYS = ("data_time", "time")
 _HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
 _SCHEDULE_KEYS = ("lr", "momentum", "lr_groups", "momentum_groups")
-# what the loggers read when some hook produces it
-LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ def build_timer_hook(
         return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
 
     def done(event: Event) -> TrainState:
-        before, now = event.state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0}, clock()
+        before, now = event.state.hooks[TIMER], clock()
         event.outputs.data_time = before["data_time"]
         event.outputs.time = now - before["last"]
         return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
@@ -112,8 +110,7 @@ class TextLoggerHookConfig(LoggerHookConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.bar_width < 0:
-            fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
+        check_non_negative(self, "bar_width")
 
 
 def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
@@ -172,9 +169,10 @@ def format_line(
     record: Mapping[str, Any], state: TrainState, eta: float | None, by_epoch: bool, bar_width: int
 ) -> str:
     """The console line of a record (mmcv's layout, plus a plain-text progress bar)."""
+    fmt = lambda v, digits=4: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
     if record["mode"] == "val":
         unit, count = ("Epoch", record["epoch"]) if by_epoch else ("Iter", record["global_iter"])
-        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
+        values = ", ".join(f"{k}: {fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{unit}(val) [{count}]  {values}"
     if by_epoch:
         done, total = record["iter"], state.iters_per_epoch
@@ -188,12 +186,8 @@ def format_line(
     if eta is not None:
         parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
     shown = [(k, v) for k, v in record.items() if k not in _HEAD_KEYS + _SCHEDULE_KEYS]
-    parts += [f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
+    parts += [f"{k}: {fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
     return "  ".join(p for p in (head, bar, ", ".join(parts)) if p)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def drop_records_after(path: pathlib.Path, done: int) -> None:
@@ -216,16 +210,12 @@ def logger_hook(
     close_sink: Callable[[Any, Event], None] | None = None,
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
-    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
-    process logs nothing) at ``before_run``; ``write(sink, event, record)`` with a train record
-    when :func:`log_due`, a val record (``record["mode"] == "val"``) for every
-    ``outputs.metrics``; ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running
-    sums (``buffer``: ``{"sums", "count"}``) and this process's iteration times (ETA)."""
+    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` at
+    ``before_run`` (None: this process logs nothing), ``write(sink, event, record)`` for each
+    record (train when :func:`log_due`, val for every ``outputs.metrics``), ``close_sink`` at
+    ``after_run``. ``state.hooks[name]``: the running sums and this process's iteration times."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
-
-    def mine(event: Event) -> dict[str, Any]:
-        return dict(event.state.hooks.get(name) or {})
 
     def start(event: Event) -> TrainState | None:
         opened = open_sink(event)
@@ -241,24 +231,22 @@ def logger_hook(
             close_sink(live.pop("sink"), event)
 
     def add(event: Event) -> TrainState:
-        outputs, new = event.outputs, mine(event)
+        outputs, mine = event.outputs, event.state.hooks[name]
         values = {k: getattr(outputs, k) for k in _TIMING_KEYS}  # in record order
         values.update({**outputs.losses, "loss": outputs.loss, "grad_norm": outputs.grad_norm})
-        buffer = new.get("buffer") or {}
-        sums = dict(buffer.get("sums", {}))
+        sums, count = dict(mine["buffer"].get("sums", {})), mine["buffer"].get("count", 0) + 1
         for key, value in values.items():
             if value is not None:
                 value = value.detach() if isinstance(value, torch.Tensor) else float(value)
                 sums[key] = sums[key] + value if key in sums else value
-        new["buffer"] = {"sums": sums, "count": buffer.get("count", 0) + 1}
+        new = {**mine, "buffer": {"sums": sums, "count": count}}
         if outputs.time is not None:
-            new["time_sum"] = new.get("time_sum", 0.0) + float(outputs.time)
-            new["timed"] = new.get("timed", 0) + 1
+            new.update(time_sum=mine["time_sum"] + float(outputs.time), timed=mine["timed"] + 1)
         state = with_hook_state(event.state, name, new)
         if not due(event):
             return state
         # the means since the previous record: the one device sync per record
-        means = {k: float(v) / new["buffer"]["count"] for k, v in sums.items()}
+        means = {k: float(v) / count for k, v in sums.items()}
         write(live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch))
         return with_hook_state(state, name, {**new, "buffer": {}})
 
@@ -266,7 +254,7 @@ def logger_hook(
         write(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
 
     def reset(event: Event) -> TrainState:
-        return with_hook_state(event.state, name, {**mine(event), "buffer": {}})
+        return with_hook_state(event.state, name, {**event.state.hooks[name], "buffer": {}})
 
     running = lambda event: "sink" in live  # noqa: E731
     fn = compose(
@@ -276,10 +264,13 @@ def logger_hook(
         when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
         when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
     )
-    reads = dict(reads=("loss", "losses"), reads_optional=LOGGED_OUTPUTS)
-    return Hook(name, fn, get_priority(cfg.priority), **reads)
+    logged = ("grad_norm", "data_time", "time", "metrics")  # when some hook writes them
+    return Hook(
+        name, fn, get_priority(cfg.priority), reads=("loss", "losses"), reads_optional=logged
+    )
 
 
+@register(TextLoggerHookConfig)
 def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     """Console lines and JSON records; the sink is the JSON-lines file (or None)."""
 
@@ -308,6 +299,3 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
                 f.write(json.dumps(record) + "\n")
 
     return logger_hook(TEXT_LOGGER, cfg, open_log, write)
-
-
-register(TextLoggerHookConfig)(text_logger_hook)

@@ -36,7 +36,6 @@ from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
 OPTIMIZER_HOOK = "optimizer"
-ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class NonFiniteGradError(FloatingPointError):
@@ -153,7 +152,7 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
 
 @register(OptimizerHookConfig)
 def optimizer_hook(
-    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: Callable | None = None
 ) -> Hook:
     """``reduce_grads`` (data parallel: the ranks' average) is applied to the accumulated grads on
     the steps that update, before the fp16 check and clipping: accumulation communicates once."""
