@@ -1,5 +1,4 @@
-"""The edges of a run in a work dir: its files, its log and its header, one run per dir, SIGTERM
-as a stop.
+"""The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
 
 Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<timestamp>.log``,
 ``metrics.jsonl`` (a record per logged iteration / evaluation), ``epoch_N.pth`` ...,
@@ -8,8 +7,6 @@ Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<t
 * ``.detfn.lock`` is held with ``flock`` for the run (the kernel frees it when the process dies):
   a second live run is refused; the lock file of a killed run lets only a resuming run in.
 * ``*.tmp`` files (what a killed atomic write leaves) are removed when a run starts.
-* The log header: on ``before_run``, rank 0 logs the environment, the seed and the run's config
-  as JSON, as mmdetection's ``tools/train.py`` opens every log.
 * SIGTERM sets a flag that the ``stop_request`` hook turns into ``state.stop_reason`` after the
   iteration: the loop ends, the final state is saved, ``after_run`` runs, and :func:`train`
   raises :class:`RunStopped` (a non-zero exit for a script).
@@ -31,10 +28,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from detfn.config import save, to_json
-from detfn.dist.comm import is_main_process
-from detfn.dist.env_info import collect_env, env_header
-from detfn.engine.combinators import only_at, when
+from detfn.config import save
+from detfn.engine.combinators import only_at
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
@@ -153,16 +148,3 @@ def make_logger(
         setattr(handler, _MARK, mark)
         logger.addHandler(handler)
     return logger
-
-
-def env_header_hook() -> Hook:
-    """The header hook (HIGHEST priority: the header comes first), on rank 0."""
-
-    def log_env_header(event: Event) -> None:
-        cfg = getattr(event.run, "cfg", None)
-        text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
-        event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
-
-    logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
-    fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
-    return Hook("env_header", fn, int(Priority.HIGHEST))
