@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from math import cos, pi
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 from detfn.config import Config, check, check_positive, fail
 from detfn.engine.combinators import compose, only_at
@@ -120,29 +120,22 @@ class Schedule(Config):
     def values_at(
         self, stage: Stage, state: TrainState, bases: Sequence[float], divides: bool
     ) -> tuple[float, ...] | None:
-        """The per-group values to set at ``stage``, or None to keep them."""
+        """The per-group values to set at ``stage`` (``before_train_epoch`` or
+        ``before_train_iter``), or None to keep them."""
         if stage is Stage.BEFORE_TRAIN_EPOCH:
             return self.regular(state, bases) if self.by_epoch else None
-        if stage is not Stage.BEFORE_TRAIN_ITER:
-            return None
-        cur = state.iter
         length = self.warmup_iters * (state.iters_per_epoch if self.warmup_by_epoch else 1)
-        if self.by_epoch and (self.warmup is None or cur > length):
+        if self.by_epoch and (self.warmup is None or state.iter > length):
             return None
         values = self.regular(state, bases)
-        if self.warmup is None or cur >= length:
+        if self.warmup is None or state.iter >= length:
             return values
-        factor = warmup_factor(self.warmup, cur, length, self.warmup_ratio)
+        factor = warmup_factor(self.warmup, state.iter, length, self.warmup_ratio)
         return tuple(v / factor if divides else v * factor for v in values)
 
     def regular(self, state: TrainState, bases: Sequence[float]) -> tuple[float, ...]:
         progress, total = self.progress(state)
         return tuple(self.value(b, progress, total, g) for g, b in enumerate(bases))
-
-
-def per_group(value: Any, group: int) -> Any:
-    """One value for all groups, or the ``group``-th of a tuple."""
-    return value[group] if isinstance(value, tuple) else value
 
 
 def schedule_hook(param: str, cfg: Schedule) -> Hook:
@@ -466,9 +459,10 @@ class OneCycleSchedule(Schedule):
     def value(self, base, progress, total, group):
         steps = self.total_steps if self.total_steps is not None else self.total(total)
         ends = one_cycle_ends(steps, self.pct_start, self.three_phase)
-        high = base if self.max_value is None else per_group(self.max_value, group)
+        per_group = lambda v: v[group] if isinstance(v, tuple) else v  # noqa: E731
+        high = base if self.max_value is None else per_group(self.max_value)
         if self.inverse:
-            low = per_group(self.min_value, group)
+            low = per_group(self.min_value)
             points = ((high, low), (low, high), (high, high))
         else:
             initial = high / self.div_factor

@@ -180,9 +180,7 @@ def format_line(
         done, total = record["global_iter"], run_max_iters(state) or 0
     head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
     bar = progress_bar(done, total, bar_width)
-    parts = []
-    if "lr" in record:
-        parts.append(f"lr: {record['lr']:.3e}")
+    parts = [f"lr: {record['lr']:.3e}"] if "lr" in record else []
     if eta is not None:
         parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
     shown = [(k, v) for k, v in record.items() if k not in _HEAD_KEYS + _SCHEDULE_KEYS]

@@ -43,8 +43,7 @@ class NonFiniteGradError(FloatingPointError):
 
     def __init__(self, message: str, iteration: int, names: list[str]):
         super().__init__(message)
-        self.iteration = iteration
-        self.names = names
+        self.iteration, self.names = iteration, names
 
 
 @dataclass(frozen=True)
@@ -217,9 +216,7 @@ class NonFiniteLossError(FloatingPointError):
 
     def __init__(self, message: str, iteration: int, epoch: int, terms: dict[str, float]):
         super().__init__(message)
-        self.iteration = iteration
-        self.epoch = epoch
-        self.terms = terms
+        self.iteration, self.epoch, self.terms = iteration, epoch, terms
 
 
 @dataclass(frozen=True)
