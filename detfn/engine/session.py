@@ -123,9 +123,7 @@ def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
 
 
 def make_logger(
-    name: str = "detfn",
-    work_dir: str | os.PathLike[str] | None = None,
-    stamp: str | None = None,
+    name: str = "detfn", work_dir: str | os.PathLike[str] | None = None, stamp: str | None = None
 ) -> logging.Logger:
     """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``; called
     again, it adds no second console handler and closes an earlier run's log file."""

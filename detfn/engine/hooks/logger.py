@@ -1,5 +1,6 @@
-"""What the loggers log: the iteration timer, the logger hook over a sink, and the text logger
-(console lines with ETA and a progress bar, and a JSON-lines metrics file).
+"""What the loggers log: the iteration timer, the logger hook over a sink, the text logger
+(console lines with ETA and a progress bar, and a JSON-lines metrics file) and the TensorBoard
+logger (the wandb one has a module of its own).
 
 The timer (mmcv's ``IterTimerHook``) reads a clock at the start of the epoch and after each
 iteration: ``data_time`` is the gap until ``before_*_iter`` (the loader's share), ``time`` the gap
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from detfn.config import check_non_negative, check_positive
+from detfn.dist.comm import is_main_process
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
@@ -201,11 +203,7 @@ def drop_records_after(path: pathlib.Path, done: int) -> None:
 
 
 def logger_hook(
-    name: str,
-    cfg: LoggerHookConfig,
-    open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
-    write: Callable[[Any, Event, dict[str, Any]], None],
-    close_sink: Callable[[Any, Event], None] | None = None,
+    name: str, cfg: LoggerHookConfig, open_sink: Callable, write: Callable, close_sink=None
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
     held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` at
@@ -297,3 +295,37 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
                 f.write(json.dumps(record) + "\n")
 
     return logger_hook(TEXT_LOGGER, cfg, open_log, write)
+
+
+@dataclass(frozen=True)
+class TensorBoardHookConfig(LoggerHookConfig):
+    """TensorBoard logger (mmcv ``TensorboardLoggerHook``): train means (and group 0's lr and
+    momentum) as ``train/<name>``, numeric metrics as ``val/<name>``, at step = iterations done,
+    on rank 0. It needs ``tensorboard`` (``pip install detfn[tensorboard]``), imported when the
+    run starts."""
+
+    interval: int = 50
+    """Write a point every ``interval`` iterations (the means over the interval)."""
+    log_dir: str | None = None
+    """None writes to ``<work_dir>/tf_logs``."""
+
+
+@register(TensorBoardHookConfig)
+def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
+    def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
+        if not is_main_process():
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # needs `tensorboard`
+
+        default = resolve_out_dir(None, event.run, "TensorBoardHook") / "tf_logs"
+        log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
+        return SummaryWriter(log_dir=str(log_dir)), {}
+
+    def write(writer: Any, event: Event, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, float):  # the numbers, group 0's lr and momentum
+                writer.add_scalar(f"{record['mode']}/{key}", value, record["global_iter"])
+        if record["mode"] == "val":
+            writer.flush()
+
+    return logger_hook("tensorboard", cfg, open_writer, write, lambda writer, _: writer.close())
