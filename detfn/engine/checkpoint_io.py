@@ -169,13 +169,9 @@ def save_checkpoint(
         version = importlib.metadata.version("detfn")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    info = {
-        "detfn_version": version,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "epoch": state.epoch,
-        "iter": state.iter,
-        **to_plain(dict(meta or {}), "meta"),
-    }
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    info = {"detfn_version": version, "time": stamp, "epoch": state.epoch, "iter": state.iter}
+    info.update(to_plain(dict(meta or {}), "meta"))
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
     tensors = torch.utils._pytree.tree_leaves(plain_state)
     size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
@@ -219,10 +215,9 @@ def find_latest(directory: str | os.PathLike[str]) -> pathlib.Path | None:
 def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
     """The counters as the loop will have them once the event of ``stage`` is done: a checkpoint
     of ``after_train_iter`` resumes after that iteration (mmcv stores ``iter + 1`` likewise)."""
-    stage = Stage(stage)
-    if stage is Stage.AFTER_TRAIN_ITER:
+    if stage == Stage.AFTER_TRAIN_ITER:  # a Stage or its name
         return dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
-    if stage is Stage.AFTER_TRAIN_EPOCH:
+    if stage == Stage.AFTER_TRAIN_EPOCH:
         return dataclasses.replace(state, epoch=state.epoch + 1, inner_iter=0)
     return state
 
@@ -268,18 +263,12 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
     device = next((t.device for t in like.params.values()), None)
     params, _ = _fit(like.params, stored["params"], where, "params", strict=True)
     buffers, _ = _fit(like.buffers, stored["buffers"], where, "buffers", strict=True)
-    opt_state = like.opt_state
+    resumed = {k: _like(getattr(like, k), stored[k], None) for k in _RESUMED_FIELDS if k in stored}
+    resumed["rng"] = _like(None, stored.get("rng", {}), None)
+    resumed["hooks"] = _like(like.hooks, stored.get("hooks", {}), device)
     if stored.get("opt_state") is not None:
-        opt_state = _like(like.opt_state, stored["opt_state"], device)
-    return dataclasses.replace(
-        like,
-        params=params,
-        buffers=buffers,
-        opt_state=opt_state,
-        rng=_like(None, stored.get("rng", {}), None),
-        hooks=_like(like.hooks, stored.get("hooks", {}), device),
-        **{k: _like(getattr(like, k), stored[k], None) for k in _RESUMED_FIELDS if k in stored},
-    )
+        resumed["opt_state"] = _like(like.opt_state, stored["opt_state"], device)
+    return dataclasses.replace(like, params=params, buffers=buffers, **resumed)
 
 
 def _fit(

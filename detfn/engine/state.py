@@ -75,11 +75,8 @@ def capture_rng() -> dict[str, Any]:
     mt_tensor = torch.from_numpy(np.asarray(mt, dtype=np.int64))
     numpy = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
     numpy.update(has_gauss=int(has_gauss), gauss=float(cached))
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": version, "state": mt_tensor, "gauss": gauss},
-        "numpy": numpy,
-    }
+    python = {"version": version, "state": mt_tensor, "gauss": gauss}
+    state = {"torch": torch.get_rng_state(), "python": python, "numpy": numpy}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -140,12 +140,8 @@ def progress_bar(done: int, total: int, width: int) -> str:
 
 def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) -> dict[str, Any]:
     """The JSON record of a train iteration (``state`` as seen in its ``after_train_iter``)."""
-    record: dict[str, Any] = {
-        "mode": "train",
-        "epoch": state.epoch + 1,
-        "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
-        "global_iter": state.iter + 1,
-    }
+    it = (state.inner_iter if by_epoch else state.iter) + 1
+    record = {"mode": "train", "epoch": state.epoch + 1, "iter": it, "global_iter": state.iter + 1}
     hyper = {k: v for k, v in (("lr", state.lr), ("momentum", state.momentum)) if v}
     record.update({k: float(v[0]) for k, v in hyper.items()})
     record.update({f"{k}_groups": [float(x) for x in v] for k, v in hyper.items()})

@@ -130,12 +130,11 @@ def _next_scaler(scaler: dict[str, Any], finite: bool, cfg: LossScaleConfig) -> 
     """GradScaler's update rule; a static scale never changes."""
     if not cfg.dynamic:
         return scaler
-    if not finite:
-        return {"scale": scaler["scale"] * cfg.backoff_factor, "growth_tracker": 0}
-    tracker = scaler["growth_tracker"] + 1
+    tracker = scaler["growth_tracker"] + 1 if finite else 0
     if tracker == cfg.growth_interval:
         return {"scale": scaler["scale"] * cfg.growth_factor, "growth_tracker": 0}
-    return {"scale": scaler["scale"], "growth_tracker": tracker}
+    factor = 1.0 if finite else cfg.backoff_factor
+    return {"scale": scaler["scale"] * factor, "growth_tracker": tracker}
 
 
 def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -92,17 +92,14 @@ def build_wandb_hook(
         directory = cfg.dir if cfg.dir is not None else getattr(event.run, "work_dir", None)
         if directory is not None:
             pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+            directory = str(directory)
+        name = cfg.name if cfg.name is not None else getattr(run_cfg, "name", None)
+        kwargs = dict(project=cfg.project, name=name, tags=list(cfg.tags) or None, config=config)
+        kwargs.update(entity=cfg.entity, mode=resolve_mode(cfg.mode), dir=directory)
         run_id = (event.state.hooks.get(WANDB) or {}).get("run_id")
-        run = (init or _real_init)(
-            project=cfg.project,
-            name=cfg.name if cfg.name is not None else getattr(run_cfg, "name", None),
-            tags=list(cfg.tags) or None,
-            entity=cfg.entity,
-            mode=resolve_mode(cfg.mode),
-            dir=str(directory) if directory is not None else None,
-            config=config,
-            **({} if run_id is None else {"id": run_id, "resume": "allow"}),
-        )
+        if run_id is not None:  # a resumed run continues its wandb run
+            kwargs.update(id=run_id, resume="allow")
+        run = (init or _real_init)(**kwargs)
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
