@@ -247,11 +247,8 @@ class _Loop:
             raise RuntimeError(f"train loader yielded no batches in epoch {state.epoch}")
         if state.inner_iter < state.iters_per_epoch:
             self.run.logger.warning(
-                "train loader ended after %d of len() = %d batches in epoch %d; "
-                "schedules that count iterations assume len()",
-                state.inner_iter,
-                state.iters_per_epoch,
-                state.epoch,
+                f"train loader ended after {state.inner_iter} of len() = {state.iters_per_epoch} "
+                f"batches in epoch {state.epoch}; schedules that count iterations assume len()"
             )
         self.batches = iter(())
         return (yield from self.close_epoch(state))

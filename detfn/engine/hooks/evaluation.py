@@ -201,10 +201,9 @@ class EarlyStoppingConfig(Config):  # not a HookConfig: monitor stays the first 
 @register(EarlyStoppingConfig)
 def build_early_stopping_hook(cfg: EarlyStoppingConfig, **context: Any) -> Hook:
     def count(event: Event) -> TrainState | None:
-        """Count evaluations without improvement by ``min_delta``; request the stop at
-        ``patience``. With a val phase that computes losses (``run.val_step``) there are two
-        metric sources (the evaluation hook's metrics, the val phase's losses): a dict without
-        the monitor is skipped while the other source may hold it; else it is an error."""
+        """With a val phase that computes losses (``run.val_step``) there are two metric sources
+        (the evaluation hook's metrics, the val phase's losses): a dict without the monitor is
+        skipped while the other source may hold it; else it is an error."""
         metrics: Any = event.outputs.metrics
         state = event.state
         mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
