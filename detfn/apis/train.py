@@ -18,13 +18,13 @@ from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
 from detfn.dist.seeding import init_seed, seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
-from detfn.engine.optim import norm_param_names
 from detfn.models.detectors.base import sum_losses
 from detfn.models.functional import (
     apply,
     detector_loss_fn,
     detector_predict_fn,
     loss_generator,
+    norm_param_names,
     split,
 )
 from detfn.registry import build

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 from torch.optim.adamw import adamw as torch_adamw
 from torch.optim.sgd import sgd as torch_sgd
 
@@ -32,7 +31,6 @@ Params = Mapping[str, torch.Tensor]
 OptState = dict[str, Any]
 Hyper = Mapping[str, Sequence[float]]
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay")
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass(frozen=True)
@@ -124,16 +122,6 @@ class Optimizer(NamedTuple):
     update: Callable[[Params, OptState, Params, Hyper], tuple[Params, OptState]]
 
 
-def norm_param_names(module: nn.Module) -> frozenset[str]:
-    """Names (as in ``module.named_parameters()``) of the parameters of norm layers."""
-    names = set()
-    for prefix, sub in module.named_modules():
-        if isinstance(sub, _NORM_TYPES):
-            for pname, _ in sub.named_parameters(recurse=False):
-                names.add(f"{prefix}.{pname}" if prefix else pname)
-    return frozenset(names)
-
-
 def _multipliers(name: str, cfg: ParamGroupsConfig, norms: frozenset[str]) -> tuple[float, float]:
     """(lr_mult, decay_mult) of one parameter by mmcv's rules."""
     keys = sorted(sorted(cfg.custom_keys, key=lambda k: k.pattern), key=lambda k: -len(k.pattern))
@@ -157,7 +145,7 @@ def make_param_groups(
     norm_names: Iterable[str] = (),
 ) -> tuple[ParamGroup, ...]:
     """Parameter names (model order) in groups of equal multipliers, in first-appearance order;
-    ``norm_names`` from :func:`norm_param_names`."""
+    ``norm_names`` from :func:`detfn.models.functional.norm_param_names`."""
     names = list(params.keys() if isinstance(params, Mapping) else params)
     if not names:
         raise ValueError("make_param_groups: there are no trainable parameters to optimize")
