@@ -65,10 +65,8 @@ def ema_hook(cfg: EMAConfig) -> Hook:
     def update(event: Event) -> None:
         """In-place EMA step over all parameters (EMA tensors are donated hook state)."""
         emas = event.state.hooks[EMA_HOOK]["params"]
-        names = list(emas)
-        weight = ema_momentum(cfg, event.state.iter)
-        news = [event.state.params[n].detach() for n in names]
-        torch._foreach_lerp_([emas[n] for n in names], news, weight)
+        news = [event.state.params[n].detach() for n in emas]
+        torch._foreach_lerp_(list(emas.values()), news, ema_momentum(cfg, event.state.iter))
 
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),

@@ -225,28 +225,25 @@ class NanGuardConfig(HookConfig):
     priority: int | str = 35
 
 
-def check_losses(event: Event) -> None:
-    """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
-    state, outputs = event.state, event.outputs
-    terms = {"loss": outputs.loss}
-    for name, value in outputs.losses.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            terms[name] = value
-    stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
-    if bool(stacked.isfinite().all()):
-        return
-    values = dict(zip(terms, stacked.tolist()))
-    bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
-    culprit = bad[0] if bad else "loss"
-    listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
-    raise NonFiniteLossError(
-        f"non-finite loss term {culprit!r} at iteration {state.iter} "
-        f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
-        *(state.iter, state.epoch, values),
-    )
-
-
 @register(NanGuardConfig)
 def nan_guard(cfg: NanGuardConfig) -> Hook:
+    def check_losses(event: Event) -> None:
+        """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
+        state, outputs = event.state, event.outputs
+        tensors = [(n, v) for n, v in outputs.losses.items() if isinstance(v, torch.Tensor)]
+        terms = {"loss": outputs.loss, **{n: v for n, v in tensors if v.is_floating_point()}}
+        stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        if bool(stacked.isfinite().all()):
+            return
+        values = dict(zip(terms, stacked.tolist()))
+        bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
+        culprit = bad[0] if bad else "loss"
+        listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
+        raise NonFiniteLossError(
+            f"non-finite loss term {culprit!r} at iteration {state.iter} "
+            f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
+            *(state.iter, state.epoch, values),
+        )
+
     fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
     return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))
