@@ -100,12 +100,10 @@ class AdamWConfig(Config):
 
 
 OptimizerConfig = SGDConfig | AdamWConfig
-"""Any optimizer config: use it as a field type."""
 
 
 class ParamGroup(NamedTuple):
-    """Parameter names and their configured values (multipliers applied; momentum: AdamW's
-    beta1)."""
+    """Names and configured values of a group (multipliers applied; momentum: AdamW's beta1)."""
 
     names: tuple[str, ...]
     lr: float

@@ -102,13 +102,11 @@ class Schedule(Config):
             self.value(base, max(total - 1, 0) if total is not None else 0, total, group)
 
     def progress(self, state: TrainState) -> tuple[int, int | None]:
-        """(progress, total): epochs when ``by_epoch``, else global iterations."""
         if self.by_epoch:
             return state.epoch, state.max_epochs
         return state.iter, run_max_iters(state)
 
     def total(self, total: int | None) -> int:
-        """``total``, or a clear error for a policy that needs the run's length."""
         if total is None:
             unit = "max_epochs" if self.by_epoch else "max_iters"
             raise ValueError(

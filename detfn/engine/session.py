@@ -116,7 +116,6 @@ def log_file_path(work_dir: str | os.PathLike[str], stamp: str | None = None) ->
 
 
 def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    """Write ``cfg`` (a config dataclass) to ``<work_dir>/config.json`` atomically."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"dump_config takes a config dataclass instance, got {type(cfg).__name__}")
     return save(cfg, pathlib.Path(work_dir) / CONFIG_FILE)

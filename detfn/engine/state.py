@@ -55,12 +55,10 @@ class TrainState:
 
 
 def with_hook_state(state: TrainState, name: str, value: Any) -> TrainState:
-    """``state`` with ``state.hooks[name] = value`` (hooks keep their own state there)."""
     return replace(state, hooks={**state.hooks, name: value})
 
 
 def run_max_iters(state: TrainState) -> int | None:
-    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
     if state.max_iters is not None:
         return state.max_iters
     if state.max_epochs is not None and state.iters_per_epoch > 0:

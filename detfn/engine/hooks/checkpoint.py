@@ -57,7 +57,6 @@ def redundant_steps(kept: list[int], current: int, interval: int, max_keep: int)
 
 
 def resolve_out_dir(out_dir: str | None, run: Any, who: str) -> pathlib.Path:
-    """``out_dir`` or the run's work_dir; a clear error when neither is set."""
     chosen = out_dir if out_dir is not None else getattr(run, "work_dir", None)
     if chosen is None:
         raise ValueError(f"{who}: out_dir is None and the run has no work_dir; set one of them")
