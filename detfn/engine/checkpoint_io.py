@@ -78,10 +78,9 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if isinstance(value, (list, tuple)):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if isinstance(value, tuple) else items
-    raise CheckpointError(
-        f"{where} holds a {type(value).__qualname__}, which a weights-only checkpoint cannot "
-        "store; keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
-    )
+    held = f"{where} holds a {type(value).__qualname__}"
+    kept = "keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
+    raise CheckpointError(f"{held}, which a weights-only checkpoint cannot store; {kept}")
 
 
 def _like(template: Any, value: Any, device: torch.device | None) -> Any:
@@ -127,10 +126,8 @@ def atomic_write(
         if _disk_full(error):
             free = shutil.disk_usage(path.parent).free
             need = f"about {size} bytes" if size else "more space"
-            raise CheckpointError(
-                f"{path.parent}: no space left on the device for {path.name}: it needs {need}, "
-                f"{free} bytes are free"
-            ) from None
+            full = f"{path.parent}: no space left on the device for {path.name}"
+            raise CheckpointError(f"{full}: it needs {need}, {free} bytes are free") from None
         raise
     with contextlib.suppress(OSError):  # make the rename durable where the platform can
         fd = os.open(path.parent, os.O_RDONLY)
@@ -239,10 +236,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         unpickling = isinstance(error, pickle.UnpicklingError)
         found = _UNSAFE.search(str(error)) if unpickling else None
         if found:
-            raise CheckpointError(
-                f"{path}: not a weights-only checkpoint (it carries pickled code: {found[1]}); "
-                "refusing to load it"
-            ) from None
+            unsafe = f"not a weights-only checkpoint (it carries pickled code: {found[1]})"
+            raise CheckpointError(f"{path}: {unsafe}; refusing to load it") from None
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         detail = "its pickle data is unreadable" if unpickling else first_line
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
@@ -280,10 +275,8 @@ def _fit(
     missing = [name for name in like if name not in stored]
     unexpected = sorted(set(stored) - set(like))
     if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{where}: {what} do not match the model: missing {sorted(missing)[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+        names = f"missing {sorted(missing)[:5]}, unexpected {unexpected[:5]}"
+        raise CheckpointError(f"{where}: {what} do not match the model: {names}")
     fitted = dict(like)
     for name in like.keys() - set(missing):
         tensor, shape, own = like[name], tuple(stored[name].shape), tuple(like[name].shape)

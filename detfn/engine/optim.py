@@ -176,10 +176,8 @@ def per_group_optimizer(
             if name not in known:
                 raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {known}")
             if len(given) != len(groups):
-                raise ValueError(
-                    f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
-                    f"values; state.hyper[{name!r}] needs one per group"
-                )
+                got = f"{len(groups)} parameter groups but got {len(given)} {name} values"
+                raise ValueError(f"optimizer has {got}; state.hyper[{name!r}] needs one per group")
         for i, group in enumerate(groups):
             # the scheduled value of each name, else the group's configured one
             values = {k: hyper[k][i] if k in hyper else getattr(group, k) for k in HYPERPARAMETERS}

@@ -93,10 +93,8 @@ class Schedule(Config):
         """Fail at the start of a run, not midway, when the schedule cannot cover it: evaluate
         the policy at the run's last epoch/iteration for every group."""
         if self.warmup is not None and self.warmup_by_epoch and state.iters_per_epoch <= 0:
-            raise ValueError(
-                f"{type(self).__name__}(warmup_by_epoch=True) needs state.iters_per_epoch > 0, "
-                f"got {state.iters_per_epoch}"
-            )
+            need = "(warmup_by_epoch=True) needs state.iters_per_epoch > 0"
+            raise ValueError(f"{type(self).__name__}{need}, got {state.iters_per_epoch}")
         _, total = self.progress(state)
         for group, base in enumerate(bases):
             self.value(base, max(total - 1, 0) if total is not None else 0, total, group)
@@ -109,10 +107,8 @@ class Schedule(Config):
     def total(self, total: int | None) -> int:
         if total is None:
             unit = "max_epochs" if self.by_epoch else "max_iters"
-            raise ValueError(
-                f"{type(self).__name__}(by_epoch={self.by_epoch}) needs the run's {unit}, "
-                "which is not set for this run"
-            )
+            policy = f"{type(self).__name__}(by_epoch={self.by_epoch})"
+            raise ValueError(f"{policy} needs the run's {unit}, which is not set for this run")
         return total
 
     def values_at(
@@ -144,11 +140,9 @@ def schedule_hook(param: str, cfg: Schedule) -> Hook:
     def bases(state: TrainState) -> tuple[float, ...]:
         values = tuple(state.base.get(param, ()))
         if not values:
-            raise ValueError(
-                f"{type(cfg).__name__} schedules {param!r}, but state.base has no {param!r} "
-                f"values (it has {sorted(state.base)}); the optimizer must have this "
-                "hyperparameter, one value per parameter group"
-            )
+            missing = f"state.base has no {param!r} values (it has {sorted(state.base)})"
+            need = "the optimizer must have this hyperparameter, one value per parameter group"
+            raise ValueError(f"{type(cfg).__name__} schedules {param!r}, but {missing}; {need}")
         return values
 
     def set_values(event: Event) -> TrainState | None:
@@ -319,10 +313,9 @@ def restart_position(progress: int, cumulative_periods: tuple[int, ...]) -> int:
     """Index of the period holding ``progress`` (the first cumulative end above it)."""
     index = bisect_right(cumulative_periods, progress)
     if index == len(cumulative_periods):
-        raise ValueError(
-            f"CosineRestart: progress {progress} is past the last period (cumulative periods "
-            f"{cumulative_periods}); the periods must cover the whole run"
-        )
+        past = f"CosineRestart: progress {progress} is past the last period"
+        fix = "the periods must cover the whole run"
+        raise ValueError(f"{past} (cumulative periods {cumulative_periods}); {fix}")
     return index
 
 
@@ -386,10 +379,8 @@ class CyclicSchedule(Schedule):
     def value(self, base, progress, total, group):
         per_cycle = self.total(total) // self.cyclic_times
         if per_cycle <= 0:
-            raise ValueError(
-                f"cyclic schedule: max_iters={total} is smaller than "
-                f"cyclic_times={self.cyclic_times}"
-            )
+            times = f"cyclic_times={self.cyclic_times}"
+            raise ValueError(f"cyclic schedule: max_iters={total} is smaller than {times}")
         up_iters = int(self.step_ratio_up * per_cycle)
         ratio = self.target_ratio
         peak, low = (ratio[0], ratio[0] / 1e5) if len(ratio) == 1 else ratio
@@ -408,10 +399,9 @@ def one_cycle_ends(steps: int, pct_start: float, three_phase: bool) -> tuple[flo
     first, last = float(pct_start * steps) - 1, steps - 1
     ends = (first, float(2 * pct_start * steps) - 2, last) if three_phase else (first, last)
     if any(end <= start for start, end in zip((0, *ends[:-1]), ends)):
-        raise ValueError(
-            f"one-cycle phases end at iterations {ends}, which do not increase from 0: "
-            f"raise the number of steps ({steps}) or change pct_start ({pct_start})"
-        )
+        bad = f"one-cycle phases end at iterations {ends}, which do not increase from 0"
+        fix = f"raise the number of steps ({steps}) or change pct_start ({pct_start})"
+        raise ValueError(f"{bad}: {fix}")
     return ends
 
 

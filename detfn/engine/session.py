@@ -63,15 +63,11 @@ def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise WorkDirBusy(
-                f"{work_dir}: another run (pid {holder}) is using this work dir; wait for it or "
-                "choose another work_dir"
-            ) from None
+            busy = f"another run (pid {holder}) is using this work dir; wait for it"
+            raise WorkDirBusy(f"{work_dir}: {busy} or choose another work_dir") from None
         if left_behind and not resuming:
-            raise WorkDirBusy(
-                f"{work_dir}: holds a run that was killed before it finished; resume it "
-                "(auto_resume / resume_from) or choose another work_dir"
-            )
+            fix = "resume it (auto_resume / resume_from) or choose another work_dir"
+            raise WorkDirBusy(f"{work_dir}: holds a run that was killed before it finished; {fix}")
         owned = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -103,10 +103,8 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
 
     never = lambda event: False  # noqa: E731
     finished = lambda event: event.error is None and event.state.iter > 0  # noqa: E731
-    due = any_of(
-        nth(cfg.interval, unit) if cfg.interval > 0 else never,
-        last(unit) if cfg.save_last else never,
-    )
+    every = nth(cfg.interval, unit) if cfg.interval > 0 else never
+    due = any_of(every, last(unit) if cfg.save_last else never)
     after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),

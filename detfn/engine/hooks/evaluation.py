@@ -88,10 +88,8 @@ def infer_rule(
         for verdict, keys in (("greater", greater_keys), ("less", less_keys)):
             if any(matches(k) for k in keys):
                 return verdict
-    raise ValueError(
-        f"cannot infer whether a greater or a smaller {key!r} is better; "
-        "set rule='greater' or rule='less'"
-    )
+    fix = "set rule='greater' or rule='less'"
+    raise ValueError(f"cannot infer whether a greater or a smaller {key!r} is better; {fix}")
 
 
 def is_better(score: float, best: float | None, rule: str) -> bool:

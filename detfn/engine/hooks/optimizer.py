@@ -190,12 +190,10 @@ def optimizer_hook(
             outputs.grad_norm = total_norm(tensors)
         if cfg.check_grads and not bool(torch.isfinite(outputs.grad_norm)):  # one device sync
             bad = [n for n, g in accum.items() if not bool(torch.isfinite(g).all())]
-            raise NonFiniteGradError(
-                f"non-finite gradient at iteration {state.iter} (total norm "
-                f"{float(outputs.grad_norm)}) in {len(bad)} parameters: {bad[:5]}"
-                f"{' ...' if len(bad) > 5 else ''}; the update is refused so no non-finite "
-                "weights are saved", state.iter, bad,
-            )  # fmt: skip
+            names = f"{len(bad)} parameters: {bad[:5]}{' ...' if len(bad) > 5 else ''}"
+            where = f"at iteration {state.iter} (total norm {float(outputs.grad_norm)}) in {names}"
+            refused = "the update is refused so no non-finite weights are saved"
+            raise NonFiniteGradError(f"non-finite gradient {where}; {refused}", state.iter, bad)
         params, opt_state = optimizer.update(accum, state.opt_state, state.params, state.hyper)
         new = replace(state, params=params, opt_state=opt_state)
         return with_hook_state(new, OPTIMIZER_HOOK, mine)
@@ -239,11 +237,9 @@ def nan_guard(cfg: NanGuardConfig) -> Hook:
         bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
         culprit = bad[0] if bad else "loss"
         listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
-        raise NonFiniteLossError(
-            f"non-finite loss term {culprit!r} at iteration {state.iter} "
-            f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
-            *(state.iter, state.epoch, values),
-        )
+        where = f"at iteration {state.iter} (epoch {state.epoch}, inner iter {state.inner_iter})"
+        message = f"non-finite loss term {culprit!r} {where}: {listing}"
+        raise NonFiniteLossError(message, state.iter, state.epoch, values)
 
     fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
     return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))
