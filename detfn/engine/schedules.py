@@ -470,15 +470,12 @@ class OneCycleSchedule(Schedule):
         name = type(self).__name__
         for field in ("max_value", "min_value"):
             value = getattr(self, field)
-            if isinstance(value, tuple) and len(value) != len(bases):
-                raise ValueError(
-                    f"{name}.{field} has {len(value)} values for {len(bases)} parameter groups"
-                )
-        max_iters = self.progress(state)[1]
-        if self.total_steps is not None and max_iters is not None and self.total_steps < max_iters:
-            raise ValueError(
-                f"{name}.total_steps={self.total_steps} must be >= the run's max_iters={max_iters}"
-            )
+            n = len(value) if isinstance(value, tuple) else len(bases)
+            if n != len(bases):
+                raise ValueError(f"{name}.{field} has {n} values for {len(bases)} parameter groups")
+        steps, total = self.total_steps, self.progress(state)[1]
+        if steps is not None and total is not None and steps < total:
+            raise ValueError(f"{name}.total_steps={steps} must be >= the run's max_iters={total}")
         super().check_run(bases, state)
 
 

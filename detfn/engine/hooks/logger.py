@@ -158,9 +158,8 @@ def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> d
 
 def numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
-    return {
-        k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
-    }
+    number = (int, float, torch.Tensor)
+    return {k: float(v) if isinstance(v, number) else v for k, v in metrics.items()}
 
 
 def format_line(
@@ -256,10 +255,8 @@ def logger_hook(
         when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
         when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
     )
-    logged = ("grad_norm", "data_time", "time", "metrics")  # when some hook writes them
-    return Hook(
-        name, fn, get_priority(cfg.priority), reads=("loss", "losses"), reads_optional=logged
-    )
+    logged = dict(reads_optional=("grad_norm", "data_time", "time", "metrics"))  # when written
+    return Hook(name, fn, get_priority(cfg.priority), reads=("loss", "losses"), **logged)
 
 
 @register(TextLoggerHookConfig)
