@@ -28,8 +28,7 @@ import tyro
 from detfn.apis import PRESETS, ExperimentConfig
 from detfn.data import build_loader
 from detfn.engine import initial_state, make_train_step
-from detfn.engine.optim import norm_param_names
-from detfn.models.functional import detector_loss_fn, split
+from detfn.models.functional import detector_loss_fn, norm_param_names, split
 from detfn.registry import build
 
 __all__ = ["BenchmarkArgs", "main", "time_loader", "time_train_steps"]

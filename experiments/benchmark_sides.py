@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from detfn.engine import RunnerConfig, initial_state, make_train_step
-from detfn.engine.optim import SGDConfig, norm_param_names
-from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
+from detfn.engine.optim import SGDConfig
+from detfn.models.functional import detector_loss_fn, detector_predict_fn, norm_param_names, split
 from detfn.registry import build
 from detfn.structures import Batch
 

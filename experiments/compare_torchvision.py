@@ -76,8 +76,9 @@ from detfn.apis import (
 )
 from detfn.config import override
 from detfn.data import build_loader
-from detfn.engine.optim import SGDConfig, make_param_groups, norm_param_names
+from detfn.engine.optim import SGDConfig, make_param_groups
 from detfn.evaluation import coco_evaluate, detections_to_coco_results
+from detfn.models.functional import norm_param_names
 from detfn.structures import ImageDetections
 from experiments.torchvision_models import (
     torchvision_fcos_bccd,

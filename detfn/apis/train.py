@@ -12,20 +12,19 @@ import torch
 from detfn.apis.data_parallel import data_parallel
 from detfn.apis.evaluate_dist import evaluate_dataset_on_ranks
 from detfn.apis.experiment import ExperimentConfig
-from detfn.apis.train_hooks import training_hooks
+from detfn.apis.train_hooks import env_header_hook, training_hooks
 from detfn.config import override
 from detfn.data import build_loader
 from detfn.dist import get_rank, get_world_size
 from detfn.dist.seeding import init_seed, seed_all, set_deterministic
 from detfn.engine import Hook, TrainState, train
-from detfn.engine.optim import norm_param_names
-from detfn.engine.session import env_header_hook
 from detfn.models.detectors.base import sum_losses
 from detfn.models.functional import (
     apply,
     detector_loss_fn,
     detector_predict_fn,
     loss_generator,
+    norm_param_names,
     split,
 )
 from detfn.registry import build

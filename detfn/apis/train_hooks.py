@@ -1,5 +1,10 @@
-"""Hooks a training run gets from the apis layer: ``curves.png`` in the work dir, and richer
-wandb logging (sample val predictions, the curves, the best checkpoint, the final metrics).
+"""Hooks a training run gets from the apis layer: the log header, ``curves.png`` in the work dir,
+and richer wandb logging (sample val predictions, the curves, the best checkpoint, the final
+metrics).
+
+The log header (:func:`env_header_hook`, HIGHEST priority: it comes first): on ``before_run``,
+rank 0 logs the environment, the experiment's seed and its config as JSON, as mmdetection's
+``tools/train.py`` opens every log.
 
 Both act on the events that carry evaluation ``metrics`` and run at the LOWEST priority, after
 the text logger (VERY_LOW) has appended the val record to ``metrics.jsonl``. The wandb part uses
@@ -8,6 +13,7 @@ the run the engine's wandb hook started (``wandb.run``), or one a test injects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,9 +23,13 @@ from typing import Any
 import torch
 
 from detfn.analysis.logs import METRICS_FILE, available_keys, plot_curves, read_metrics
+from detfn.config import to_json
 from detfn.data import collate
 from detfn.data.transforms.loading import read_rgb
-from detfn.engine.events import Event, Hook, Priority
+from detfn.dist.comm import is_main_process
+from detfn.dist.env_info import collect_env, env_header
+from detfn.engine.combinators import only_at, when
+from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.structures import ImageDetections
 
 __all__ = [
@@ -27,6 +37,7 @@ __all__ = [
     "WandbMedia",
     "curve_keys",
     "curves_hook",
+    "env_header_hook",
     "training_hooks",
     "wandb_boxes",
     "wandb_media_hook",
@@ -34,6 +45,19 @@ __all__ = [
 
 CURVES_FILE = "curves.png"
 _log = logging.getLogger("detfn")
+
+
+def env_header_hook() -> Hook:
+    """The log header (see the module docstring), on rank 0."""
+
+    def log_env_header(event: Event) -> None:
+        cfg = getattr(event.run, "cfg", None)
+        text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+        event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
+
+    logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
+    fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
+    return Hook("env_header", fn, int(Priority.HIGHEST))
 
 
 def curve_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -78,17 +78,15 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if isinstance(value, (list, tuple)):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if isinstance(value, tuple) else items
-    raise CheckpointError(
-        f"{where} holds a {type(value).__qualname__}, which a weights-only checkpoint cannot "
-        "store; keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
-    )
+    held = f"{where} holds a {type(value).__qualname__}"
+    kept = "keep only tensors, numbers, str and dicts/lists/tuples of them in the state"
+    raise CheckpointError(f"{held}, which a weights-only checkpoint cannot store; {kept}")
 
 
 def _like(template: Any, value: Any, device: torch.device | None) -> Any:
     """Rebuild ``value`` (plain) with the types and tensor devices of ``template``."""
     if isinstance(value, torch.Tensor):
-        if isinstance(template, torch.Tensor):
-            return value.to(template.device)
+        device = template.device if isinstance(template, torch.Tensor) else device
         return value if device is None else value.to(device)
     if dataclasses.is_dataclass(template) and isinstance(value, Mapping):
         fields = {f.name: f for f in dataclasses.fields(template)}
@@ -128,10 +126,8 @@ def atomic_write(
         if _disk_full(error):
             free = shutil.disk_usage(path.parent).free
             need = f"about {size} bytes" if size else "more space"
-            raise CheckpointError(
-                f"{path.parent}: no space left on the device for {path.name}: it needs {need}, "
-                f"{free} bytes are free"
-            ) from None
+            full = f"{path.parent}: no space left on the device for {path.name}"
+            raise CheckpointError(f"{full}: it needs {need}, {free} bytes are free") from None
         raise
     with contextlib.suppress(OSError):  # make the rename durable where the platform can
         fd = os.open(path.parent, os.O_RDONLY)
@@ -170,13 +166,9 @@ def save_checkpoint(
         version = importlib.metadata.version("detfn")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    info = {
-        "detfn_version": version,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "epoch": state.epoch,
-        "iter": state.iter,
-        **to_plain(dict(meta or {}), "meta"),
-    }
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    info = {"detfn_version": version, "time": stamp, "epoch": state.epoch, "iter": state.iter}
+    info.update(to_plain(dict(meta or {}), "meta"))
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": info, "state": plain_state}
     tensors = torch.utils._pytree.tree_leaves(plain_state)
     size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
@@ -220,15 +212,14 @@ def find_latest(directory: str | os.PathLike[str]) -> pathlib.Path | None:
 def advance_counters(state: TrainState, stage: Stage | str) -> TrainState:
     """The counters as the loop will have them once the event of ``stage`` is done: a checkpoint
     of ``after_train_iter`` resumes after that iteration (mmcv stores ``iter + 1`` likewise)."""
-    stage = Stage(stage)
-    if stage is Stage.AFTER_TRAIN_ITER:
+    if stage == Stage.AFTER_TRAIN_ITER:  # a Stage or its name
         return dataclasses.replace(state, iter=state.iter + 1, inner_iter=state.inner_iter + 1)
-    if stage is Stage.AFTER_TRAIN_EPOCH:
+    if stage == Stage.AFTER_TRAIN_EPOCH:
         return dataclasses.replace(state, epoch=state.epoch + 1, inner_iter=0)
     return state
 
 
-_UNSAFE = re.compile(r"GLOBAL (\S+)|Unsupported class (\S+)")
+_UNSAFE = re.compile(r"(?:GLOBAL|Unsupported class) (\S+)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -245,11 +236,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         unpickling = isinstance(error, pickle.UnpicklingError)
         found = _UNSAFE.search(str(error)) if unpickling else None
         if found:
-            culprit = found.group(1) or found.group(2)
-            raise CheckpointError(
-                f"{path}: not a weights-only checkpoint (it carries pickled code: {culprit}); "
-                "refusing to load it"
-            ) from None
+            unsafe = f"not a weights-only checkpoint (it carries pickled code: {found[1]})"
+            raise CheckpointError(f"{path}: {unsafe}; refusing to load it") from None
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         detail = "its pickle data is unreadable" if unpickling else first_line
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
@@ -264,26 +252,18 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], like: TrainState) -> TrainSta
     are a :class:`CheckpointError`."""
     where = ckpt.get("path", "<checkpoint>") if isinstance(ckpt, Mapping) else "<checkpoint>"
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{where}: not a detfn training checkpoint, cannot resume from it; "
-            "use load_weights (load_from) for weights only"
-        )
+        raise CheckpointError(f"{where}: not a detfn training checkpoint, cannot resume from it; "
+                              "use load_weights (load_from) for weights only")  # fmt: skip
     stored = ckpt["state"]
     device = next((t.device for t in like.params.values()), None)
     params, _ = _fit(like.params, stored["params"], where, "params", strict=True)
     buffers, _ = _fit(like.buffers, stored["buffers"], where, "buffers", strict=True)
-    opt_state = like.opt_state
+    resumed = {k: _like(getattr(like, k), stored[k], None) for k in _RESUMED_FIELDS if k in stored}
+    resumed["rng"] = _like(None, stored.get("rng", {}), None)
+    resumed["hooks"] = _like(like.hooks, stored.get("hooks", {}), device)
     if stored.get("opt_state") is not None:
-        opt_state = _like(like.opt_state, stored["opt_state"], device)
-    return dataclasses.replace(
-        like,
-        params=params,
-        buffers=buffers,
-        opt_state=opt_state,
-        rng=_like(None, stored.get("rng", {}), None),
-        hooks=_like(like.hooks, stored.get("hooks", {}), device),
-        **{k: _like(getattr(like, k), stored[k], None) for k in _RESUMED_FIELDS if k in stored},
-    )
+        resumed["opt_state"] = _like(like.opt_state, stored["opt_state"], device)
+    return dataclasses.replace(like, params=params, buffers=buffers, **resumed)
 
 
 def _fit(
@@ -295,10 +275,8 @@ def _fit(
     missing = [name for name in like if name not in stored]
     unexpected = sorted(set(stored) - set(like))
     if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{where}: {what} do not match the model: missing {sorted(missing)[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+        names = f"missing {sorted(missing)[:5]}, unexpected {unexpected[:5]}"
+        raise CheckpointError(f"{where}: {what} do not match the model: {names}")
     fitted = dict(like)
     for name in like.keys() - set(missing):
         tensor, shape, own = like[name], tuple(stored[name].shape), tuple(like[name].shape)

@@ -57,12 +57,10 @@ def check_outputs(ordered: Sequence[Hook]) -> None:
             earlier = name in LOOP_OUTPUTS or any(name in w.writes for w in ordered[:i])
             if not later and (earlier or name not in hook.reads):
                 continue
-            where = (
-                f"hook {later[0].name!r} (priority {later[0].priority}) writes it later than this "
-                f"hook's priority {hook.priority}"
-                if later
-                else "no hook writes it"
-            )
+            where = "no hook writes it"
+            if later:
+                writer = f"hook {later[0].name!r} (priority {later[0].priority})"
+                where = f"{writer} writes it later than this hook's priority {hook.priority}"
             raise ValueError(f"hook {hook.name!r} reads the output {name!r}, but {where}")
 
 

@@ -213,10 +213,8 @@ class _Loop:
         extra = next(self.batches, _END)
         self.batches = None
         if extra is not _END:
-            raise RuntimeError(
-                f"train loader yielded more than len() = {state.iters_per_epoch} batches in "
-                f"epoch {state.epoch}; schedules rely on len()"
-            )
+            more = f"more than len() = {state.iters_per_epoch} batches in epoch {state.epoch}"
+            raise RuntimeError(f"train loader yielded {more}; schedules rely on len()")
         state = replace(state, rng=capture_rng())
         state = yield from self.emit(Stage.AFTER_TRAIN_EPOCH, state)
         return replace(state, epoch=state.epoch + 1, inner_iter=0)
@@ -247,11 +245,8 @@ class _Loop:
             raise RuntimeError(f"train loader yielded no batches in epoch {state.epoch}")
         if state.inner_iter < state.iters_per_epoch:
             self.run.logger.warning(
-                "train loader ended after %d of len() = %d batches in epoch %d; "
-                "schedules that count iterations assume len()",
-                state.inner_iter,
-                state.iters_per_epoch,
-                state.epoch,
+                f"train loader ended after {state.inner_iter} of len() = {state.iters_per_epoch} "
+                f"batches in epoch {state.epoch}; schedules that count iterations assume len()"
             )
         self.batches = iter(())
         return (yield from self.close_epoch(state))

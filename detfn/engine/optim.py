@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 from torch.optim.adamw import adamw as torch_adamw
 from torch.optim.sgd import sgd as torch_sgd
 
@@ -32,7 +31,6 @@ Params = Mapping[str, torch.Tensor]
 OptState = dict[str, Any]
 Hyper = Mapping[str, Sequence[float]]
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay")
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass(frozen=True)
@@ -102,12 +100,10 @@ class AdamWConfig(Config):
 
 
 OptimizerConfig = SGDConfig | AdamWConfig
-"""Any optimizer config: use it as a field type."""
 
 
 class ParamGroup(NamedTuple):
-    """Parameter names and their configured values (multipliers applied; momentum: AdamW's
-    beta1)."""
+    """Names and configured values of a group (multipliers applied; momentum: AdamW's beta1)."""
 
     names: tuple[str, ...]
     lr: float
@@ -122,16 +118,6 @@ class Optimizer(NamedTuple):
     groups: tuple[ParamGroup, ...]
     init: Callable[[Params], OptState]
     update: Callable[[Params, OptState, Params, Hyper], tuple[Params, OptState]]
-
-
-def norm_param_names(module: nn.Module) -> frozenset[str]:
-    """Names (as in ``module.named_parameters()``) of the parameters of norm layers."""
-    names = set()
-    for prefix, sub in module.named_modules():
-        if isinstance(sub, _NORM_TYPES):
-            for pname, _ in sub.named_parameters(recurse=False):
-                names.add(f"{prefix}.{pname}" if prefix else pname)
-    return frozenset(names)
 
 
 def _multipliers(name: str, cfg: ParamGroupsConfig, norms: frozenset[str]) -> tuple[float, float]:
@@ -157,7 +143,7 @@ def make_param_groups(
     norm_names: Iterable[str] = (),
 ) -> tuple[ParamGroup, ...]:
     """Parameter names (model order) in groups of equal multipliers, in first-appearance order;
-    ``norm_names`` from :func:`norm_param_names`."""
+    ``norm_names`` from :func:`detfn.models.functional.norm_param_names`."""
     names = list(params.keys() if isinstance(params, Mapping) else params)
     if not names:
         raise ValueError("make_param_groups: there are no trainable parameters to optimize")
@@ -190,10 +176,8 @@ def per_group_optimizer(
             if name not in known:
                 raise ValueError(f"optimizer has no hyperparameter {name!r}; it has {known}")
             if len(given) != len(groups):
-                raise ValueError(
-                    f"optimizer has {len(groups)} parameter groups but got {len(given)} {name} "
-                    f"values; state.hyper[{name!r}] needs one per group"
-                )
+                got = f"{len(groups)} parameter groups but got {len(given)} {name} values"
+                raise ValueError(f"optimizer has {got}; state.hyper[{name!r}] needs one per group")
         for i, group in enumerate(groups):
             # the scheduled value of each name, else the group's configured one
             values = {k: hyper[k][i] if k in hyper else getattr(group, k) for k in HYPERPARAMETERS}

@@ -1,7 +1,6 @@
 """``train(...)``: build the optimizer, the state and the hooks (mmcv's
-``register_training_hooks``: the defaults in slot order, then the custom ones) from a config, then
-run. ``resume_from`` restores the whole run but its length and base values (the new config's);
-``load_from`` copies weights only into a fresh run (mmdet-facts §5.8)."""
+``register_training_hooks``: the defaults in slot order, then the custom ones) from a
+:class:`RunnerConfig`, then run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The edges of a run in a work dir: its files, its log and its header, one run per dir, SIGTERM
-as a stop.
+"""The edges of a run in a work dir: its files, its log, one run per dir, SIGTERM as a stop.
 
 Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<timestamp>.log``,
 ``metrics.jsonl`` (a record per logged iteration / evaluation), ``epoch_N.pth`` ...,
@@ -8,8 +7,6 @@ Layout (mmcv's): ``config.json`` (``detfn.config.load(path, cls) == cfg``), ``<t
 * ``.detfn.lock`` is held with ``flock`` for the run (the kernel frees it when the process dies):
   a second live run is refused; the lock file of a killed run lets only a resuming run in.
 * ``*.tmp`` files (what a killed atomic write leaves) are removed when a run starts.
-* The log header: on ``before_run``, rank 0 logs the environment, the seed and the run's config
-  as JSON, as mmdetection's ``tools/train.py`` opens every log.
 * SIGTERM sets a flag that the ``stop_request`` hook turns into ``state.stop_reason`` after the
   iteration: the loop ends, the final state is saved, ``after_run`` runs, and :func:`train`
   raises :class:`RunStopped` (a non-zero exit for a script).
@@ -31,10 +28,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from detfn.config import save, to_json
-from detfn.dist.comm import is_main_process
-from detfn.dist.env_info import collect_env, env_header
-from detfn.engine.combinators import only_at, when
+from detfn.config import save
+from detfn.engine.combinators import only_at
 from detfn.engine.events import Event, Hook, Priority, Stage
 from detfn.engine.state import TrainState
 
@@ -43,9 +38,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SIGTERM_REASON = "SIGTERM"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-# marks on the handlers make_logger adds, so a later call replaces them and nothing else
-_CONSOLE_MARK = "_detfn_console"
-_FILE_MARK = "_detfn_run_log"
+# marks the handlers make_logger adds ("console", "file"), so a later call replaces only them
+_MARK = "_detfn_handler"
 
 
 class WorkDirBusy(RuntimeError):
@@ -69,15 +63,11 @@ def work_dir_lock(work_dir: pathlib.Path, resuming: bool) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise WorkDirBusy(
-                f"{work_dir}: another run (pid {holder}) is using this work dir; wait for it or "
-                "choose another work_dir"
-            ) from None
+            busy = f"another run (pid {holder}) is using this work dir; wait for it"
+            raise WorkDirBusy(f"{work_dir}: {busy} or choose another work_dir") from None
         if left_behind and not resuming:
-            raise WorkDirBusy(
-                f"{work_dir}: holds a run that was killed before it finished; resume it "
-                "(auto_resume / resume_from) or choose another work_dir"
-            )
+            fix = "resume it (auto_resume / resume_from) or choose another work_dir"
+            raise WorkDirBusy(f"{work_dir}: holds a run that was killed before it finished; {fix}")
         owned = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -122,51 +112,32 @@ def log_file_path(work_dir: str | os.PathLike[str], stamp: str | None = None) ->
 
 
 def dump_config(cfg: Any, work_dir: str | os.PathLike[str]) -> pathlib.Path:
-    """Write ``cfg`` (a config dataclass) to ``<work_dir>/config.json`` atomically."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"dump_config takes a config dataclass instance, got {type(cfg).__name__}")
     return save(cfg, pathlib.Path(work_dir) / CONFIG_FILE)
 
 
 def make_logger(
-    name: str = "detfn",
-    work_dir: str | os.PathLike[str] | None = None,
-    stamp: str | None = None,
-    level: int = logging.INFO,
+    name: str = "detfn", work_dir: str | os.PathLike[str] | None = None, stamp: str | None = None
 ) -> logging.Logger:
     """A logger writing to stderr and, with a work dir, to ``<work_dir>/<stamp>.log``; called
     again, it adds no second console handler and closes an earlier run's log file."""
     logger = logging.getLogger(name)
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO)
     logger.propagate = False
-    if not any(getattr(h, _CONSOLE_MARK, False) for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter(LOG_FORMAT))
-        setattr(console, _CONSOLE_MARK, True)
-        logger.addHandler(console)
     wanted = log_file_path(work_dir, stamp).resolve() if work_dir is not None else None
     for handler in list(logger.handlers):
-        if getattr(handler, _FILE_MARK, False) and pathlib.Path(handler.baseFilename) != wanted:
+        if getattr(handler, _MARK, None) == "file" and pathlib.Path(handler.baseFilename) != wanted:
             logger.removeHandler(handler)
             handler.close()
+    marks = [getattr(h, _MARK, None) for h in logger.handlers]
     files = [getattr(h, "baseFilename", None) for h in logger.handlers]
+    new = [] if "console" in marks else [("console", logging.StreamHandler(sys.stderr))]
     if wanted is not None and str(wanted) not in files:
         wanted.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(wanted, mode="a")
+        new.append(("file", logging.FileHandler(wanted, mode="a")))
+    for mark, handler in new:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        setattr(handler, _FILE_MARK, True)
+        setattr(handler, _MARK, mark)
         logger.addHandler(handler)
     return logger
-
-
-def log_env_header(event: Event) -> None:
-    cfg = getattr(event.run, "cfg", None)
-    text = to_json(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
-    event.run.logger.info(env_header(collect_env(), text, getattr(cfg, "seed", None)))
-
-
-def env_header_hook() -> Hook:
-    """The header hook (HIGHEST priority: the header comes first), on rank 0."""
-    logs = lambda event: is_main_process() and getattr(event.run, "logger", None)  # noqa: E731
-    fn = only_at(Stage.BEFORE_RUN, when(logs, log_env_header))
-    return Hook("env_header", fn, int(Priority.HIGHEST))

@@ -55,12 +55,10 @@ class TrainState:
 
 
 def with_hook_state(state: TrainState, name: str, value: Any) -> TrainState:
-    """``state`` with ``state.hooks[name] = value`` (hooks keep their own state there)."""
     return replace(state, hooks={**state.hooks, name: value})
 
 
 def run_max_iters(state: TrainState) -> int | None:
-    """The run's length in iterations: ``max_iters``, else ``max_epochs * iters_per_epoch``."""
     if state.max_iters is not None:
         return state.max_iters
     if state.max_epochs is not None and state.iters_per_epoch > 0:
@@ -75,11 +73,8 @@ def capture_rng() -> dict[str, Any]:
     mt_tensor = torch.from_numpy(np.asarray(mt, dtype=np.int64))
     numpy = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
     numpy.update(has_gauss=int(has_gauss), gauss=float(cached))
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": version, "state": mt_tensor, "gauss": gauss},
-        "numpy": numpy,
-    }
+    python = {"version": version, "state": mt_tensor, "gauss": gauss}
+    state = {"torch": torch.get_rng_state(), "python": python, "numpy": numpy}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

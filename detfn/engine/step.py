@@ -25,8 +25,7 @@ Backend = Literal["autograd", "func"]
 
 def _check_loss(loss: Any) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        is_tensor = isinstance(loss, torch.Tensor)
-        got = f"Tensor of shape {tuple(loss.shape)}" if is_tensor else type(loss)
+        got = f"Tensor of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else type(loss)
         raise TypeError(f"loss_fn must return (loss, aux) with loss a 0-d tensor, got {got}")
     return loss
 
@@ -95,11 +94,8 @@ def make_train_step(
         (_, (loss, aux)), grads = grad_fn(state.params, state.buffers, batch)
         if not isinstance(aux, Mapping):
             raise TypeError(f"loss_fn must return (loss, aux) with aux a dict, got {type(aux)}")
-        return {
-            "loss": loss.detach(),
-            "losses": {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in aux.items()},
-            "grads": grads,
-            "batch_size": batch_size_of(batch),
-        }
+        losses = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in aux.items()}
+        size = batch_size_of(batch)
+        return {"loss": loss.detach(), "losses": losses, "grads": grads, "batch_size": size}
 
     return step

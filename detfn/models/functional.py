@@ -29,8 +29,11 @@ __all__ = [
     "detector_predict_fn",
     "load_into",
     "loss_generator",
+    "norm_param_names",
     "split",
 ]
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def split(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -45,6 +48,17 @@ def split(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.T
     for name, b in module.named_buffers():
         buffers[name] = b
     return params, buffers
+
+
+def norm_param_names(module: nn.Module) -> frozenset[str]:
+    """Names (as in ``module.named_parameters()``) of the parameters of norm layers, for the
+    optimizer's ``norm_decay_mult`` (:func:`detfn.engine.train`'s ``norm_names``)."""
+    names = set()
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, _NORM_TYPES):
+            for pname, _ in sub.named_parameters(recurse=False):
+                names.add(f"{prefix}.{pname}" if prefix else pname)
+    return frozenset(names)
 
 
 def apply(

@@ -13,13 +13,13 @@ import torch
 import torchvision
 
 import detfn
+from detfn.apis.train_hooks import env_header_hook
 from detfn.config import to_json
 from detfn.dist.env_info import collect_env, env_header, git_commit
 from detfn.dist.seeding import init_seed, seed_all
 from detfn.engine.checkpoint_io import run_meta
 from detfn.engine.events import Event, Stage
 from detfn.engine.runner import RunnerConfig
-from detfn.engine.session import env_header_hook
 
 
 def test_collect_env_reports_versions_devices_and_world():

@@ -9,7 +9,7 @@ import torch
 from toy_dp import ShardLoader, TinyNet, loss_fn_of, runner_config
 
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
-from detfn.engine.hooks.tensorboard import TensorBoardHookConfig
+from detfn.engine.hooks.logger import TensorBoardHookConfig
 from detfn.engine.runner import train
 from detfn.registry import build
 

@@ -12,7 +12,7 @@ from engine_a_toys import ToyLoader, ToyNet, make_loss_fn, split, toy_data
 from detfn.config import Config, from_json, to_json
 from detfn.engine.events import Hook, Stage
 from detfn.engine.hooks.evaluation import EarlyStoppingConfig
-from detfn.engine.hooks.tensorboard import TensorBoardHookConfig
+from detfn.engine.hooks.logger import TensorBoardHookConfig
 from detfn.engine.runner import RunnerConfig, train
 from detfn.registry import register, tag_of
 

@@ -13,8 +13,8 @@ from detfn.engine.optim import (
     SGDConfig,
     initial_hyperparams,
     make_param_groups,
-    norm_param_names,
 )
+from detfn.models.functional import norm_param_names
 from detfn.registry import build
 
 STEPS = 5

@@ -13,9 +13,10 @@ from detfn.engine.hooks.ema import EMAConfig
 from detfn.engine.hooks.evaluation import EvaluationHookConfig
 from detfn.engine.hooks.logger import TextLoggerHookConfig
 from detfn.engine.hooks.optimizer import GradClipConfig, OptimizerHookConfig
-from detfn.engine.optim import AdamWConfig, ParamGroupsConfig, norm_param_names
+from detfn.engine.optim import AdamWConfig, ParamGroupsConfig
 from detfn.engine.runner import RunnerConfig, train
 from detfn.engine.schedules import CosineSchedule
+from detfn.models.functional import norm_param_names
 
 
 def test_runner_config_round_trips_through_json():

@@ -15,14 +15,14 @@ from schedule_preview import preview_schedule, preview_state
 import detfn.engine.schedules as sch
 from detfn.config import from_json, to_json
 from detfn.engine.events import Hook
-from detfn.engine.schedules import schedule_hook
-from detfn.engine.schedules.policies import (
+from detfn.engine.schedules import (
     annealing_cos,
     annealing_linear,
     one_cycle_ends,
     restart_position,
+    schedule_hook,
+    warmup_factor,
 )
-from detfn.engine.schedules.schedule import warmup_factor
 from detfn.registry import build, is_registered
 
 

@@ -14,6 +14,5 @@ from detfn.engine.hooks import (  # noqa: F401  (importing registers the builder
     logger,
     optimizer,
     sampler_seed,
-    tensorboard,
     wandb,
 )

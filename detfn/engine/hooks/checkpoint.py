@@ -57,7 +57,6 @@ def redundant_steps(kept: list[int], current: int, interval: int, max_keep: int)
 
 
 def resolve_out_dir(out_dir: str | None, run: Any, who: str) -> pathlib.Path:
-    """``out_dir`` or the run's work_dir; a clear error when neither is set."""
     chosen = out_dir if out_dir is not None else getattr(run, "work_dir", None)
     if chosen is None:
         raise ValueError(f"{who}: out_dir is None and the run has no work_dir; set one of them")
@@ -104,10 +103,8 @@ def checkpoint_hook(cfg: CheckpointHookConfig) -> Hook:
 
     never = lambda event: False  # noqa: E731
     finished = lambda event: event.error is None and event.state.iter > 0  # noqa: E731
-    due = any_of(
-        nth(cfg.interval, unit) if cfg.interval > 0 else never,
-        last(unit) if cfg.save_last else never,
-    )
+    every = nth(cfg.interval, unit) if cfg.interval > 0 else never
+    due = any_of(every, last(unit) if cfg.save_last else never)
     after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),

@@ -44,19 +44,18 @@ def ema_momentum(cfg: EMAConfig, iteration: int) -> float:
     return min(cfg.momentum**cfg.interval, (1 + iteration) / (cfg.warm_up + iteration))
 
 
-def _swap(event: Event, into_params: bool) -> TrainState | None:
-    """EMA weights into ``state.params`` (``into_params``; the training weights wait in ``raw``),
-    or the training weights back; nothing when they already are where asked."""
-    state, mine = event.state, event.state.hooks[EMA_HOOK]
-    if (mine.get("raw") is not None) == into_params:
-        return None
-    params = mine["params"] if into_params else mine["raw"]
-    raw = dict(state.params) if into_params else None
-    return with_hook_state(replace(state, params=dict(params)), EMA_HOOK, {**mine, "raw": raw})
-
-
 @register(EMAConfig)
 def ema_hook(cfg: EMAConfig) -> Hook:
+    def swap(event: Event, into_params: bool) -> TrainState | None:
+        """EMA weights into ``state.params`` (``into_params``; the training weights wait in
+        ``raw``), or the training weights back; nothing when they already are where asked."""
+        state, mine = event.state, event.state.hooks[EMA_HOOK]
+        if (mine.get("raw") is not None) == into_params:
+            return None
+        params = mine["params"] if into_params else mine["raw"]
+        raw = dict(state.params) if into_params else None
+        return with_hook_state(replace(state, params=dict(params)), EMA_HOOK, {**mine, "raw": raw})
+
     def start(event: Event) -> TrainState | None:  # a resumed state already has the EMA
         if EMA_HOOK in event.state.hooks:
             return None
@@ -66,16 +65,14 @@ def ema_hook(cfg: EMAConfig) -> Hook:
     def update(event: Event) -> None:
         """In-place EMA step over all parameters (EMA tensors are donated hook state)."""
         emas = event.state.hooks[EMA_HOOK]["params"]
-        names = list(emas)
-        weight = ema_momentum(cfg, event.state.iter)
-        news = [event.state.params[n].detach() for n in names]
-        torch._foreach_lerp_([emas[n] for n in names], news, weight)
+        news = [event.state.params[n].detach() for n in emas]
+        torch._foreach_lerp_(list(emas.values()), news, ema_momentum(cfg, event.state.iter))
 
     fn = compose(
         only_at(Stage.BEFORE_RUN, start),
         # mmcv counts 0-based here: update when iter % interval == 0
         only_at(Stage.AFTER_TRAIN_ITER, when(nth(cfg.interval, "iter", start=1), update)),
-        only_at(Stage.AFTER_TRAIN_EPOCH, lambda event: _swap(event, True)),
-        only_at(Stage.BEFORE_TRAIN_EPOCH, lambda event: _swap(event, False)),
+        only_at(Stage.AFTER_TRAIN_EPOCH, lambda event: swap(event, True)),
+        only_at(Stage.BEFORE_TRAIN_EPOCH, lambda event: swap(event, False)),
     )
     return Hook(EMA_HOOK, fn, get_priority(cfg.priority))

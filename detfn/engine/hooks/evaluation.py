@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detfn.config import Config, check, fail
-from detfn.engine.checkpoint_io import save_event_state
+from detfn.config import Config, check, check_non_negative, fail
+from detfn.engine.checkpoint_io import advance_counters, save_event_state
 from detfn.engine.combinators import Condition, all_of, any_of, at, compose, nth, only_at, when
 from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
 from detfn.engine.hooks.checkpoint import resolve_out_dir
@@ -89,10 +88,8 @@ def infer_rule(
         for verdict, keys in (("greater", greater_keys), ("less", less_keys)):
             if any(matches(k) for k in keys):
                 return verdict
-    raise ValueError(
-        f"cannot infer whether a greater or a smaller {key!r} is better; "
-        "set rule='greater' or rule='less'"
-    )
+    fix = "set rule='greater' or rule='less'"
+    raise ValueError(f"cannot infer whether a greater or a smaller {key!r} is better; {fix}")
 
 
 def is_better(score: float, best: float | None, rule: str) -> bool:
@@ -113,69 +110,59 @@ def evaluation_due(cfg: EvaluationHookConfig) -> Condition:
     return any_of(all_of(at(before), fresh), all_of(at(after), every))
 
 
-def _start(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
-    if not callable(getattr(event.run, "evaluate", None)):
-        raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
-    if cfg.save_best is not None:
-        resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook").mkdir(parents=True, exist_ok=True)
-    if EVALUATION in event.state.hooks:
-        return None
-    mine = {"best_score": None, "best_ckpt": None, "key": None, "rule": None}
-    return with_hook_state(event.state, EVALUATION, mine)
-
-
-def _evaluate(event: Event, cfg: EvaluationHookConfig) -> TrainState | None:
-    """Evaluate into the outputs; update the best checkpoint."""
-    state = event.state
-    ema, weights = state.hooks.get(cfg.ema_key) if cfg.use_ema else None, state
-    if isinstance(ema, Mapping) and ema.get("params"):  # the EMA hook's averaged weights
-        params = {**state.params, **ema["params"]}
-        buffers = {**state.buffers, **(ema.get("buffers") or {})}
-        weights = dataclasses.replace(state, params=params, buffers=buffers)
-    metrics = numbers(event.run.evaluate(weights))
-    event.outputs.metrics = metrics
-    if cfg.save_best is None:
-        return None
-    mine = dict(state.hooks.get(EVALUATION) or {})
-    if cfg.save_best == "auto":
-        key = mine.get("key") or next(iter(metrics), None)
-    else:
-        key = cfg.save_best
-    if key not in metrics or not isinstance(metrics[key], float):
-        raise ValueError(
-            f"EvaluationHook: save_best key {key!r} is not a number in the metrics "
-            f"{sorted(metrics)}"
-        )
-    rule = infer_rule(key, cfg.rule, cfg.greater_keys, cfg.less_keys)
-    if (mine.get("key"), mine.get("rule")) != (key, rule):
-        mine["best_score"] = None  # a resumed run with another criterion starts a new best
-    mine.update(key=key, rule=rule)
-    score = metrics[key]
-    if not is_better(score, mine.get("best_score"), rule):
-        return with_hook_state(state, EVALUATION, mine)
-    out_dir = resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook")
-    # N in epoch_N / iter_N: the epochs / iterations done when the weights were evaluated
-    unit = "epoch" if cfg.by_epoch else "iter"
-    after = Stage.AFTER_TRAIN_EPOCH if cfg.by_epoch else Stage.AFTER_TRAIN_ITER
-    done = getattr(state, unit) + (event.stage is after)
-    name = f"best_{key.replace('/', '_')}_{unit}_{done}.pth"
-    old = mine.get("best_ckpt")
-    mine.update(best_score=score, best_ckpt=name)
-    new_state = with_hook_state(state, EVALUATION, mine)
-    save_event_state(event, new_state, out_dir / name, cfg.save_optimizer)
-    if old and old != name:
-        (out_dir / old).unlink(missing_ok=True)
-    logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
-    logger.info(f"best {key} is {score:.4f}; saved {pathlib.Path(out_dir) / name}")
-    return new_state
-
-
 @register(EvaluationHookConfig)
 def evaluation_hook(cfg: EvaluationHookConfig) -> Hook:
-    fn = compose(
-        only_at(Stage.BEFORE_RUN, lambda event: _start(event, cfg)),
-        when(evaluation_due(cfg), lambda event: _evaluate(event, cfg)),
-    )
+    out_dir = lambda event: resolve_out_dir(cfg.out_dir, event.run, "EvaluationHook")  # noqa: E731
+
+    def start(event: Event) -> TrainState | None:
+        if not callable(getattr(event.run, "evaluate", None)):
+            raise ValueError("EvaluationHook: the run context has no evaluate(state) function")
+        if cfg.save_best is not None:
+            out_dir(event).mkdir(parents=True, exist_ok=True)
+        if EVALUATION in event.state.hooks:
+            return None
+        mine = {"best_score": None, "best_ckpt": None, "key": None, "rule": None}
+        return with_hook_state(event.state, EVALUATION, mine)
+
+    def evaluate(event: Event) -> TrainState | None:
+        """Evaluate into the outputs; update the best checkpoint."""
+        state = event.state
+        ema, weights = state.hooks.get(cfg.ema_key) if cfg.use_ema else None, state
+        if isinstance(ema, Mapping) and ema.get("params"):  # the EMA hook's averaged weights
+            params = {**state.params, **ema["params"]}
+            buffers = {**state.buffers, **(ema.get("buffers") or {})}
+            weights = dataclasses.replace(state, params=params, buffers=buffers)
+        metrics = event.outputs.metrics = numbers(event.run.evaluate(weights))
+        if cfg.save_best is None:
+            return None
+        mine = dict(state.hooks.get(EVALUATION) or {})
+        auto = cfg.save_best == "auto"
+        key = (mine.get("key") or next(iter(metrics), None)) if auto else cfg.save_best
+        if key not in metrics or not isinstance(metrics[key], float):
+            raise ValueError(f"EvaluationHook: save_best key {key!r} is not a number in the "
+                             f"metrics {sorted(metrics)}")  # fmt: skip
+        rule = infer_rule(key, cfg.rule, cfg.greater_keys, cfg.less_keys)
+        if (mine.get("key"), mine.get("rule")) != (key, rule):
+            mine["best_score"] = None  # a resumed run with another criterion starts a new best
+        mine.update(key=key, rule=rule)
+        score = metrics[key]
+        if not is_better(score, mine.get("best_score"), rule):
+            return with_hook_state(state, EVALUATION, mine)
+        # N in epoch_N / iter_N: the epochs / iterations done when the weights were evaluated
+        unit = "epoch" if cfg.by_epoch else "iter"
+        done = getattr(advance_counters(state, event.stage), unit)
+        name = f"best_{key.replace('/', '_')}_{unit}_{done}.pth"
+        old, directory = mine.get("best_ckpt"), out_dir(event)
+        mine.update(best_score=score, best_ckpt=name)
+        new_state = with_hook_state(state, EVALUATION, mine)
+        save_event_state(event, new_state, directory / name, cfg.save_optimizer)
+        if old and old != name:
+            (directory / old).unlink(missing_ok=True)
+        logger = getattr(event.run, "logger", None) or logging.getLogger("detfn")
+        logger.info(f"best {key} is {score:.4f}; saved {directory / name}")
+        return new_state
+
+    fn = compose(only_at(Stage.BEFORE_RUN, start), when(evaluation_due(cfg), evaluate))
     return Hook(EVALUATION, fn, get_priority(cfg.priority), writes=("metrics",))
 
 
@@ -202,50 +189,43 @@ class EarlyStoppingConfig(Config):  # not a HookConfig: monitor stays the first 
         HookConfig.__post_init__(self)  # checks the priority
         check(self, "monitor", bool(self.monitor.strip()), "must name a metric")
         check(self, "patience", self.patience >= 1, f"must be >= 1, got {self.patience}")
-        check(self, "min_delta", self.min_delta >= 0, f"must be >= 0, got {self.min_delta}")
+        check_non_negative(self, "min_delta")
         try:
             infer_rule(self.monitor, self.rule)
         except ValueError as error:
             fail(self, "rule", str(error))
 
 
-def early_stopping_fn(event: Event, cfg: EarlyStoppingConfig) -> TrainState | None:
-    """Count evaluations without improvement by ``min_delta``; request the stop at ``patience``.
-
-    With a val phase that computes losses (``run.val_step``) there are two metric sources (the
-    evaluation hook's metrics, the val phase's losses): a dict without the monitor is skipped
-    while the other source may hold it; otherwise a missing monitor is an error."""
-    metrics: Any = event.outputs.metrics
-    state = event.state
-    mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
-    if cfg.monitor not in metrics:
-        source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
-        lacking = sorted({*mine.get("lacking", ()), source})
-        two_sources = getattr(event.run, "val_step", None) is not None
-        if two_sources and (mine["best"] is not None or len(lacking) < 2):
-            return with_hook_state(state, EARLY_STOPPING, {**mine, "lacking": lacking})
-        raise KeyError(f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the evaluation "
-                       f"metrics {sorted(metrics)}")  # fmt: skip
-    score = float(metrics[cfg.monitor])
-    rule = infer_rule(cfg.monitor, cfg.rule)
-    shifted = score - cfg.min_delta if rule == "greater" else score + cfg.min_delta
-    if math.isfinite(score) and (mine["best"] is None or is_better(shifted, mine["best"], rule)):
-        mine = {"best": score, "bad_evaluations": 0}
-    else:
-        mine = {**mine, "bad_evaluations": mine["bad_evaluations"] + 1}
-    state = with_hook_state(state, EARLY_STOPPING, mine)
-    if mine["bad_evaluations"] >= cfg.patience:
-        reason = (
-            f"early stopping: {cfg.monitor} did not improve for {cfg.patience} evaluations "
-            f"(best {mine['best']})"
-        )
-        state = dataclasses.replace(state, stop_reason=reason)
-    return state
-
-
 @register(EarlyStoppingConfig)
 def build_early_stopping_hook(cfg: EarlyStoppingConfig, **context: Any) -> Hook:
+    def count(event: Event) -> TrainState | None:
+        """With a val phase that computes losses (``run.val_step``) there are two metric sources
+        (the evaluation hook's metrics, the val phase's losses): a dict without the monitor is
+        skipped while the other source may hold it; else it is an error."""
+        metrics: Any = event.outputs.metrics
+        state = event.state
+        mine = dict(state.hooks.get(EARLY_STOPPING) or {"best": None, "bad_evaluations": 0})
+        if cfg.monitor not in metrics:
+            source = "val_phase" if event.stage is Stage.AFTER_VAL_EPOCH else "evaluation"
+            lacking = sorted({*mine.get("lacking", ()), source})
+            two_sources = getattr(event.run, "val_step", None) is not None
+            if two_sources and (mine["best"] is not None or len(lacking) < 2):
+                return with_hook_state(state, EARLY_STOPPING, {**mine, "lacking": lacking})
+            raise KeyError(f"EarlyStoppingConfig.monitor={cfg.monitor!r} is not in the "
+                           f"evaluation metrics {sorted(metrics)}")  # fmt: skip
+        score = float(metrics[cfg.monitor])
+        rule = infer_rule(cfg.monitor, cfg.rule)
+        shifted = score - cfg.min_delta if rule == "greater" else score + cfg.min_delta
+        if math.isfinite(score) and is_better(shifted, mine["best"], rule):
+            mine = {"best": score, "bad_evaluations": 0}
+        else:
+            mine = {**mine, "bad_evaluations": mine["bad_evaluations"] + 1}
+        state = with_hook_state(state, EARLY_STOPPING, mine)
+        if mine["bad_evaluations"] < cfg.patience:
+            return state
+        reason = f"early stopping: {cfg.monitor} did not improve for {cfg.patience} evaluations"
+        return dataclasses.replace(state, stop_reason=f"{reason} (best {mine['best']})")
+
     stages = (Stage.AFTER_TRAIN_EPOCH, Stage.AFTER_TRAIN_ITER, Stage.AFTER_VAL_EPOCH)
-    with_metrics = lambda event: bool(event.outputs.metrics)  # noqa: E731
-    fn = only_at(stages, when(with_metrics, lambda event: early_stopping_fn(event, cfg)))
+    fn = only_at(stages, when(lambda event: bool(event.outputs.metrics), count))
     return Hook(EARLY_STOPPING, fn, get_priority(cfg.priority), reads_optional=("metrics",))

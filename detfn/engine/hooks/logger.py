@@ -1,5 +1,6 @@
-"""What the loggers log: the iteration timer, the logger hook over a sink, and the text logger
-(console lines with ETA and a progress bar, and a JSON-lines metrics file).
+"""What the loggers log: the iteration timer, the logger hook over a sink, the text logger
+(console lines with ETA and a progress bar, and a JSON-lines metrics file) and the TensorBoard
+logger (the wandb one has a module of its own).
 
 The timer (mmcv's ``IterTimerHook``) reads a clock at the start of the epoch and after each
 iteration: ``data_time`` is the gap until ``before_*_iter`` (the loader's share), ``time`` the gap
@@ -26,7 +27,8 @@ from typing import Any
 
 import torch
 
-from detfn.config import check_positive, fail
+from detfn.config import check_non_negative, check_positive
+from detfn.dist.comm import is_main_process
 from detfn.engine.checkpoint_io import atomic_write
 from detfn.engine.combinators import Condition, any_of, compose, epoch_end, last, nth, only_at, when
 from detfn.engine.events import Event, Hook, HookConfig, Stage, get_priority
@@ -40,8 +42,6 @@ TEXT_LOGGER = "text_logger"
 _TIMING_KEYS = ("data_time", "time")
 _HEAD_KEYS = ("mode", "epoch", "iter", "global_iter")
 _SCHEDULE_KEYS = ("lr", "momentum", "lr_groups", "momentum_groups")
-# what the loggers read when some hook produces it
-LOGGED_OUTPUTS = ("grad_norm", "data_time", "time", "metrics")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def build_timer_hook(
         return with_hook_state(event.state, TIMER, {"last": last, "data_time": clock() - last})
 
     def done(event: Event) -> TrainState:
-        before, now = event.state.hooks.get(TIMER) or {"last": clock(), "data_time": 0.0}, clock()
+        before, now = event.state.hooks[TIMER], clock()
         event.outputs.data_time = before["data_time"]
         event.outputs.time = now - before["last"]
         return with_hook_state(event.state, TIMER, {"last": now, "data_time": 0.0})
@@ -112,8 +112,7 @@ class TextLoggerHookConfig(LoggerHookConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.bar_width < 0:
-            fail(self, "bar_width", f"must be >= 0, got {self.bar_width}")
+        check_non_negative(self, "bar_width")
 
 
 def log_due(interval: int, by_epoch: bool, ignore_last: bool) -> Condition:
@@ -141,12 +140,8 @@ def progress_bar(done: int, total: int, width: int) -> str:
 
 def train_record(state: TrainState, means: Mapping[str, float], by_epoch: bool) -> dict[str, Any]:
     """The JSON record of a train iteration (``state`` as seen in its ``after_train_iter``)."""
-    record: dict[str, Any] = {
-        "mode": "train",
-        "epoch": state.epoch + 1,
-        "iter": state.inner_iter + 1 if by_epoch else state.iter + 1,
-        "global_iter": state.iter + 1,
-    }
+    it = (state.inner_iter if by_epoch else state.iter) + 1
+    record = {"mode": "train", "epoch": state.epoch + 1, "iter": it, "global_iter": state.iter + 1}
     hyper = {k: v for k, v in (("lr", state.lr), ("momentum", state.momentum)) if v}
     record.update({k: float(v[0]) for k, v in hyper.items()})
     record.update({f"{k}_groups": [float(x) for x in v] for k, v in hyper.items()})
@@ -163,18 +158,18 @@ def val_record(stage: Stage, state: TrainState, metrics: Mapping[str, Any]) -> d
 
 def numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Numbers (tensors included) as floats; other values (a copy-paste string) as they are."""
-    return {
-        k: float(v) if isinstance(v, (int, float, torch.Tensor)) else v for k, v in metrics.items()
-    }
+    number = (int, float, torch.Tensor)
+    return {k: float(v) if isinstance(v, number) else v for k, v in metrics.items()}
 
 
 def format_line(
     record: Mapping[str, Any], state: TrainState, eta: float | None, by_epoch: bool, bar_width: int
 ) -> str:
     """The console line of a record (mmcv's layout, plus a plain-text progress bar)."""
+    fmt = lambda v, digits=4: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
     if record["mode"] == "val":
         unit, count = ("Epoch", record["epoch"]) if by_epoch else ("Iter", record["global_iter"])
-        values = ", ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
+        values = ", ".join(f"{k}: {fmt(v)}" for k, v in record.items() if k not in _HEAD_KEYS)
         return f"{unit}(val) [{count}]  {values}"
     if by_epoch:
         done, total = record["iter"], state.iters_per_epoch
@@ -182,18 +177,12 @@ def format_line(
         done, total = record["global_iter"], run_max_iters(state) or 0
     head = f"Epoch [{record['epoch']}][{done}/{total}]" if by_epoch else f"Iter [{done}/{total}]"
     bar = progress_bar(done, total, bar_width)
-    parts = []
-    if "lr" in record:
-        parts.append(f"lr: {record['lr']:.3e}")
+    parts = [f"lr: {record['lr']:.3e}"] if "lr" in record else []
     if eta is not None:
         parts.append(f"eta: {datetime.timedelta(seconds=int(eta))}")
     shown = [(k, v) for k, v in record.items() if k not in _HEAD_KEYS + _SCHEDULE_KEYS]
-    parts += [f"{k}: {_fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
+    parts += [f"{k}: {fmt(v, 3 if k in _TIMING_KEYS else 4)}" for k, v in shown]
     return "  ".join(p for p in (head, bar, ", ".join(parts)) if p)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def drop_records_after(path: pathlib.Path, done: int) -> None:
@@ -209,23 +198,15 @@ def drop_records_after(path: pathlib.Path, done: int) -> None:
 
 
 def logger_hook(
-    name: str,
-    cfg: LoggerHookConfig,
-    open_sink: Callable[[Event], tuple[Any, dict[str, Any]] | None],
-    write: Callable[[Any, Event, dict[str, Any]], None],
-    close_sink: Callable[[Any, Event], None] | None = None,
+    name: str, cfg: LoggerHookConfig, open_sink: Callable, write: Callable, close_sink=None
 ) -> Hook:
     """A logger hook over a sink (the log file, a wandb run, a TensorBoard writer: live objects,
-    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` (None: this
-    process logs nothing) at ``before_run``; ``write(sink, event, record)`` with a train record
-    when :func:`log_due`, a val record (``record["mode"] == "val"``) for every
-    ``outputs.metrics``; ``close_sink`` at ``after_run``. ``state.hooks[name]``: the running
-    sums (``buffer``: ``{"sums", "count"}``) and this process's iteration times (ETA)."""
+    held here, not in the state): ``open_sink(event) -> (sink, hook state) | None`` at
+    ``before_run`` (None: this process logs nothing), ``write(sink, event, record)`` for each
+    record (train when :func:`log_due`, val for every ``outputs.metrics``), ``close_sink`` at
+    ``after_run``. ``state.hooks[name]``: the running sums and this process's iteration times."""
     live: dict[str, Any] = {}
     due = log_due(cfg.interval, cfg.by_epoch, cfg.ignore_last)
-
-    def mine(event: Event) -> dict[str, Any]:
-        return dict(event.state.hooks.get(name) or {})
 
     def start(event: Event) -> TrainState | None:
         opened = open_sink(event)
@@ -241,24 +222,22 @@ def logger_hook(
             close_sink(live.pop("sink"), event)
 
     def add(event: Event) -> TrainState:
-        outputs, new = event.outputs, mine(event)
+        outputs, mine = event.outputs, event.state.hooks[name]
         values = {k: getattr(outputs, k) for k in _TIMING_KEYS}  # in record order
         values.update({**outputs.losses, "loss": outputs.loss, "grad_norm": outputs.grad_norm})
-        buffer = new.get("buffer") or {}
-        sums = dict(buffer.get("sums", {}))
+        sums, count = dict(mine["buffer"].get("sums", {})), mine["buffer"].get("count", 0) + 1
         for key, value in values.items():
             if value is not None:
                 value = value.detach() if isinstance(value, torch.Tensor) else float(value)
                 sums[key] = sums[key] + value if key in sums else value
-        new["buffer"] = {"sums": sums, "count": buffer.get("count", 0) + 1}
+        new = {**mine, "buffer": {"sums": sums, "count": count}}
         if outputs.time is not None:
-            new["time_sum"] = new.get("time_sum", 0.0) + float(outputs.time)
-            new["timed"] = new.get("timed", 0) + 1
+            new.update(time_sum=mine["time_sum"] + float(outputs.time), timed=mine["timed"] + 1)
         state = with_hook_state(event.state, name, new)
         if not due(event):
             return state
         # the means since the previous record: the one device sync per record
-        means = {k: float(v) / new["buffer"]["count"] for k, v in sums.items()}
+        means = {k: float(v) / count for k, v in sums.items()}
         write(live["sink"], replace(event, state=state), train_record(state, means, cfg.by_epoch))
         return with_hook_state(state, name, {**new, "buffer": {}})
 
@@ -266,7 +245,7 @@ def logger_hook(
         write(live["sink"], event, val_record(event.stage, event.state, event.outputs.metrics))
 
     def reset(event: Event) -> TrainState:
-        return with_hook_state(event.state, name, {**mine(event), "buffer": {}})
+        return with_hook_state(event.state, name, {**event.state.hooks[name], "buffer": {}})
 
     running = lambda event: "sink" in live  # noqa: E731
     fn = compose(
@@ -276,10 +255,11 @@ def logger_hook(
         when(lambda event: running(event) and bool(event.outputs.metrics), log_metrics),
         when(running, only_at(Stage.BEFORE_TRAIN_EPOCH, reset)),
     )
-    reads = dict(reads=("loss", "losses"), reads_optional=LOGGED_OUTPUTS)
-    return Hook(name, fn, get_priority(cfg.priority), **reads)
+    logged = dict(reads_optional=("grad_norm", "data_time", "time", "metrics"))  # when written
+    return Hook(name, fn, get_priority(cfg.priority), reads=("loss", "losses"), **logged)
 
 
+@register(TextLoggerHookConfig)
 def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     """Console lines and JSON records; the sink is the JSON-lines file (or None)."""
 
@@ -310,4 +290,35 @@ def text_logger_hook(cfg: TextLoggerHookConfig) -> Hook:
     return logger_hook(TEXT_LOGGER, cfg, open_log, write)
 
 
-register(TextLoggerHookConfig)(text_logger_hook)
+@dataclass(frozen=True)
+class TensorBoardHookConfig(LoggerHookConfig):
+    """TensorBoard logger (mmcv ``TensorboardLoggerHook``): train means (and group 0's lr and
+    momentum) as ``train/<name>``, numeric metrics as ``val/<name>``, at step = iterations done,
+    on rank 0. It needs ``tensorboard`` (``pip install detfn[tensorboard]``), imported when the
+    run starts."""
+
+    interval: int = 50
+    """Write a point every ``interval`` iterations (the means over the interval)."""
+    log_dir: str | None = None
+    """None writes to ``<work_dir>/tf_logs``."""
+
+
+@register(TensorBoardHookConfig)
+def tensorboard_hook(cfg: TensorBoardHookConfig, **context: Any) -> Hook:
+    def open_writer(event: Event) -> tuple[Any, dict[str, Any]] | None:
+        if not is_main_process():
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # needs `tensorboard`
+
+        default = resolve_out_dir(None, event.run, "TensorBoardHook") / "tf_logs"
+        log_dir = pathlib.Path(cfg.log_dir) if cfg.log_dir is not None else default
+        return SummaryWriter(log_dir=str(log_dir)), {}
+
+    def write(writer: Any, event: Event, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, float):  # the numbers, group 0's lr and momentum
+                writer.add_scalar(f"{record['mode']}/{key}", value, record["global_iter"])
+        if record["mode"] == "val":
+            writer.flush()
+
+    return logger_hook("tensorboard", cfg, open_writer, write, lambda writer, _: writer.close())

@@ -36,7 +36,6 @@ from detfn.engine.state import TrainState, with_hook_state
 from detfn.registry import register
 
 OPTIMIZER_HOOK = "optimizer"
-ReduceGrads = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class NonFiniteGradError(FloatingPointError):
@@ -44,8 +43,7 @@ class NonFiniteGradError(FloatingPointError):
 
     def __init__(self, message: str, iteration: int, names: list[str]):
         super().__init__(message)
-        self.iteration = iteration
-        self.names = names
+        self.iteration, self.names = iteration, names
 
 
 @dataclass(frozen=True)
@@ -132,12 +130,11 @@ def _next_scaler(scaler: dict[str, Any], finite: bool, cfg: LossScaleConfig) -> 
     """GradScaler's update rule; a static scale never changes."""
     if not cfg.dynamic:
         return scaler
-    if not finite:
-        return {"scale": scaler["scale"] * cfg.backoff_factor, "growth_tracker": 0}
-    tracker = scaler["growth_tracker"] + 1
+    tracker = scaler["growth_tracker"] + 1 if finite else 0
     if tracker == cfg.growth_interval:
         return {"scale": scaler["scale"] * cfg.growth_factor, "growth_tracker": 0}
-    return {"scale": scaler["scale"], "growth_tracker": tracker}
+    factor = 1.0 if finite else cfg.backoff_factor
+    return {"scale": scaler["scale"] * factor, "growth_tracker": tracker}
 
 
 def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,7 +150,7 @@ def _accumulate(accum: dict | None, grads: dict[str, torch.Tensor]) -> dict[str,
 
 @register(OptimizerHookConfig)
 def optimizer_hook(
-    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: ReduceGrads | None = None
+    cfg: OptimizerHookConfig, optimizer: Optimizer, reduce_grads: Callable | None = None
 ) -> Hook:
     """``reduce_grads`` (data parallel: the ranks' average) is applied to the accumulated grads on
     the steps that update, before the fp16 check and clipping: accumulation communicates once."""
@@ -193,12 +190,10 @@ def optimizer_hook(
             outputs.grad_norm = total_norm(tensors)
         if cfg.check_grads and not bool(torch.isfinite(outputs.grad_norm)):  # one device sync
             bad = [n for n, g in accum.items() if not bool(torch.isfinite(g).all())]
-            raise NonFiniteGradError(
-                f"non-finite gradient at iteration {state.iter} (total norm "
-                f"{float(outputs.grad_norm)}) in {len(bad)} parameters: {bad[:5]}"
-                f"{' ...' if len(bad) > 5 else ''}; the update is refused so no non-finite "
-                "weights are saved", state.iter, bad,
-            )  # fmt: skip
+            names = f"{len(bad)} parameters: {bad[:5]}{' ...' if len(bad) > 5 else ''}"
+            where = f"at iteration {state.iter} (total norm {float(outputs.grad_norm)}) in {names}"
+            refused = "the update is refused so no non-finite weights are saved"
+            raise NonFiniteGradError(f"non-finite gradient {where}; {refused}", state.iter, bad)
         params, opt_state = optimizer.update(accum, state.opt_state, state.params, state.hyper)
         new = replace(state, params=params, opt_state=opt_state)
         return with_hook_state(new, OPTIMIZER_HOOK, mine)
@@ -218,9 +213,7 @@ class NonFiniteLossError(FloatingPointError):
 
     def __init__(self, message: str, iteration: int, epoch: int, terms: dict[str, float]):
         super().__init__(message)
-        self.iteration = iteration
-        self.epoch = epoch
-        self.terms = terms
+        self.iteration, self.epoch, self.terms = iteration, epoch, terms
 
 
 @dataclass(frozen=True)
@@ -230,28 +223,23 @@ class NanGuardConfig(HookConfig):
     priority: int | str = 35
 
 
-def check_losses(event: Event) -> None:
-    """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
-    state, outputs = event.state, event.outputs
-    terms = {"loss": outputs.loss}
-    for name, value in outputs.losses.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            terms[name] = value
-    stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
-    if bool(stacked.isfinite().all()):
-        return
-    values = dict(zip(terms, stacked.tolist()))
-    bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
-    culprit = bad[0] if bad else "loss"
-    listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
-    raise NonFiniteLossError(
-        f"non-finite loss term {culprit!r} at iteration {state.iter} "
-        f"(epoch {state.epoch}, inner iter {state.inner_iter}): {listing}",
-        *(state.iter, state.epoch, values),
-    )
-
-
 @register(NanGuardConfig)
 def nan_guard(cfg: NanGuardConfig) -> Hook:
+    def check_losses(event: Event) -> None:
+        """Raise :class:`NonFiniteLossError` when the loss or a floating loss term is not finite."""
+        state, outputs = event.state, event.outputs
+        tensors = [(n, v) for n, v in outputs.losses.items() if isinstance(v, torch.Tensor)]
+        terms = {"loss": outputs.loss, **{n: v for n, v in tensors if v.is_floating_point()}}
+        stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        if bool(stacked.isfinite().all()):
+            return
+        values = dict(zip(terms, stacked.tolist()))
+        bad = [n for n, v in values.items() if not math.isfinite(v) and n != "loss"]
+        culprit = bad[0] if bad else "loss"
+        listing = ", ".join(f"{n}={v:.4g}" for n, v in values.items())
+        where = f"at iteration {state.iter} (epoch {state.epoch}, inner iter {state.inner_iter})"
+        message = f"non-finite loss term {culprit!r} {where}: {listing}"
+        raise NonFiniteLossError(message, state.iter, state.epoch, values)
+
     fn = only_at(Stage.AFTER_TRAIN_ITER, check_losses)
     return Hook("nan_guard", fn, get_priority(cfg.priority), reads=("loss", "losses"))

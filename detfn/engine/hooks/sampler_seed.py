@@ -27,10 +27,9 @@ def sampler_seed_hook(cfg: SamplerSeedConfig) -> Hook:
             if callable(getattr(target, "set_epoch", None)):
                 target.set_epoch(event.state.epoch)
                 return
-        raise TypeError(
-            f"sampler seed hook: {type(loader).__name__} has no set_epoch (nor its sampler / "
-            "batch_sampler); use a loader whose sampler reshuffles by epoch or drop this hook"
-        )
+        lacks = f"{type(loader).__name__} has no set_epoch (nor its sampler / batch_sampler)"
+        fix = "use a loader whose sampler reshuffles by epoch or drop this hook"
+        raise TypeError(f"sampler seed hook: {lacks}; {fix}")
 
     fn = only_at(Stage.BEFORE_TRAIN_EPOCH, set_epoch)
     return Hook("sampler_seed", fn, get_priority(cfg.priority))

@@ -69,36 +69,11 @@ def resolve_mode(
     return "online" if has_api_key(environ, netrc_file) else "offline"
 
 
-def _init_kwargs(cfg: WandbHookConfig, event: Event, run_id: str | None) -> dict[str, Any]:
-    run_cfg = getattr(event.run, "cfg", None)
-    config = None
-    if cfg.log_config and dataclasses.is_dataclass(run_cfg) and not isinstance(run_cfg, type):
-        config = to_dict(run_cfg)
-    elif cfg.log_config and isinstance(run_cfg, Mapping):
-        config = dict(run_cfg)
-    directory = cfg.dir if cfg.dir is not None else getattr(event.run, "work_dir", None)
-    kwargs: dict[str, Any] = {
-        "project": cfg.project,
-        "name": cfg.name if cfg.name is not None else getattr(run_cfg, "name", None),
-        "tags": list(cfg.tags) or None,
-        "entity": cfg.entity,
-        "mode": resolve_mode(cfg.mode),
-        "dir": str(directory) if directory is not None else None,
-        "config": config,
-    }
-    if run_id is not None:
-        kwargs.update(id=run_id, resume="allow")
-    return kwargs
-
-
 def _real_init(**kwargs: Any) -> Any:
     try:
         import wandb  # imported here: a run without this hook never pays for it
     except ImportError:
         raise ImportError("WandbHook needs the wandb package: pip install wandb") from None
-
-    if kwargs.get("dir"):
-        pathlib.Path(kwargs["dir"]).mkdir(parents=True, exist_ok=True)
     return wandb.init(**kwargs, settings=wandb.Settings(silent=True))
 
 
@@ -109,8 +84,22 @@ def build_wandb_hook(
     """Only the run's id goes into ``state.hooks["wandb"]``; ``init`` replaces ``wandb.init``."""
 
     def open_run(event: Event) -> tuple[Any, dict[str, Any]]:
-        mine = event.state.hooks.get(WANDB) or {}
-        run = (init or _real_init)(**_init_kwargs(cfg, event, mine.get("run_id")))
+        run_cfg, config = getattr(event.run, "cfg", None), None
+        if cfg.log_config and dataclasses.is_dataclass(run_cfg) and not isinstance(run_cfg, type):
+            config = to_dict(run_cfg)
+        elif cfg.log_config and isinstance(run_cfg, Mapping):
+            config = dict(run_cfg)
+        directory = cfg.dir if cfg.dir is not None else getattr(event.run, "work_dir", None)
+        if directory is not None:
+            pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+            directory = str(directory)
+        name = cfg.name if cfg.name is not None else getattr(run_cfg, "name", None)
+        kwargs = dict(project=cfg.project, name=name, tags=list(cfg.tags) or None, config=config)
+        kwargs.update(entity=cfg.entity, mode=resolve_mode(cfg.mode), dir=directory)
+        run_id = (event.state.hooks.get(WANDB) or {}).get("run_id")
+        if run_id is not None:  # a resumed run continues its wandb run
+            kwargs.update(id=run_id, resume="allow")
+        run = (init or _real_init)(**kwargs)
         run_id = getattr(run, "id", None)
         return run, {"run_id": run_id if isinstance(run_id, str) else None}
 
