@@ -1,5 +1,6 @@
 """Tensor operators detfn needs beyond torchvision's, kept apart from the model maths."""
 
+from detfn.ops.conv_affine import conv2d_affine
 from detfn.ops.roi_align import (
     RoIAlignBackwardFunction,
     RoIAlignFunction,
@@ -11,6 +12,7 @@ from detfn.ops.roi_align import (
 __all__ = [
     "RoIAlignBackwardFunction",
     "RoIAlignFunction",
+    "conv2d_affine",
     "multi_level_roi_align",
     "roi_align",
     "uses_sparse",

@@ -14,19 +14,30 @@ freezes the first stages (``frozen_stages``). detfn offers three norms:
   ``functional_call`` it synchronizes through the default process group, which must then be
   initialized with CUDA tensors (torch's SyncBN runs on GPUs only); with no group, or one
   process, it is plain BN. The ``func`` gradient backend does not support it.
+
+A norm that is a fixed affine map (FrozenBN, or BN in eval mode: ``norm_eval``, inference) is
+folded into the convolution before it by :func:`conv_norm`: ``conv(x, w * s) + b`` instead of
+``conv(x, w) * s + b`` (:func:`detfn.ops.conv_affine.conv2d_affine`). That is the same function
+(only float round-off differs), without two passes over every activation of the backbone in the
+forward and one in the backward; the products with ``s`` run over the weights instead, and
+gradients still reach BN's affine parameters through them.
 """
 
 from __future__ import annotations
 
 from typing import Literal, get_args
 
-from torch import nn
+from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
+
+from detfn.ops.conv_affine import conv2d_affine
 
 __all__ = [
     "GN_GROUPS",
     "NORM_KINDS",
     "NormKind",
+    "conv_norm",
+    "fixed_affine",
     "freeze_",
     "has_trainable_affine",
     "make_norm",
@@ -86,3 +97,42 @@ def set_batch_norm_eval_(module: nn.Module) -> None:
     for child in module.modules():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             child.eval()
+
+
+def fixed_affine(norm: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """``(scale, shift)`` (Tensor[C] each) when ``norm`` maps ``x`` to ``x * scale + shift``
+    per channel, independently of its input: FrozenBN, or BatchNorm in eval mode with running
+    statistics. ``None`` for norms that compute statistics of their input (training BN, GN)."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    elif (
+        isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        and not norm.training
+        and norm.running_var is not None
+    ):
+        scale = (norm.running_var + norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = norm.weight * scale
+    else:
+        return None
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale, shift
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(conv(x))``, with ``norm`` folded into the convolution's weight and bias when it is
+    a fixed affine map (:func:`fixed_affine`; see the module docstring for why).
+
+    Args:
+        x (Tensor[B, C_in, H, W]): NCHW or channels-last; the output keeps the layout.
+    """
+    affine = fixed_affine(norm)
+    if affine is None or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        return norm(conv(x))
+    scale, shift = affine
+    bias = shift if conv.bias is None else shift + conv.bias * scale
+    return conv2d_affine(
+        x, conv.weight, scale, bias, conv.stride, conv.padding, conv.dilation, conv.groups
+    )

@@ -21,6 +21,7 @@ from detfn.config import Config, check, check_in_range
 from detfn.models.backbones.norm import (
     NORM_KINDS,
     NormKind,
+    conv_norm,
     freeze_,
     has_trainable_affine,
     make_norm,
@@ -56,9 +57,9 @@ class BasicBlock(nn.Module):
         return self.bn2
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else _shortcut(self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
         return self.relu(out + identity)
 
 
@@ -93,11 +94,17 @@ class Bottleneck(nn.Module):
         return self.bn3
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else _shortcut(self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))
+        out = conv_norm(self.conv3, self.bn3, out)
         return self.relu(out + identity)
+
+
+def _shortcut(downsample: nn.Sequential, x: Tensor) -> Tensor:
+    """The projection shortcut ``Sequential(conv 1x1, norm)`` of a block's input."""
+    conv, norm = downsample
+    return conv_norm(conv, norm, x)
 
 
 # depth -> (block, blocks per stage); the standard table of the ResNet paper.
@@ -197,7 +204,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Args: x (Tensor[B, 3, H, W]). Returns ``[B, C_i, H / s_i, W / s_i]`` per out index."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))
         outs = []
         for i, name in enumerate(self.stage_names):
             x = getattr(self, name)(x)
