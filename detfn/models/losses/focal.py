@@ -44,7 +44,13 @@ def sigmoid_focal_loss(
         Tensor: ``[N, C]`` for ``reduction="none"``, else 0-d.
     """
     if pred.dim() == 2 and target.shape == pred.shape[:1] and not target.is_floating_point():
-        return _focal_loss_of_labels(pred, target, weight, reduction, avg_factor, gamma, alpha)
+        if reduction == "none" or (weight is not None and weight.dim() != 1):
+            loss = _focal_elements_of_labels(pred, target, gamma, alpha)  # [N, C]
+            return weight_reduce_loss(loss, weight, reduction, avg_factor)
+        rows = _focal_rows_of_labels(pred, target, gamma, alpha)  # [N]
+        if reduction == "mean" and avg_factor is None:  # the mean over all N x C pairs
+            return weight_reduce_loss(rows, weight, "sum") / max(pred.numel(), 1)
+        return weight_reduce_loss(rows, weight, reduction, avg_factor)
     if target.shape != pred.shape:
         raise ValueError(
             f"sigmoid_focal_loss takes a target of pred's shape {tuple(pred.shape)} "
@@ -59,32 +65,40 @@ def sigmoid_focal_loss(
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-def _focal_loss_of_labels(
-    pred: Tensor,
-    labels: Tensor,
-    weight: Tensor | None,
-    reduction: Reduction,
-    avg_factor: float | Tensor | None,
-    gamma: float,
-    alpha: float,
-) -> Tensor:
-    """:func:`sigmoid_focal_loss` of int labels (Tensor[N], ``C`` or negative: background) for
-    logits Tensor[N, C]: the same numbers, bit for bit, in fewer passes over ``[N, C]``.
+def _focal_rows_of_labels(pred: Tensor, labels: Tensor, gamma: float, alpha: float) -> Tensor:
+    """Per-row sums (Tensor[N]) of the focal loss of logits Tensor[N, C] against int labels
+    (Tensor[N], ``C`` or negative: background): the one-hot formula's numbers to float
+    round-off, in fewer passes over ``[N, C]``.
 
-    With 0/1 targets, ``p (1 - t) + (1 - p) t`` is exactly ``p`` or ``1 - p`` (a product by 0 or
-    1 and a sum with 0 round nothing), and so is ``alpha_t``; ``torch.where`` picks them
-    directly instead of four products and two sums (forward) and their gradients (backward).
-    RetinaNet evaluates this over every (anchor, class) pair of the batch: [36828, 80] per
-    step at 2 x 256x384, where forward and backward take about 0.7x the one-hot formula's time.
+    RetinaNet evaluates the loss over every (anchor, class) pair of the batch, [122760, 80] per
+    step at 2 x 512x640, and all but a few hundred pairs are negatives. So every pair is first
+    scored as a negative, ``(1 - alpha) p^gamma softplus(x)`` (BCE against 0), and summed per
+    row; then each positive row swaps its label's term for the positive one,
+    ``alpha (1 - p)^gamma softplus(-x)``, on one gathered logit per row ([N], not [N, C]). No
+    ``[N, C]`` target, mask or weight is built: forward and backward take 0.45x the time of
+    :func:`_focal_elements_of_labels` (2 threads, [122760, 80]).
     """
+    num_classes = pred.shape[1]
+    positive = (labels >= 0) & (labels < num_classes)  # [N]
+    as_negative = pred.sigmoid().pow(gamma) * F.softplus(pred)  # [N, C]
+    x = pred.gather(1, labels.clamp(0, num_classes - 1).unsqueeze(1)).squeeze(1)  # [N]
+    p = x.sigmoid()
+    swap = alpha * (1 - p).pow(gamma) * F.softplus(-x) - (1 - alpha) * p.pow(gamma) * F.softplus(x)
+    return (1 - alpha) * as_negative.sum(1) + torch.where(positive, swap, 0.0)
+
+
+def _focal_elements_of_labels(pred: Tensor, labels: Tensor, gamma: float, alpha: float) -> Tensor:
+    """The element-wise focal loss (Tensor[N, C]) of int labels, for ``reduction="none"`` and
+    element-wise weights: with 0/1 targets, ``p (1 - t) + (1 - p) t`` is exactly ``p`` or
+    ``1 - p``, and so is ``alpha_t``; ``torch.where`` picks them directly (the one-hot
+    formula's numbers bit for bit)."""
     positive = labels.unsqueeze(-1) == torch.arange(pred.shape[1], device=labels.device)
     target = positive.to(pred.dtype)  # [N, C] one-hot, all-zero rows for background
     prob = pred.sigmoid()
     one_minus_pt = torch.where(positive, 1 - prob, prob)  # 1 - p_t
     alpha_t = torch.where(positive, pred.new_tensor(alpha), pred.new_tensor(1 - alpha))
     bce = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
-    loss = alpha_t * one_minus_pt.pow(gamma) * bce
-    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+    return alpha_t * one_minus_pt.pow(gamma) * bce
 
 
 @dataclass(frozen=True)
