@@ -188,9 +188,17 @@ def describe_layout(pair, layout: str, device: torch.device) -> str:
     was_training, modes = model.training, []
     for training in (True, False):
         model.train(training)
-        modes.append("NHWC" if model.uses_channels_last(device) else "NCHW")
+        modes.append(_detfn_layout(model, device))
     model.train(was_training)
     return f"detfn {modes[0]} (train) / {modes[1]} (inference), torchvision NCHW"
+
+
+def _detfn_layout(model, device: torch.device) -> str:
+    if model.uses_channels_last(device):
+        return "NHWC"
+    if model.uses_channels_last(device, (model.backbone, model.neck)):
+        return "NHWC backbone and neck, NCHW heads"
+    return "NCHW"
 
 
 def _machine(device: torch.device) -> str:

@@ -14,7 +14,12 @@ import dataclasses
 import pytest
 import torch
 
-from detfn.apis import FASTER_RCNN_R50_FPN_1X_COCO, bccd_cpu_preset, fcos_bccd_preset
+from detfn.apis import (
+    FASTER_RCNN_R50_FPN_1X_COCO,
+    FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO,
+    bccd_cpu_preset,
+    fcos_bccd_preset,
+)
 from detfn.config import override
 from detfn.models.functional import detector_loss_fn, detector_predict_fn, split
 from detfn.registry import build
@@ -56,10 +61,36 @@ def test_auto_layout_follows_the_norm_layers():
     assert not is_nhwc(trainable.train().features(images))
     assert is_nhwc(trainable.eval().features(images))  # running statistics: a fixed map
     group_norm = build(fcos_bccd_preset().model).eval()  # GroupNorm towers
-    assert not is_nhwc(group_norm.features(images))
+    assert not is_nhwc(group_norm.features(images))  # the heads take NCHW (next test)
     assert not is_nhwc(frozen_bn_faster_rcnn("never").features(images))
     always = build(override(bccd_cpu_preset().model, "channels_last", "always"))
     assert is_nhwc(always.train().features(images))
+
+
+def test_a_fixed_backbone_under_group_norm_towers_runs_nhwc_up_to_the_head():
+    """FCOS's recipe: eval-mode BN backbone, GroupNorm head. The backbone and neck run NHWC, and
+    the head, whose GroupNorm kernels are inaccurate in NHWC, gets NCHW features."""
+    cfg = override(
+        FCOS_R50_CAFFE_FPN_GN_HEAD_1X_COCO.model,
+        {"backbone.depth": 18, "neck.in_channels": R18_NECK, "num_classes": 3, "class_names": None},
+    )
+    torch.manual_seed(0)
+    model = build(cfg).train()
+    seen: dict[str, list[bool]] = {"neck": [], "group_norm_nchw": []}
+    model.neck.register_forward_hook(lambda m, args, out: seen["neck"].append(is_nhwc(out)))
+    for module in model.bbox_head.modules():
+        if isinstance(module, torch.nn.GroupNorm):
+            module.register_forward_pre_hook(
+                lambda m, args: seen["group_norm_nchw"].append(args[0].is_contiguous())
+            )
+    batch = small_batch()
+    losses = model.loss(batch.images, batch)
+    assert seen["neck"] == [True]
+    assert len(seen["group_norm_nchw"]) == 8 * 5 and all(seen["group_norm_nchw"])  # 8 GNs, 5 levels
+    reference = build(override(cfg, "channels_last", "never")).train()
+    reference.load_state_dict(model.state_dict())
+    for name, value in reference.loss(batch.images, batch).items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-6)
 
 
 def losses_grads_detections(layout: str, dtype: torch.dtype):

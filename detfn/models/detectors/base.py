@@ -44,15 +44,18 @@ class DetectorConfig(Config):
         channels_last: when the images enter the backbone in channels-last (NHWC) layout, so
             that every activation after them is NHWC (weights, gradients and the train state
             keep their layout: checkpoints and the gradient all-reduce are unaffected).
-            ``"auto"``: on the CPU, whenever no layer of the detector computes statistics of
-            its input, i.e. every BatchNorm is frozen or in eval mode and there is no
-            GroupNorm: mkldnn's NHWC convolutions take 0.85x the time of NCHW (ResNet-50-FPN
-            forward, 2 x 512x640; 0.88x forward + backward) and change nothing but their own
-            float round-off, whereas PyTorch's NHWC CPU kernels of training-mode BatchNorm and
-            of GroupNorm compute their statistics 30x and 1500x less accurately (float32,
-            activations of mean 50 and std 3). So a from-scratch preset with trainable
-            BatchNorm trains in NCHW and predicts in NHWC; a GroupNorm model stays NCHW.
-            ``"always"`` / ``"never"`` force it (GPUs: ``"auto"`` keeps NCHW, not measured).
+            ``"auto"``: on the CPU, the backbone and neck run NHWC whenever none of their
+            layers computes statistics of its input (every BatchNorm frozen or in eval mode,
+            no GroupNorm), and the heads too when none of theirs does; otherwise the neck's
+            features are copied to NCHW before the heads. mkldnn's NHWC convolutions take
+            0.85x the time of NCHW (ResNet-50-FPN forward, 2 x 512x640; 0.88x forward +
+            backward) and change nothing but their own float round-off, whereas PyTorch's
+            NHWC CPU kernels of training-mode BatchNorm and of GroupNorm compute their
+            statistics 30x and 1500x less accurately (float32, activations of mean 50 and
+            std 3). So a from-scratch preset with trainable BatchNorm trains in NCHW and
+            predicts in NHWC, and a FrozenBN backbone under GroupNorm towers (FCOS) runs its
+            backbone and neck in NHWC and its head in NCHW. ``"always"`` / ``"never"`` force
+            one layout everywhere (GPUs: ``"auto"`` keeps NCHW, not measured).
     """
 
     num_classes: int = 80
@@ -92,19 +95,26 @@ class Detector(nn.Module):
     channels_last: str = "auto"  # DetectorConfig.channels_last, set by the builders
 
     def features(self, images: Tensor) -> tuple[Tensor, ...]:
-        """Neck features of a padded image batch ``Tensor[B, 3, H, W]``, finest first (in
-        channels-last layout where :meth:`uses_channels_last` says so: the first convolution
-        follows its input's layout, and every later op keeps it)."""
-        if self.uses_channels_last(images.device):
+        """Neck features of a padded image batch ``Tensor[B, 3, H, W]``, finest first, in the
+        layout the heads take (see ``DetectorConfig.channels_last``: the first convolution
+        follows its input's layout and every later op keeps it, so the layout is set here)."""
+        nhwc = self.uses_channels_last(images.device, (self.backbone, self.neck))
+        if nhwc:
             images = images.contiguous(memory_format=torch.channels_last)
-        return tuple(self.neck(self.backbone(images)))
+        feats = tuple(self.neck(self.backbone(images)))
+        if nhwc and not self.uses_channels_last(images.device):
+            feats = tuple(f.contiguous() for f in feats)  # a head's GroupNorm: NCHW kernels
+        return feats
 
-    def uses_channels_last(self, device: torch.device) -> bool:
-        """Whether :meth:`features` runs channels-last on ``device`` (see
+    def uses_channels_last(
+        self, device: torch.device, parts: Sequence[nn.Module] | None = None
+    ) -> bool:
+        """Whether ``parts`` (default: the whole detector) run channels-last on ``device`` (see
         ``DetectorConfig.channels_last``); ``"auto"`` reads the norm layers' current modes."""
         if self.channels_last != "auto":
             return self.channels_last == "always"
-        return device.type == "cpu" and not any(_has_statistics(m) for m in self.modules())
+        modules = (m for part in (parts or (self,)) for m in part.modules())
+        return device.type == "cpu" and not any(_has_statistics(m) for m in modules)
 
     def loss(
         self, images: Tensor, batch: Batch, *, generator: torch.Generator | None = None
