@@ -3,8 +3,9 @@
     python -m experiments.benchmark_loader [--model faster_rcnn] [--preset bccd]
         [--batches 50] [--workers 0 2] [--train-steps 3]
 
-The loader is the preset's own (``data.train`` and ``data.train_loader``: the ``bccd`` preset's
-320x240 pipeline, 2 images per batch, its worker count), only ``num_workers`` varies per row.
+The loader is the preset's own (``data.train`` and ``data.train_loader``: the Faster R-CNN
+``bccd`` preset's 400x300 pipeline, 2 images per batch, its worker count), only
+``num_workers`` varies per row.
 Each row reports the seconds to the first batch (worker start-up and the first images; paid at
 every epoch unless ``persistent_workers``) and then images/s over ``--batches`` batches. With 0
 workers, images/s is what one core spends per image (decode, resize, flip, normalize, pad,

@@ -3,7 +3,7 @@ the same way: a reference for detfn's accuracy. Slow (one full training run); no
 
 Same as the preset: ResNet-18 from scratch with trainable BatchNorm, FPN with 128 channels,
 anchors 16-256 px (3 ratios), RPN proposals train 1000 -> 500 / test 500 -> 300, 256 sampled RoIs,
-RoIAlign 7x7 with 2x2 samples, the very batches of detfn's loader (BCCD train, 320x240, flip 0.5),
+RoIAlign 7x7 with 2x2 samples, the very batches of detfn's loader (BCCD train, 400x300, flip 0.5),
 SGD 0.02 / 0.9 / 1e-4 with mmcv's linear warmup and step schedule, and pycocotools on BCCD val.
 torchvision's own initialization is kept (the preset uses the same rules, drawn by detfn).
 
@@ -81,6 +81,7 @@ from detfn.evaluation import coco_evaluate, detections_to_coco_results
 from detfn.models.functional import norm_param_names
 from detfn.structures import ImageDetections
 from experiments.torchvision_models import (
+    preset_image_size,
     torchvision_fcos_bccd,
     torchvision_model,
     torchvision_retinanet_bccd,
@@ -114,11 +115,15 @@ class Comparison:
 
 COMPARISONS = {
     "faster_rcnn": Comparison(
-        bccd_cpu_preset, lambda cfg: torchvision_model(cfg.model.num_classes), 1
+        bccd_cpu_preset,
+        lambda cfg: torchvision_model(cfg.model.num_classes, image_size=preset_image_size(cfg)),
+        1,
     ),
     "retinanet": Comparison(
         retinanet_bccd_preset,
-        lambda cfg: torchvision_retinanet_bccd(cfg.model.num_classes, cfg.model.bbox_head.norm),
+        lambda cfg: torchvision_retinanet_bccd(
+            cfg.model.num_classes, cfg.model.bbox_head.norm, preset_image_size(cfg)
+        ),
         0,
     ),
     "fcos": Comparison(fcos_bccd_preset, torchvision_fcos_bccd, 0),

@@ -2,8 +2,8 @@
 
 Presets:
 
-* ``bccd`` (default): R-18-FPN from scratch on the bundled BCCD blood cells (3 classes), sized for
-  about 15 minutes on a 2-core CPU; ends by printing the COCO metrics of the val split.
+* ``bccd`` (default): R-18-FPN from scratch on the bundled BCCD blood cells (3 classes) at
+  400x300, sized for a 2-core CPU; ends by printing the COCO metrics of the val split.
 * ``coco``: mmdetection's ``faster_rcnn_r50_fpn_1x_coco`` exactly; give ``--data-root``.
 
 Common knobs have flat flags (``--lr``, ``--batch-size``, ``--epochs``, ``--iters``, ``--work-dir``,

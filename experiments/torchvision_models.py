@@ -105,23 +105,31 @@ def _resnet_fpn(
     return BackboneWithFPN(body, layers, list(in_channels), out_channels, extra_blocks=extra)
 
 
-def torchvision_model(num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> nn.Module:
-    """torchvision's FasterRCNN sized as the ``bccd`` preset; ``ratios`` are the anchor ratios."""
+def torchvision_model(
+    num_classes: int,
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    image_size: tuple[int, int] = (300, 400),
+) -> nn.Module:
+    """torchvision's FasterRCNN sized as the ``bccd`` preset; ``ratios`` are the anchor ratios,
+    ``image_size`` the (height, width) its transform keeps (:func:`preset_image_size`)."""
     backbone = _resnet_fpn(18, (1, 2, 3, 4), (64, 128, 256, 512), 128)
     anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
     return FasterRCNN(
         backbone,
         num_classes=num_classes + 1,
-        **fed_as_is(240, 320),
+        **fed_as_is(*image_size),
         rpn_anchor_generator=anchors,
         **TWO_STAGE_SETTINGS,
         box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2),
     )
 
 
-def torchvision_retinanet_bccd(num_classes: int, head_norm: str = "none") -> nn.Module:
+def torchvision_retinanet_bccd(
+    num_classes: int, head_norm: str = "none", image_size: tuple[int, int] = (240, 320)
+) -> nn.Module:
     """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``; ``head_norm="GN"`` gives
-    its towers GroupNorm(32) after bias-free convs, as the preset's ``bbox_head.norm``."""
+    its towers GroupNorm(32) after bias-free convs, as the preset's ``bbox_head.norm``;
+    ``image_size`` is the (height, width) its transform keeps (:func:`preset_image_size`)."""
     # in != out channels: P6 from C5, as the preset's on_input
     backbone = _resnet_fpn(18, (2, 3, 4), (128, 256, 512), 128, p6_in_channels=512)
     sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (16, 32, 64, 128, 256))
@@ -131,7 +139,7 @@ def torchvision_retinanet_bccd(num_classes: int, head_norm: str = "none") -> nn.
     return RetinaNet(
         backbone,
         num_classes,
-        **fed_as_is(240, 320),
+        **fed_as_is(*image_size),
         anchor_generator=anchors,
         head=head,
         detections_per_img=100,

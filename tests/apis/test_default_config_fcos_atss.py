@@ -17,6 +17,7 @@ from detfn.apis import (
     bccd_cpu_preset,
     fcos_bccd_preset,
 )
+from detfn.apis.presets import bccd_data
 from detfn.config import from_json, to_json
 from detfn.data import NormalizeConfig
 from detfn.engine.hooks.optimizer import GradClipConfig
@@ -93,7 +94,9 @@ def test_atss_backbone_neck_and_schedule():
 @pytest.mark.parametrize("preset", [fcos_bccd_preset, atss_bccd_preset])
 def test_bccd_presets_sized_like_faster_rcnn_and_round_trip(preset):
     cfg, faster = preset(), bccd_cpu_preset()
-    assert cfg.data == faster.data and cfg.model.backbone == faster.model.backbone
+    # half-size images (320x240); the Faster R-CNN preset's are 400x300, the rest is shared
+    assert cfg.data == bccd_data() and faster.data == bccd_data(scale=(400, 300))
+    assert cfg.model.backbone == faster.model.backbone
     assert cfg.model.neck.out_channels == 128 and cfg.model.bbox_head.feat_channels == 128
     assert cfg.model.class_names == faster.model.class_names
     assert cfg.runner.max_epochs == 8 and cfg.runner.optimizer.lr == 0.01

@@ -15,6 +15,7 @@ from detfn.apis import (
     bccd_cpu_preset,
     retinanet_bccd_preset,
 )
+from detfn.apis.presets import bccd_data
 from detfn.config import from_json, to_json
 from detfn.engine.optim import SGDConfig
 from detfn.engine.schedules import StepSchedule
@@ -89,7 +90,9 @@ def test_schedule_lr_001_and_data():
 
 def test_bccd_preset_is_sized_like_the_faster_rcnn_one():
     retina, faster = retinanet_bccd_preset(), bccd_cpu_preset()
-    assert retina.data == faster.data and retina.model.backbone == faster.model.backbone
+    # half-size images (320x240); the Faster R-CNN preset's are 400x300, the rest is shared
+    assert retina.data == bccd_data() and faster.data == bccd_data(scale=(400, 300))
+    assert retina.model.backbone == faster.model.backbone
     assert retina.model.neck.out_channels == faster.model.neck.out_channels == 128
     assert retina.model.class_names == faster.model.class_names == ("RBC", "WBC", "Platelets")
     assert retina.runner.max_epochs == faster.runner.max_epochs == 8

@@ -31,6 +31,7 @@ TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 NUM_CLASSES = 3
 # ratio h/w 1/4, 1, 4 at scale 4: base anchors 32x8, 16x16, 8x32 on stride 4, all corners integer
 RATIOS = INTEGER_CORNER_RATIOS
+SIZE = (240, 320)  # (height, width) of the test batches: torchvision's transform keeps it
 
 
 def detfn_model_config():
@@ -44,7 +45,7 @@ def detfn_model_config():
 
 
 def torchvision_model() -> nn.Module:
-    return compare_torchvision.torchvision_model(NUM_CLASSES, ratios=RATIOS)
+    return compare_torchvision.torchvision_model(NUM_CLASSES, ratios=RATIOS, image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def tiny_batches():
             {
                 "ann_file": str(TINY / "instances.json"),
                 "img_prefix": str(TINY / "JPEGImages"),
-                "pipeline": default_test_pipeline(scale=(320, 240)),
+                "pipeline": default_test_pipeline(scale=SIZE[::-1]),
             },
         ),
         seed=0,
