@@ -27,6 +27,7 @@ __all__ = [
     "Pair",
     "Probe",
     "Side",
+    "apply_layout",
     "candidates_per_call",
     "count_calls",
     "make_pair",
@@ -143,13 +144,28 @@ def make_pair(
     name: str,
     label_offset: int,
 ) -> Pair:
-    """The two sides of ``model`` (detfn) and ``reference`` (torchvision), probes installed;
-    ``label_offset``: 1 where torchvision's class 0 is the background."""
+    """The two sides of ``model`` (detfn) and ``reference`` (torchvision), probes installed,
+    activations in ``s.layout``; ``label_offset``: 1 where torchvision's class 0 is the
+    background."""
+    apply_layout(model, reference, s.layout)
     return Pair(
         _detfn_side(model, s, batch, probes[0]),
         _torchvision_side(reference, s, batch, probes[1], label_offset),
         f"{name} R-{s.depth}-FPN",
     )
+
+
+def apply_layout(model: nn.Module, reference: nn.Module, layout: str) -> None:
+    """In place: ``"both-nhwc"`` runs both sides channels-last (detfn's
+    ``channels_last="always"``; torchvision's convolution weights in channels-last format, which
+    mkldnn follows), ``"both-nchw"`` both in NCHW; ``"as-shipped"`` changes nothing."""
+    if layout == "as-shipped":
+        return
+    if layout not in ("both-nhwc", "both-nchw"):
+        raise ValueError(f"layout must be as-shipped, both-nhwc or both-nchw, got {layout!r}")
+    nhwc = layout == "both-nhwc"
+    model.channels_last = "always" if nhwc else "never"
+    reference.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 def _detfn_side(model: nn.Module, s: BenchSettings, batch: Batch, probe: Probe) -> Side:

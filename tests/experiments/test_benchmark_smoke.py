@@ -9,8 +9,11 @@ and that the JSON file holds the results - never a timing.
 import json
 
 import pytest
+import torch
 
-from experiments.benchmark import BenchArgs, run
+from experiments.benchmark import BenchArgs, run, synthetic_batch
+from experiments.benchmark_models import PAIRS
+from experiments.benchmark_sides import BenchSettings
 
 
 @pytest.mark.parametrize(
@@ -70,3 +73,22 @@ def test_benchmark_says_the_layouts_and_keeps_equal_work_in_them(tmp_path, capsy
     report = run(args)
     assert f"activation layout: {said}" in capsys.readouterr().out
     assert report["results"]["inference"]["equal_work"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "detfn_nhwc", "torchvision_nhwc"),
+    [("as-shipped", True, False), ("both-nhwc", True, True), ("both-nchw", False, False)],
+)
+def test_the_layout_setting_reaches_both_models(layout, detfn_nhwc, torchvision_nhwc):
+    """``--layout`` changes what the two models compute in, not only what the benchmark says."""
+    cpu = torch.device("cpu")
+    args = BenchArgs(depth=18, size=(64, 96), batch=1, num_classes=3, layout=layout)
+    settings = BenchSettings(18, 3, (64, 96), 0, cpu, None, layout=layout)
+    pair = PAIRS["faster_rcnn"](settings, synthetic_batch(args, cpu))
+    images = synthetic_batch(args, cpu).images
+    nhwc = torch.channels_last
+    with torch.no_grad():
+        ours = pair.detfn.model.features(images)
+        theirs = pair.torchvision.model.backbone(images).values()
+    assert all(f.is_contiguous(memory_format=nhwc) == detfn_nhwc for f in ours)
+    assert all(f.is_contiguous(memory_format=nhwc) == torchvision_nhwc for f in theirs)
