@@ -44,31 +44,37 @@ def conv2d_affine(
             (numeric padding only).
 
     Returns:
-        Tensor[B, C_out, H', W'].
+        Tensor[B, C_out, H', W'], in the autocast dtype under autocast (as ``F.conv2d``).
     """
-    return _ConvAffine.apply(x, weight, scale, bias, stride, padding, dilation, groups)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):  # the dtype F.conv2d would compute in
+        x = x.to(torch.get_autocast_dtype(device_type))
+    with torch.autocast(device_type, enabled=False):  # the backward runs outside autocast too
+        return _ConvAffine.apply(x, weight, scale, bias, stride, padding, dilation, groups)
 
 
 class _ConvAffine(torch.autograd.Function):
-    """Forward ``conv2d(x, w * s, b)``; the backward recomputes ``w * s`` (see the module)."""
+    """Forward ``conv2d(x, w * s, b)`` in ``x``'s dtype (``w * s`` formed in the weight's, then
+    cast); the backward recomputes ``w * s`` (see the module)."""
 
     @staticmethod
     def forward(x, weight, scale, bias, stride, padding, dilation, groups):
-        folded = weight * scale.view(-1, 1, 1, 1)
-        return F.conv2d(x, folded, bias, stride, padding, dilation, groups)
+        folded = _folded(weight, scale, x.dtype)
+        return F.conv2d(x, folded, bias.to(x.dtype), stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, scale, _, stride, padding, dilation, groups = inputs
+        x, weight, scale, bias, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(x, weight, scale)
         ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_dtype = bias.dtype
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, scale = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         need_x, need_w, need_s, need_b = ctx.needs_input_grad[:4]
-        folded = weight * scale.view(-1, 1, 1, 1)
+        folded = _folded(weight, scale, x.dtype)
         grad_x, grad_folded, grad_b = torch.ops.aten.convolution_backward(
             grad_out,
             x,
@@ -82,6 +88,14 @@ class _ConvAffine(torch.autograd.Function):
             groups,
             [need_x, need_w or need_s, need_b],
         )
+        if grad_folded is not None:
+            grad_folded = grad_folded.to(weight.dtype)
         grad_w = grad_folded * scale.view(-1, 1, 1, 1) if need_w else None
         grad_s = (grad_folded * weight).sum((1, 2, 3)) if need_s else None
-        return grad_x, grad_w, grad_s, grad_b if need_b else None, None, None, None, None
+        grad_b = grad_b.to(ctx.bias_dtype) if need_b else None
+        return grad_x, grad_w, grad_s, grad_b, None, None, None, None
+
+
+def _folded(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """``weight * scale`` per output channel, in ``dtype`` (Tensor[C_out, C_in / g, kh, kw])."""
+    return (weight * scale.view(-1, 1, 1, 1)).to(dtype)

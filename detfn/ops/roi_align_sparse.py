@@ -30,7 +30,8 @@ def _spmm(crow: Tensor, col: Tensor, val: Tensor, num_cols: int, dense: Tensor) 
     rows = crow.numel() - 1
     if col.numel() == 0 or dense.shape[1] == 0:
         return dense.new_zeros(rows, dense.shape[1])
-    with warnings.catch_warnings():
+    # autocast off: it would cast the product to bf16 / fp16, which the CSR kernels lack
+    with warnings.catch_warnings(), torch.autocast(dense.device.type, enabled=False):
         # "Sparse CSR tensor support is in beta state": the product used here is long stable.
         warnings.simplefilter("ignore", UserWarning)
         matrix = torch.sparse_csr_tensor(crow, col, val, (rows, num_cols), check_invariants=False)

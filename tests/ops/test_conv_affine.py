@@ -92,3 +92,20 @@ def test_the_backward_keeps_no_folded_weight():
     frozen = (x, weight, scale.detach(), bias.detach())
     assert saved_bytes(unfolded, frozen) == expected
     assert saved_bytes(unfolded, args) > expected
+
+
+def test_under_autocast_it_computes_in_the_autocast_dtype():
+    """As ``F.conv2d`` does under autocast: bfloat16 output, float32 gradients of float32
+    inputs, values those of the float32 computation to bfloat16 precision."""
+    x, weight, scale, bias = (t.detach().float().requires_grad_() for t in inputs())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = folded(x, weight, scale, bias)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float().square().sum(), [x, weight, scale, bias])
+    assert all(g.dtype == torch.float32 for g in grads)
+    reference = unfolded(x, weight, scale, bias)
+    expected = torch.autograd.grad(reference.square().sum(), [x, weight, scale, bias])
+    torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=5e-2)
+    for ours, ref in zip(grads, expected):
+        scale_ = ref.abs().max()
+        torch.testing.assert_close(ours / scale_, ref / scale_, rtol=0, atol=3e-2)
