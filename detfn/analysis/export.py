@@ -9,7 +9,7 @@ What is not: the test pipeline (resize, normalize, pad: do them before the graph
 boxes by the pipeline's scale factor after), images of other sizes or batches of more than one
 (the graph is specialized to the example's shape), instance masks, test-time augmentation.
 
-Three things make the detfn detectors exportable without touching their code:
+Five things make the detfn detectors exportable without touching their code:
 
 * data-dependent sizes (``int(tensor)`` of a proposal count) are traced as symbolic sizes by
   dynamo (``capture_scalar_outputs``), so ``torch.export`` runs in strict mode;
@@ -18,6 +18,8 @@ Three things make the detfn detectors exportable without touching their code:
   their own range, which is what torchvision itself does below 4000 boxes on the CPU);
 * the ONNX converter rejects ``clamp`` with an int and a float bound (box clipping to an image
   writes ``clamp(0, width)``); such int bounds of float tensors are made floats in the graph;
+* RoIAlign runs torchvision's kernel (``torchvision::roi_align``, ONNX ``RoiAlign``) rather than
+  the CPU's sparse matrix, whose size depends on the boxes (:func:`detfn.ops.auto_backend`);
 * ONNX has no stable sort; ``aten.sort(stable=True)`` of a 1-D integer tensor is exported as a
   ``TopK`` of ``value * n + position``, whose keys are distinct, so the order is the stable one.
 """
@@ -36,6 +38,7 @@ import torchvision
 from torch import Tensor, nn
 
 from detfn.models.functional import detector_predict_fn, split
+from detfn.ops import auto_backend
 from detfn.structures import ImageMeta
 
 __all__ = [
@@ -126,7 +129,7 @@ def export_program(module: nn.Module, *inputs: Tensor) -> torch.export.ExportedP
     patch = torch._dynamo.config.patch(
         capture_scalar_outputs=True, capture_dynamic_output_shape_ops=True
     )
-    with patch, exportable_nms(), torch.no_grad():
+    with patch, exportable_nms(), auto_backend("torchvision"), torch.no_grad():
         try:
             program = torch.export.export(module, tuple(inputs), strict=True)
         except Exception as error:

@@ -18,12 +18,15 @@ backward with respect to the features works too.
 Which kernels run depends on the device: on the CPU, :mod:`detfn.ops.roi_align_sparse` (sparse
 matrix products, several times faster than torchvision's single-threaded CPU kernels, equal to
 float round-off); elsewhere (CUDA) torchvision's kernels through the Functions below.
-``backend`` forces one of the two.
+``backend`` forces one of the two for a call; :func:`auto_backend` sets what ``"auto"`` means
+within a block (``torch.export`` takes torchvision's kernels: the sparse matrix has
+data-dependent sizes, and ``torchvision::roi_align`` has an ONNX form).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -34,6 +37,7 @@ from detfn.ops.roi_align_sparse import sparse_roi_align
 
 __all__ = [
     "Backend",
+    "auto_backend",
     "RoIAlignBackwardFunction",
     "RoIAlignFunction",
     "multi_level_roi_align",
@@ -142,11 +146,32 @@ class RoIAlignBackwardFunction(torch.autograd.Function):
         return grad_grad_output.to(ctx.grad_dtype), None, None, None, None, None, None, None
 
 
+_AUTO: list[Backend] = ["auto"]  # what backend="auto" resolves to; set by auto_backend()
+
+
+@contextlib.contextmanager
+def auto_backend(backend: Backend) -> Iterator[None]:
+    """Within the block, RoIAlign calls that leave ``backend="auto"`` use ``backend``."""
+    _check_backend(backend)
+    previous = _AUTO[0]
+    _AUTO[0] = backend
+    try:
+        yield
+    finally:
+        _AUTO[0] = previous
+
+
 def uses_sparse(device: torch.device, backend: Backend = "auto") -> bool:
     """Whether RoIAlign on ``device`` runs the sparse-matrix kernels (the CPU's default)."""
+    _check_backend(backend)
+    if backend == "auto":
+        backend = _AUTO[0]
+    return backend == "sparse" or (backend == "auto" and device.type == "cpu")
+
+
+def _check_backend(backend: str) -> None:
     if backend not in ("auto", "sparse", "torchvision"):
         raise ValueError(f"roi_align: backend must be auto, sparse or torchvision, got {backend!r}")
-    return backend == "sparse" or (backend == "auto" and device.type == "cpu")
 
 
 def _output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:

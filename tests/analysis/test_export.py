@@ -104,3 +104,23 @@ def test_trained_detector_round_trip_on_bccd8(tiny_run, tiny_images, tmp_path):
     for kind in ("torch.export", "onnx"):
         diffs = report.differences[kind]
         assert diffs["boxes"] <= 1e-4 and diffs["scores"] <= 1e-4 and diffs["labels"] == 0, diffs
+
+
+def test_a_two_stage_detector_exports_on_the_cpu_with_torchvision_roi_align():
+    """On the CPU the eager RoIAlign is a sparse matrix whose size depends on the boxes; the
+    export traces torchvision's kernel instead, and the graph equals eager run with it."""
+    from detfn.analysis.export import DetectorInference
+    from detfn.apis import bccd_cpu_preset
+    from detfn.ops import auto_backend
+    from detfn.registry import build
+
+    torch.manual_seed(0)
+    module = DetectorInference(build(bccd_cpu_preset().model))
+    images = torch.randn(1, 3, 128, 160)
+    program = export_program(module, images)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "torchvision.roi_align.default" in targets
+    with torch.no_grad(), auto_backend("torchvision"):
+        expected = module(images)
+    for ours, ref in zip(program.module()(images), expected):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)

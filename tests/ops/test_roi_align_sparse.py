@@ -10,7 +10,8 @@ import pytest
 import torch
 import torchvision
 
-from detfn.ops import multi_level_roi_align, roi_align
+from detfn.ops import auto_backend, multi_level_roi_align, roi_align
+from detfn.ops.roi_align import uses_sparse
 from detfn.ops.roi_align_matrix import roi_align_matrix
 
 SCALE = 0.5  # feature map 13 x 17 covers an image of 26 x 34 px
@@ -174,3 +175,13 @@ def test_a_huge_box_does_not_widen_the_rows_of_the_others():
     per_bin = matrix.crow.diff().view(2, 49)
     assert per_bin[0].max() <= 4
     assert per_bin[1].max() <= 41 * 41
+
+
+def test_auto_backend_sets_what_auto_means_within_a_block():
+    cpu = torch.device("cpu")
+    assert uses_sparse(cpu)
+    with auto_backend("torchvision"):
+        assert not uses_sparse(cpu) and uses_sparse(cpu, "sparse")
+    assert uses_sparse(cpu)
+    with pytest.raises(ValueError, match="backend must be"), auto_backend("fast"):
+        pass
