@@ -212,7 +212,7 @@ def bccd_experiment(
 # The Faster R-CNN bccd preset's images: 5/8 of BCCD's 640x480. Chosen when its step became
 # fast enough (2026-12-01, issue 12): one run each, seed 0, BCCD val bbox mAP 0.576 against 0.548
 # at 320x240, with 1.4x the step time; 320x240 with a 256-channel FPN and adaptive RoIAlign
-# sampling gave 0.556 at 1.9x.
+# sampling gave 0.556 at 1.9x, 480x360 gave 0.566.
 BCCD_FASTER_RCNN_SCALE = (400, 300)
 
 
