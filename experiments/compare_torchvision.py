@@ -122,7 +122,7 @@ COMPARISONS = {
     "retinanet": Comparison(
         retinanet_bccd_preset,
         lambda cfg: torchvision_retinanet_bccd(
-            cfg.model.num_classes, cfg.model.bbox_head.norm, preset_image_size(cfg)
+            cfg.model.num_classes, cfg.model.bbox_head.norm, image_size=preset_image_size(cfg)
         ),
         0,
     ),

@@ -106,9 +106,7 @@ def _resnet_fpn(
 
 
 def torchvision_model(
-    num_classes: int,
-    ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
-    image_size: tuple[int, int] = (300, 400),
+    num_classes: int, ratios: tuple[float, ...] = (0.5, 1.0, 2.0), *, image_size: tuple[int, int]
 ) -> nn.Module:
     """torchvision's FasterRCNN sized as the ``bccd`` preset; ``ratios`` are the anchor ratios,
     ``image_size`` the (height, width) its transform keeps (:func:`preset_image_size`)."""
@@ -125,7 +123,7 @@ def torchvision_model(
 
 
 def torchvision_retinanet_bccd(
-    num_classes: int, head_norm: str = "none", image_size: tuple[int, int] = (240, 320)
+    num_classes: int, head_norm: str = "none", *, image_size: tuple[int, int]
 ) -> nn.Module:
     """torchvision's RetinaNet sized as the ``retinanet_bccd_preset``; ``head_norm="GN"`` gives
     its towers GroupNorm(32) after bias-free convs, as the preset's ``bbox_head.norm``;
