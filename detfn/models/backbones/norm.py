@@ -36,6 +36,7 @@ __all__ = [
     "GN_GROUPS",
     "NORM_KINDS",
     "NormKind",
+    "computes_statistics",
     "conv_norm",
     "fixed_affine",
     "freeze_",
@@ -99,17 +100,23 @@ def set_batch_norm_eval_(module: nn.Module) -> None:
             child.eval()
 
 
+def computes_statistics(module: nn.Module) -> bool:
+    """A norm layer that normalizes by statistics of its input (GN, LN, IN, training-mode BN or
+    BN without running statistics), not a fixed affine map."""
+    if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):
+        return True
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        module.training or not module.track_running_stats
+    )
+
+
 def fixed_affine(norm: nn.Module) -> tuple[Tensor, Tensor] | None:
     """``(scale, shift)`` (Tensor[C] each) when ``norm`` maps ``x`` to ``x * scale + shift``
-    per channel, independently of its input: FrozenBN, or BatchNorm in eval mode with running
-    statistics. ``None`` for norms that compute statistics of their input (training BN, GN)."""
+    per channel, independently of its input: FrozenBN, or BatchNorm that does not
+    :func:`compute its statistics <computes_statistics>`. ``None`` otherwise."""
     if isinstance(norm, FrozenBatchNorm2d):
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    elif (
-        isinstance(norm, nn.modules.batchnorm._BatchNorm)
-        and not norm.training
-        and norm.running_var is not None
-    ):
+    elif isinstance(norm, nn.modules.batchnorm._BatchNorm) and not computes_statistics(norm):
         scale = (norm.running_var + norm.eps).rsqrt()
         if norm.weight is not None:
             scale = norm.weight * scale

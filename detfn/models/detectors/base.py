@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive
+from detfn.models.backbones.norm import computes_statistics
 from detfn.structures import Batch, ImageDetections, ImageMeta
 
 __all__ = ["Detector", "DetectorConfig", "sum_losses"]
@@ -114,7 +115,7 @@ class Detector(nn.Module):
         if self.channels_last != "auto":
             return self.channels_last == "always"
         modules = (m for part in (parts or (self,)) for m in part.modules())
-        return device.type == "cpu" and not any(_has_statistics(m) for m in modules)
+        return device.type == "cpu" and not any(computes_statistics(m) for m in modules)
 
     def loss(
         self, images: Tensor, batch: Batch, *, generator: torch.Generator | None = None
@@ -140,15 +141,6 @@ class Detector(nn.Module):
         if mode == "predict":
             return self.predict(images, data)
         raise ValueError(f"mode must be 'loss' or 'predict', got {mode!r}")
-
-
-def _has_statistics(module: nn.Module) -> bool:
-    """A norm layer that normalizes by statistics of its input (not a fixed affine map)."""
-    if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):
-        return True
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-        module.training or not module.track_running_stats
-    )
 
 
 def build_backbone_and_neck(cfg) -> tuple[nn.Module, nn.Module]:
