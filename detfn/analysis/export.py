@@ -19,7 +19,8 @@ Five things make the detfn detectors exportable without touching their code:
 * the ONNX converter rejects ``clamp`` with an int and a float bound (box clipping to an image
   writes ``clamp(0, width)``); such int bounds of float tensors are made floats in the graph;
 * RoIAlign runs torchvision's kernel (``torchvision::roi_align``, ONNX ``RoiAlign``) rather than
-  the CPU's sparse matrix, whose size depends on the boxes (:func:`detfn.ops.auto_backend`);
+  the CPU's sparse matrix, whose size depends on the boxes, and 3x3 convolutions run torch's
+  kernel rather than Winograd's tiles (:func:`detfn.ops.reference_kernels`);
 * ONNX has no stable sort; ``aten.sort(stable=True)`` of a 1-D integer tensor is exported as a
   ``TopK`` of ``value * n + position``, whose keys are distinct, so the order is the stable one.
 """
@@ -38,7 +39,7 @@ import torchvision
 from torch import Tensor, nn
 
 from detfn.models.functional import detector_predict_fn, split
-from detfn.ops import auto_backend
+from detfn.ops import reference_kernels
 from detfn.structures import ImageMeta
 
 __all__ = [
@@ -129,7 +130,7 @@ def export_program(module: nn.Module, *inputs: Tensor) -> torch.export.ExportedP
     patch = torch._dynamo.config.patch(
         capture_scalar_outputs=True, capture_dynamic_output_shape_ops=True
     )
-    with patch, exportable_nms(), auto_backend("torchvision"), torch.no_grad():
+    with patch, exportable_nms(), reference_kernels(), torch.no_grad():
         try:
             program = torch.export.export(module, tuple(inputs), strict=True)
         except Exception as error:

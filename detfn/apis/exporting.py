@@ -20,7 +20,7 @@ from detfn.apis.inference import Detector
 from detfn.data import Sample, collate
 from detfn.data.transforms.loading import read_rgb
 from detfn.models.functional import load_into
-from detfn.ops import auto_backend
+from detfn.ops import reference_kernels
 from detfn.registry import build
 from detfn.structures import ImageMeta
 
@@ -92,7 +92,7 @@ def export_detector(
     model = load_into(detector.model, detector.params, detector.buffers)
     module = DetectorInference(model)
     images, _ = network_input(detector, image)
-    with torch.no_grad(), auto_backend("torchvision"):  # the RoIAlign the graph holds
+    with torch.no_grad(), reference_kernels():  # the kernels the graph holds
         eager = module(images)
     report = ExportReport(tuple(images.shape), int(eager[0].shape[0]))
     program = export_program(module, images)

@@ -34,6 +34,7 @@ import torchvision  # noqa: F401  (registers torch.ops.torchvision.*)
 from torch import Tensor
 
 from detfn.ops.roi_align_sparse import sparse_roi_align
+from detfn.ops.switch import switched
 
 __all__ = [
     "Backend",
@@ -153,12 +154,8 @@ _AUTO: list[Backend] = ["auto"]  # what backend="auto" resolves to; set by auto_
 def auto_backend(backend: Backend) -> Iterator[None]:
     """Within the block, RoIAlign calls that leave ``backend="auto"`` use ``backend``."""
     _check_backend(backend)
-    previous = _AUTO[0]
-    _AUTO[0] = backend
-    try:
+    with switched(_AUTO, backend):
         yield
-    finally:
-        _AUTO[0] = previous
 
 
 def uses_sparse(device: torch.device, backend: Backend = "auto") -> bool:

@@ -107,20 +107,23 @@ def test_trained_detector_round_trip_on_bccd8(tiny_run, tiny_images, tmp_path):
 
 
 def test_a_two_stage_detector_exports_on_the_cpu_with_torchvision_roi_align():
-    """On the CPU the eager RoIAlign is a sparse matrix whose size depends on the boxes; the
-    export traces torchvision's kernel instead, and the graph equals eager run with it."""
+    """On the CPU the eager RoIAlign is a sparse matrix whose size depends on the boxes, and the
+    large 3x3 convolutions run Winograd's tiles; the export traces torchvision's RoIAlign and
+    torch's convolution instead, and the graph equals eager run with them."""
     from detfn.analysis.export import DetectorInference
     from detfn.apis import bccd_cpu_preset
-    from detfn.ops import auto_backend
+    from detfn.ops import reference_kernels, uses_winograd
     from detfn.registry import build
 
     torch.manual_seed(0)
     module = DetectorInference(build(bccd_cpu_preset().model))
-    images = torch.randn(1, 3, 128, 160)
+    images = torch.randn(1, 3, 256, 320)
+    assert uses_winograd(torch.zeros(1, 256, 64, 80), 256)  # eager's P2 convolutions would
     program = export_program(module, images)
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert "torchvision.roi_align.default" in targets
-    with torch.no_grad(), auto_backend("torchvision"):
+    assert "aten.bmm.default" not in targets  # no Winograd products in the graph
+    with torch.no_grad(), reference_kernels():
         expected = module(images)
     for ours, ref in zip(program.module()(images), expected):
         torch.testing.assert_close(ours, ref, rtol=0, atol=0)

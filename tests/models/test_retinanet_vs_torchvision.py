@@ -25,6 +25,8 @@ from detfn.registry import build
 from detfn.structures import Batch, ImageMeta
 from experiments.torchvision_weights import retinanet_to_detfn
 
+pytestmark = pytest.mark.usefixtures("torch_convolutions")  # see tests/conftest.py
+
 NUM_CLASSES = 3
 SIZE = 256
 

@@ -53,6 +53,7 @@ from detfn.models.dense_heads.towers import (
 from detfn.models.distance_coder import boxes_to_distances
 from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig, GIoULossConfig
 from detfn.models.losses.iou import IoULossConfig
+from detfn.ops.winograd import Conv3x3
 from detfn.registry import build, register
 from detfn.structures import Batch, Detections
 
@@ -162,9 +163,9 @@ class ATSSHead(DenseHead):
         self.cls_convs = conv_tower(*tower)
         self.reg_convs = conv_tower(*tower)
         feat, anchors = cfg.feat_channels, self.num_anchors
-        self.atss_cls = nn.Conv2d(feat, anchors * num_classes, 3, padding=1)
-        self.atss_reg = nn.Conv2d(feat, anchors * 4, 3, padding=1)
-        self.atss_centerness = nn.Conv2d(feat, anchors, 3, padding=1)
+        self.atss_cls = Conv3x3(feat, anchors * num_classes)
+        self.atss_reg = Conv3x3(feat, anchors * 4)
+        self.atss_centerness = Conv3x3(feat, anchors)
         self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.anchor_generator.strides)
         init_head_convs_(self, self.atss_cls, cfg.prior_prob)
         self.coder = build(cfg.bbox_coder)

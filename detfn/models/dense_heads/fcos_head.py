@@ -52,6 +52,7 @@ from detfn.models.distance_coder import DistancePointBBoxCoderConfig
 from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig, GIoULossConfig
 from detfn.models.losses.iou import IoULossConfig
 from detfn.models.points import PointGeneratorConfig
+from detfn.ops.winograd import Conv3x3
 from detfn.registry import build, register
 from detfn.structures import Batch, Detections
 
@@ -173,9 +174,9 @@ class FCOSHead(DenseHead):
         tower = (in_channels, cfg.feat_channels, cfg.stacked_convs, cfg.norm, cfg.conv_bias)
         self.cls_convs = conv_tower(*tower)
         self.reg_convs = conv_tower(*tower)
-        self.conv_cls = nn.Conv2d(cfg.feat_channels, num_classes, 3, padding=1)
-        self.conv_reg = nn.Conv2d(cfg.feat_channels, 4, 3, padding=1)
-        self.conv_centerness = nn.Conv2d(cfg.feat_channels, 1, 3, padding=1)
+        self.conv_cls = Conv3x3(cfg.feat_channels, num_classes)
+        self.conv_reg = Conv3x3(cfg.feat_channels, 4)
+        self.conv_centerness = Conv3x3(cfg.feat_channels, 1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in cfg.prior_generator.strides)
         init_head_convs_(self, self.conv_cls, cfg.prior_prob)
         self.prior_generator = build(cfg.prior_generator)

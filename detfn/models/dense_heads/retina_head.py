@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from detfn.config import check, check_positive, check_unit_interval
 from detfn.models.anchors import AnchorGeneratorConfig
 from detfn.models.assigners import MaxIoUAssignerConfig
 from detfn.models.dense_heads.anchor_head import AnchorHead, AnchorHeadConfig
 from detfn.models.dense_heads.towers import HeadNorm, conv_tower, init_head_convs_
+from detfn.ops.winograd import Conv3x3
 from detfn.registry import register
 
 __all__ = ["RetinaHead", "RetinaHeadConfig", "build_retina_head"]
@@ -85,8 +86,8 @@ class RetinaHead(AnchorHead):
         width = cfg.feat_channels
         self.cls_convs = conv_tower(in_channels, width, cfg.stacked_convs, cfg.norm, None)
         self.reg_convs = conv_tower(in_channels, width, cfg.stacked_convs, cfg.norm, None)
-        self.retina_cls = nn.Conv2d(width, self.num_anchors * num_classes, 3, padding=1)
-        self.retina_reg = nn.Conv2d(width, self.num_anchors * 4, 3, padding=1)
+        self.retina_cls = Conv3x3(width, self.num_anchors * num_classes)
+        self.retina_reg = Conv3x3(width, self.num_anchors * 4)
         init_head_convs_(self, self.retina_cls, cfg.prior_prob)
 
     def forward_level(self, feat: Tensor) -> tuple[Tensor, Tensor]:

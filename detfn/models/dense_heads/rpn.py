@@ -29,6 +29,7 @@ from detfn.models.assigners import MaxIoUAssignerConfig
 from detfn.models.dense_heads.anchor_head import AnchorHead, AnchorHeadConfig, flatten_levels
 from detfn.models.losses import CrossEntropyLossConfig, FocalLossConfig
 from detfn.models.samplers import PseudoSamplerConfig, RandomSamplerConfig
+from detfn.ops.winograd import Conv3x3
 from detfn.registry import register
 from detfn.structures import Batch, Detections
 
@@ -193,7 +194,7 @@ class RPNHead(AnchorHead):
     def __init__(self, cfg: RPNHeadConfig, in_channels: int = 256):
         super().__init__()
         self.build_parts(cfg, num_classes=1)
-        self.rpn_conv = nn.Conv2d(in_channels, cfg.feat_channels, 3, padding=1)
+        self.rpn_conv = Conv3x3(in_channels, cfg.feat_channels)
         self.rpn_cls = nn.Conv2d(cfg.feat_channels, self.num_anchors, 1)
         self.rpn_reg = nn.Conv2d(cfg.feat_channels, self.num_anchors * 4, 1)
         for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):

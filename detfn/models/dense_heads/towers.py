@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detfn.models.backbones.norm import GN_GROUPS
+from detfn.ops.winograd import Conv3x3
 
 __all__ = [
     "ConvGNReLU",
@@ -34,7 +35,7 @@ class ConvGNReLU(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, norm: HeadNorm, bias: bool):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+        self.conv = Conv3x3(in_channels, out_channels, bias=bias)
         if norm == "GN":
             if out_channels % GN_GROUPS:
                 raise ValueError(

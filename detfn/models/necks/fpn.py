@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detfn.config import Config, check, check_positive
+from detfn.ops.winograd import Conv3x3
 from detfn.registry import register
 
 __all__ = ["EXTRA_CONV_SOURCES", "FPN", "ExtraConvs", "FPNConfig", "build_fpn"]
@@ -125,7 +126,7 @@ class FPN(nn.Module):
         used = range(cfg.start_level, cfg.backbone_end_level)
         out = cfg.out_channels
         self.lateral_convs = nn.ModuleList(nn.Conv2d(cfg.in_channels[i], out, 1) for i in used)
-        self.fpn_convs = nn.ModuleList(nn.Conv2d(out, out, 3, padding=1) for _ in used)
+        self.fpn_convs = nn.ModuleList(Conv3x3(out, out) for _ in used)
         if cfg.add_extra_convs:
             for k in range(cfg.num_outs - len(used)):
                 on_input = k == 0 and cfg.add_extra_convs == "on_input"

@@ -1,0 +1,306 @@
+"""3x3 convolution (stride 1, padding 1) by Winograd's minimal filtering F(4x4, 3x3).
+
+Why: the dense heads of RetinaNet, FCOS and ATSS are towers of 3x3, 256-channel convolutions
+run over every FPN level; on the CPU they are most of a training step, and torch's direct
+(oneDNN) kernel already runs near the machine's peak FLOP rate. Winograd's algorithm computes
+each 4x4 output tile from a 6x6 input tile with 36 products per channel pair instead of 144
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), so the work left
+is one batched matrix product a quarter the size of the direct convolution's:
+
+    V = Bt d B    (input tiles,  [36, T, C_in]: one 6x6 tile per 4x4 output tile, stride 4)
+    U = G g Gt    (weights,      [36, C_in, C_out])
+    M = V @ U     (36 independent products, [36, T, C_out])
+    Y = At M A    (output tiles, [16, T, C_out])
+
+with ``T = ceil(H / 4) * ceil(W / 4)`` per image. The input transform is one stride-4
+convolution with the 36 rows of ``kron(Bt, Bt)`` as fixed 6x6 kernels (padding, gathering and
+transforming in one pass; a 3D one over [H, W, C] for channels-last input); the output
+transform is a product with ``kron(At, At)`` and one scatter into the output's layout. This is
+the algorithm cuDNN and oneDNN choose for such layers themselves; torch does not reach
+oneDNN's on the CPU.
+
+The backward is written out (:class:`_Winograd3x3`), so that only ``x`` and the weight are
+kept, not the 2.25x larger tiles: the input gradient is the same convolution of the output
+gradient with the flipped, transposed kernel; the weight gradient is the adjoint of the
+forward in ``U``. Every step is linear, so the results equal the direct convolution's in exact
+arithmetic (1e-15 in float64); in float32 a 256-channel layer is off by 1.7e-6 of the norm
+(the direct kernel by 2e-7), far below the 1e-3 by which float32 training gradients already
+differ from float64 ones (tests/models/test_winograd_accuracy.py).
+
+:func:`conv3x3` dispatches: Winograd for float32 on the CPU outside autocast, on inputs large
+and wide enough to pay for the transforms; torch's convolution otherwise (GPU, reduced
+precision, small FPN levels, narrow outputs). :func:`conv_backend` forces one for a block;
+export traces torch's (:func:`detfn.ops.reference_kernels`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detfn.ops.switch import switched
+
+__all__ = ["Conv3x3", "ConvBackend", "conv3x3", "conv_backend", "uses_winograd", "winograd_conv3x3"]
+
+ConvBackend = Literal["auto", "winograd", "direct"]
+
+TILE = 4  # output tile side: F(4x4, 3x3)
+MIN_TILES = 128  # fewer output tiles (2 images of 16x20 have 40) and the direct kernel wins
+MIN_CHANNELS = 128  # fewer input or output channels and the transforms cost more than they save
+_AUTO: list[ConvBackend] = ["auto"]  # what backend="auto" resolves to; set by conv_backend()
+
+
+# Toom-Cook interpolation points of F(4x4, 3x3), the sixth is ∞. Lavin & Gray used 0, ±1, ±2;
+# 1/2 in place of 2 shrinks the float32 error of a 256-channel layer from 1.1e-5 to 3.7e-6 of
+# its largest output (2.7e-6 to 1.7e-6 in norm; Barabasz et al., "Error analysis and improving
+# the accuracy of Winograd convolution", 2020). Point 1 must stay second: see BIAS_ROW.
+POINTS = (0.0, 1.0, -1.0, 0.5, -2.0)
+
+
+def _toom_cook(points: tuple[float, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """(Bt [6, 6], G [6, 3], At [4, 6]) of F(4, 3) in float64, from Vandermonde matrices.
+
+    The correlation ``y = sum_k d[i + k] g[k]`` is the transpose of the polynomial product
+    ``d = L_g u`` (``u`` of degree 3, ``g`` of degree 2), and Toom-Cook computes that product
+    by evaluating both factors at the points, multiplying, and interpolating:
+    ``L_g = V6^-1 diag(V3 g) V4``, so ``y = V4ᵀ diag(V3 g) V6^-ᵀ d``: ``At = V4ᵀ``,
+    ``G = V3``, ``Bt = V6^-ᵀ``. ``Vk`` evaluates a polynomial of ``k`` coefficients at the
+    points; its row for ∞ takes the leading coefficient. Each row of ``Bt`` is divided by its
+    smallest non-zero entry and the row of ``G`` multiplied by it (the product is unchanged).
+    """
+    size = len(points) + 1
+    finite = torch.tensor(points, dtype=torch.float64)
+
+    def vandermonde(k: int) -> Tensor:
+        v = torch.zeros(size, k, dtype=torch.float64)
+        v[:-1] = finite[:, None] ** torch.arange(k, dtype=torch.float64)
+        v[-1, -1] = 1.0
+        return v
+
+    bt = torch.linalg.inv(vandermonde(size)).T
+    scale = torch.stack([row[row.abs() > 1e-12].abs().min() for row in bt])
+    return bt / scale[:, None], vandermonde(3) * scale[:, None], vandermonde(TILE).T
+
+
+@functools.cache
+def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(Kin [36, 36], Kw [36, 9], Kout [16, 36]): ``kron`` of :func:`_toom_cook`'s matrices,
+    built in float64 and cast once. Row-major flattening of a tile:
+    ``vec(Bt d B) = kron(Bt, Bt) vec(d)``."""
+    return tuple(  # type: ignore[return-value]
+        torch.kron(m, m).to(dtype=dtype, device=device) for m in _toom_cook(POINTS)
+    )
+
+
+def _grid(height: int, width: int) -> tuple[int, int]:
+    """Output tiles along H and W (the last ones may overhang the output)."""
+    return -(-height // TILE), -(-width // TILE)
+
+
+# kron(At, At)[:, 7] is all ones (At's column 1 is): a bias added to M[7] reaches every output.
+BIAS_ROW = 7
+
+
+def _padded_to_grid(x: Tensor, rows: int, cols: int) -> Tensor:
+    """``x`` zero-padded at the bottom and right to ``rows * 4 x cols * 4`` (no copy if it is)."""
+    height, width = x.shape[2:]
+    if (height, width) == (rows * TILE, cols * TILE):
+        return x
+    return F.pad(x, (0, cols * TILE - width, 0, rows * TILE - height))
+
+
+def _nchw_input_tiles(x: Tensor, kin: Tensor) -> Tensor:
+    """NCHW Tensor[B, C, H, W] -> V, Tensor[B, C, 36, T'] (``T' = rows * cols``): every 6x6
+    tile (stride 4) of the input padded by 1, transformed (``Bt d B``). One strided
+    convolution of every channel plane with the 36 rows of ``kron(Bt, Bt)`` as 6x6 kernels:
+    the padding, the gather and the transform in one pass."""
+    batch, channels, height, width = x.shape
+    rows, cols = _grid(height, width)
+    planes = _padded_to_grid(x, rows, cols).reshape(batch * channels, 1, rows * TILE, cols * TILE)
+    tiles = F.conv2d(planes, kin.view(36, 1, 6, 6), stride=TILE, padding=1)
+    return tiles.view(batch, channels, 36, rows * cols)
+
+
+def _nhwc_input_tiles(x: Tensor, kin: Tensor) -> Tensor:
+    """Channels-last Tensor[B, C, H, W] -> V, Tensor[B, 36, T', C]: as :func:`_nchw_input_tiles`,
+    by a 3D convolution over the [H, W, C] volume whose kernel spans one channel."""
+    batch, channels, height, width = x.shape
+    rows, cols = _grid(height, width)
+    volume = _padded_to_grid(x, rows, cols).permute(0, 2, 3, 1).unsqueeze(1)  # [B, 1, H, W, C]
+    tiles = F.conv3d(volume, kin.view(36, 1, 6, 6, 1), stride=(TILE, TILE, 1), padding=(1, 1, 0))
+    return tiles.view(batch, 36, rows * cols, channels)
+
+
+def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The convolution; the output has ``x``'s memory format."""
+    kin, kw, kout = _transforms(x.dtype, x.device)
+    batch, c_in, height, width = x.shape
+    c_out = weight.shape[0]
+    rows, cols = _grid(height, width)
+    layout = _layout(x)
+    full = torch.empty(
+        (batch, c_out, rows * TILE, cols * TILE),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=layout,
+    )
+    if layout == torch.channels_last:
+        u = (kw @ weight.permute(2, 3, 1, 0).reshape(9, c_in * c_out)).view(36, c_in, c_out)
+        tiles = _nhwc_input_tiles(x, kin)  # [B, 36, T', C_in]
+        for b in range(batch):
+            products = torch.bmm(tiles[b], u)  # [36, T', C_out]
+            if bias is not None:
+                products[BIAS_ROW] += bias
+            out = (kout @ products.view(36, -1)).view(TILE, TILE, rows, cols, c_out)
+            full[b].unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE)).copy_(
+                out.permute(4, 2, 0, 3, 1)
+            )
+    else:
+        ut = (kw @ weight.permute(2, 3, 0, 1).reshape(9, c_out * c_in)).view(36, c_out, c_in)
+        tiles = _nchw_input_tiles(x, kin)  # [B, C_in, 36, T']
+        for b in range(batch):
+            products = torch.bmm(ut, tiles[b].transpose(0, 1))  # [36, C_out, T']
+            if bias is not None:
+                products[BIAS_ROW] += bias[:, None]
+            out = (kout @ products.view(36, -1)).view(TILE, TILE, c_out, rows, cols)
+            full[b].unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE)).copy_(
+                out.permute(2, 3, 0, 4, 1)
+            )
+    if (rows * TILE, cols * TILE) == (height, width):
+        return full
+    return full[:, :, :height, :width].contiguous(memory_format=layout)
+
+
+def _weight_grad(x: Tensor, grad_out: Tensor) -> Tensor:
+    """dL/dweight, Tensor[C_out, C_in, 3, 3]: the adjoint of :func:`_forward` in ``U``:
+    ``dU = sum_b Vt_b dM_b`` with ``dM = kron(At, At)ᵀ dY`` per 4x4 output tile (a stride-4
+    convolution of the gradient planes). ``grad_out`` has ``x``'s memory format."""
+    kin, kw, kout = _transforms(x.dtype, x.device)
+    batch, c_in = x.shape[:2]
+    c_out, height, width = grad_out.shape[1:]
+    rows, cols = _grid(height, width)
+    grad_out = _padded_to_grid(grad_out, rows, cols)
+    if _layout(x) == torch.channels_last:
+        volume = grad_out.permute(0, 2, 3, 1).unsqueeze(1)  # [B, 1, H, W, C_out]
+        kernel = kout.T.reshape(36, 1, TILE, TILE, 1)
+        grad_products = F.conv3d(volume, kernel, stride=(TILE, TILE, 1)).view(batch, 36, -1, c_out)
+        tiles = _nhwc_input_tiles(x, kin)  # [B, 36, T', C_in]
+        grad_u = torch.bmm(tiles[0].transpose(1, 2), grad_products[0])  # [36, C_in, C_out]
+        for b in range(1, batch):
+            grad_u.baddbmm_(tiles[b].transpose(1, 2), grad_products[b])
+        grad_w = (kw.T @ grad_u.view(36, -1)).view(3, 3, c_in, c_out)
+        return grad_w.permute(3, 2, 0, 1).contiguous()
+    planes = grad_out.reshape(batch * c_out, 1, rows * TILE, cols * TILE)
+    grad_products = F.conv2d(planes, kout.T.reshape(36, 1, TILE, TILE), stride=TILE)
+    grad_products = grad_products.view(batch, c_out, 36, -1)  # [B, C_out, 36, T']
+    tiles = _nchw_input_tiles(x, kin)  # [B, C_in, 36, T']
+    grad_ut = torch.bmm(grad_products[0].transpose(0, 1), tiles[0].permute(1, 2, 0))
+    for b in range(1, batch):  # [36, C_out, C_in]
+        grad_ut.baddbmm_(grad_products[b].transpose(0, 1), tiles[b].permute(1, 2, 0))
+    grad_w = (kw.T @ grad_ut.view(36, -1)).view(3, 3, c_out, c_in)
+    return grad_w.permute(2, 3, 0, 1).contiguous()
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class _Winograd3x3(torch.autograd.Function):
+    """Forward :func:`_forward`; the backward recomputes the input tiles (see the module)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return _forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_out = grad_out.contiguous(memory_format=_layout(x))
+        grad_x = _forward(grad_out, weight.flip(2, 3).transpose(0, 1), None) if need_x else None
+        grad_w = _weight_grad(x, grad_out) if need_w else None
+        grad_b = grad_out.sum((0, 2, 3)) if need_b else None
+        return grad_x, grad_w, grad_b
+
+
+def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` by Winograd F(4x4, 3x3).
+
+    Args:
+        x (Tensor[B, C_in, H, W]): float32 or float64, NCHW or channels-last (kept).
+        weight (Tensor[C_out, C_in, 3, 3]): the kernel (stride 1, dilation 1, one group).
+        bias (Tensor[C_out] | None): added to every output position.
+
+    Returns:
+        Tensor[B, C_out, H, W] in ``x``'s memory format.
+    """
+    if weight.shape[2:] != (3, 3) or weight.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"winograd_conv3x3: needs a [C_out, {x.shape[1]}, 3, 3] weight for input "
+            f"{tuple(x.shape)}, got {tuple(weight.shape)}"
+        )
+    return _Winograd3x3.apply(x, weight, bias)
+
+
+@contextlib.contextmanager
+def conv_backend(backend: ConvBackend) -> Iterator[None]:
+    """Within the block, :func:`conv3x3` calls use ``backend`` for "auto"."""
+    _check_backend(backend)
+    with switched(_AUTO, backend):
+        yield
+
+
+def uses_winograd(x: Tensor, out_channels: int, backend: ConvBackend = "auto") -> bool:
+    """Whether :func:`conv3x3` computes ``x``'s convolution by Winograd: forced, or ("auto") on
+    the CPU in float32 outside autocast with at least :data:`MIN_TILES` output tiles and
+    :data:`MIN_CHANNELS` channels in and out (measured on a 2-core AVX-512 Xeon)."""
+    _check_backend(backend)
+    if backend == "auto":
+        backend = _AUTO[0]
+    if backend != "auto":
+        return backend == "winograd"
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return False
+    rows, cols = _grid(x.shape[2], x.shape[3])
+    wide = min(x.shape[1], out_channels) >= MIN_CHANNELS
+    return wide and x.shape[0] * rows * cols >= MIN_TILES
+
+
+def conv3x3(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: ConvBackend = "auto"
+) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)``, by Winograd where :func:`uses_winograd` says."""
+    if uses_winograd(x, weight.shape[0], backend):
+        return winograd_conv3x3(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=1)
+
+
+class Conv3x3(nn.Conv2d):
+    """``nn.Conv2d(in, out, 3, padding=1)`` computed by :func:`conv3x3`.
+
+    Same parameters, names and initialisation as the ``nn.Conv2d`` it replaces, so checkpoints
+    and ``isinstance(m, nn.Conv2d)`` init code see no difference.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv3x3(x, self.weight, self.bias)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in ("auto", "winograd", "direct"):
+        raise ValueError(f"conv3x3: backend must be auto, winograd or direct, got {backend!r}")

@@ -1,0 +1,110 @@
+"""What Winograd's convolutions cost a whole detector in accuracy: nothing beyond float32's own.
+
+The torchvision equivalence tests compare kernel for kernel: at 1e-6, gradients through ReLU
+kinks agree only when both sides round alike, so some of them run torch's convolutions
+(``conv_backend("direct")``). Here the CPU default (Winograd on the large FPN levels) is held
+against float64 instead: its losses and gradients must be as close to the exact ones as the
+direct kernel's are, up to 1e-4 of the gradient's norm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from detfn.models.functional import detector_loss_fn, split
+from detfn.ops import conv_backend
+from detfn.ops.winograd import _Winograd3x3
+from detfn.registry import build
+from tests.models.test_faster_rcnn_vs_torchvision import (
+    detfn_model_config,
+    sample_everything,
+    tiny_batches,
+)
+
+NAMES = (
+    "backbone.conv1.weight",  # gathers the gradient of every path
+    "neck.fpn_convs.0.weight",  # a Winograd layer (P2, 60x80)
+    "rpn_head.rpn_conv.weight",  # Winograd on P2 and P3
+    "roi_head.bbox_head.shared_fcs.0.weight",
+)
+
+
+def losses_and_grads(dtype: torch.dtype, backend: str) -> tuple[list[float], list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = build(sample_everything(detfn_model_config())).to(dtype)
+    batch = tiny_batches()[0]
+    batch = dataclasses.replace(batch, images=batch.images.to(dtype))
+    params, buffers = split(model)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    with conv_backend(backend):  # type: ignore[arg-type]
+        total, losses = detector_loss_fn(model)(params, buffers, batch)
+        grads = torch.autograd.grad(total, [params[n] for n in NAMES])
+    return [float(v.detach()) for k, v in losses.items() if k.startswith("loss")], [
+        g.double() for g in grads
+    ]
+
+
+def test_winograd_losses_and_gradients_are_as_close_to_float64_as_the_direct_kernels(
+    monkeypatch,
+):
+    calls = []
+    forward = _Winograd3x3.forward
+    monkeypatch.setattr(
+        _Winograd3x3, "forward", staticmethod(lambda *a: calls.append(1) or forward(*a))
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order per run
+    try:
+        exact_losses, exact = losses_and_grads(torch.float64, "direct")
+        _, direct = losses_and_grads(torch.float32, "direct")
+        assert not calls
+        ours_losses, ours = losses_and_grads(torch.float32, "auto")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) >= 4  # the FPN's and the RPN's convolutions on P2 and P3
+    for value, reference in zip(ours_losses, exact_losses):
+        assert abs(value - reference) <= 1e-5 * abs(reference)
+    for name, got, baseline, reference in zip(NAMES, ours, direct, exact):
+        error = (got - reference).norm()
+        direct_error = (baseline - reference).norm()
+        assert error <= 1.5 * direct_error + 1e-4 * reference.norm(), (
+            name,
+            float(error),
+            float(direct_error),
+        )
+
+
+def head_outputs(
+    model, images: torch.Tensor, dtype: torch.dtype, backend: str
+) -> list[torch.Tensor]:
+    model = model.to(dtype)
+    with torch.no_grad(), conv_backend(backend):  # type: ignore[arg-type]
+        scores, deltas = model.bbox_head(model.features(images.to(dtype)))
+    return [t.double() for t in (*scores, *deltas)]
+
+
+def test_retinanet_head_outputs_are_as_close_to_float64_as_the_direct_kernels():
+    """Inference: RetinaNet's towers and classifier run Winograd on P3 and P4 at 512x640; every
+    level's scores and deltas stay as close to float64 as with torch's kernels, up to 2e-6 of
+    their norm."""
+    from detfn.apis import retinanet_bccd_preset
+
+    torch.manual_seed(0)
+    model = build(retinanet_bccd_preset().model).eval()
+    images = torch.randn(1, 3, 512, 640)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exact = head_outputs(model, images, torch.float64, "direct")
+        direct = head_outputs(model, images, torch.float32, "direct")
+        ours = head_outputs(model, images, torch.float32, "auto")
+    finally:
+        torch.set_num_threads(threads)
+    for got, baseline, reference in zip(ours, direct, exact):
+        error, direct_error = (got - reference).norm(), (baseline - reference).norm()
+        assert error <= 1.5 * direct_error + 2e-6 * reference.norm(), (
+            float(error),
+            float(direct_error),
+        )
