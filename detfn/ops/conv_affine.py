@@ -11,7 +11,9 @@ copy of every trainable convolution weight (90 MiB for ResNet-50) on top of what
 pair keeps. :class:`_ConvAffine` keeps ``w`` and ``s`` instead and recomputes the product in
 the backward, so the fold costs no memory. The backward is torch's own convolution backward
 (``aten.convolution_backward``) of the folded weight, with the chain rule through ``w * s``
-written out; it works under ``torch.func`` transforms (``setup_context``).
+written out; it works under ``torch.func`` transforms (``setup_context``). A 3x3 kernel at
+stride 1 that :func:`detfn.ops.winograd.uses_winograd` takes (ResNet stages 2-3 on the CPU)
+runs Winograd's tiles instead, with the same fold and the same recomputation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from detfn.ops.winograd import uses_winograd, winograd_conv3x3
 
 __all__ = ["conv2d_affine"]
 
@@ -46,6 +50,10 @@ def conv2d_affine(
     Returns:
         Tensor[B, C_out, H', W'], in the autocast dtype under autocast (as ``F.conv2d``).
     """
+    if _winograd_shape(weight, stride, padding, dilation, groups) and uses_winograd(
+        x, weight.shape[0]
+    ):
+        return winograd_conv3x3(x, weight, bias, scale)
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):  # the dtype F.conv2d would compute in
         x = x.to(torch.get_autocast_dtype(device_type))
@@ -94,6 +102,18 @@ class _ConvAffine(torch.autograd.Function):
         grad_s = (grad_folded * weight).sum((1, 2, 3)) if need_s else None
         grad_b = grad_b.to(ctx.bias_dtype) if need_b else None
         return grad_x, grad_w, grad_s, grad_b, None, None, None, None
+
+
+def _winograd_shape(
+    weight: Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> bool:
+    """A 3x3 kernel at stride 1 with "same" padding: what :mod:`detfn.ops.winograd` computes."""
+    same = tuple(stride) == (1, 1) and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1)
+    return weight.shape[2:] == (3, 3) and same and groups == 1
 
 
 def _folded(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:

@@ -213,35 +213,52 @@ def _layout(x: Tensor) -> torch.memory_format:
 
 
 class _Winograd3x3(torch.autograd.Function):
-    """Forward :func:`_forward`; the backward recomputes the input tiles (see the module)."""
+    """Forward :func:`_forward` of ``weight * scale`` (per output channel; ``scale`` may be
+    None); the backward recomputes the input tiles and the scaled weight (see the module)."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return _forward(x, weight, bias)
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, scale: Tensor | None) -> Tensor:
+        return _forward(x, _scaled(weight, scale), bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        x, weight, _ = inputs
-        ctx.save_for_backward(x, weight)
+        x, weight, _, scale = inputs
+        ctx.save_for_backward(x, weight, scale)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
+        x, weight, scale = ctx.saved_tensors
+        need_x, need_w, need_b, need_s = ctx.needs_input_grad
         grad_out = grad_out.contiguous(memory_format=_layout(x))
-        grad_x = _forward(grad_out, weight.flip(2, 3).transpose(0, 1), None) if need_x else None
-        grad_w = _weight_grad(x, grad_out) if need_w else None
+        scaled = _scaled(weight, scale)
+        grad_x = _forward(grad_out, scaled.flip(2, 3).transpose(0, 1), None) if need_x else None
         grad_b = grad_out.sum((0, 2, 3)) if need_b else None
-        return grad_x, grad_w, grad_b
+        if not (need_w or need_s):
+            return grad_x, None, grad_b, None
+        grad_scaled = _weight_grad(x, grad_out)
+        if scale is None:
+            return grad_x, grad_scaled, grad_b, None
+        grad_w = grad_scaled * scale.view(-1, 1, 1, 1) if need_w else None
+        grad_s = (grad_scaled * weight).sum((1, 2, 3)) if need_s else None
+        return grad_x, grad_w, grad_b, grad_s
 
 
-def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=1)`` by Winograd F(4x4, 3x3).
+def _scaled(weight: Tensor, scale: Tensor | None) -> Tensor:
+    return weight if scale is None else weight * scale.view(-1, 1, 1, 1)
+
+
+def winograd_conv3x3(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, scale: Tensor | None = None
+) -> Tensor:
+    """``F.conv2d(x, weight * scale, bias, padding=1)`` by Winograd F(4x4, 3x3).
 
     Args:
         x (Tensor[B, C_in, H, W]): float32 or float64, NCHW or channels-last (kept).
         weight (Tensor[C_out, C_in, 3, 3]): the kernel (stride 1, dilation 1, one group).
         bias (Tensor[C_out] | None): added to every output position.
+        scale (Tensor[C_out] | None): a fixed norm folded into the kernel
+            (:func:`detfn.ops.conv2d_affine`); the product is recomputed in the backward
+            rather than kept.
 
     Returns:
         Tensor[B, C_out, H, W] in ``x``'s memory format.
@@ -251,7 +268,7 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
             f"winograd_conv3x3: needs a [C_out, {x.shape[1]}, 3, 3] weight for input "
             f"{tuple(x.shape)}, got {tuple(weight.shape)}"
         )
-    return _Winograd3x3.apply(x, weight, bias)
+    return _Winograd3x3.apply(x, weight, bias, scale)
 
 
 @contextlib.contextmanager

@@ -146,3 +146,40 @@ def test_bad_arguments_name_the_value():
         winograd_conv3x3(torch.zeros(1, 4, 8, 8), torch.zeros(5, 4, 1, 1))
     with pytest.raises(ValueError, match="backend must be auto, winograd or direct, got 'fast'"):
         conv3x3(torch.zeros(1, 4, 8, 8), torch.zeros(5, 4, 3, 3), backend="fast")  # type: ignore[arg-type]
+
+
+def test_a_folded_norm_runs_winograd_with_the_gradients_of_the_unfolded_pair():
+    """``conv2d_affine`` (FrozenBN folded into a ResNet 3x3 conv) on a Winograd-sized input:
+    the output and the gradients of x, weight, scale and shift equal float64's
+    ``conv2d(x, w) * s + b``."""
+    from detfn.ops import conv2d_affine
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 128, 32, 40, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(128, 128, 3, 3, generator=g) * 0.05
+    scale, shift = torch.rand(128, generator=g) + 0.5, torch.randn(128, generator=g)
+    grad = torch.randn(2, 128, 32, 40, generator=g)
+    assert uses_winograd(x, 128)
+
+    def run(fn, *tensors):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        out = fn(*leaves)
+        out.backward(grad.to(out.dtype))
+        return [out] + [t.grad for t in leaves]
+
+    ours = run(
+        lambda a, w, s, b: conv2d_affine(a, w, s, b, (1, 1), (1, 1), (1, 1), 1),
+        x,
+        weight,
+        scale,
+        shift,
+    )
+    exact = run(
+        lambda a, w, s, b: F.conv2d(a, w, padding=1) * s.view(-1, 1, 1) + b.view(-1, 1, 1),
+        x.double(),
+        weight.double(),
+        scale.double(),
+        shift.double(),
+    )
+    for got, expected in zip(ours, exact):
+        assert relative(got, expected) < 4e-6
