@@ -12,7 +12,7 @@ pair keeps. :class:`_ConvAffine` keeps ``w`` and ``s`` instead and recomputes th
 the backward, so the fold costs no memory. The backward is torch's own convolution backward
 (``aten.convolution_backward``) of the folded weight, with the chain rule through ``w * s``
 written out; it works under ``torch.func`` transforms (``setup_context``). A 3x3 kernel at
-stride 1 that :func:`detfn.ops.winograd.uses_winograd` takes (ResNet stages 2-3 on the CPU)
+stride 1 that :func:`detfn.ops.winograd.uses_winograd` takes (ResNet stage 3 on the CPU)
 runs Winograd's tiles instead, with the same fold and the same recomputation.
 """
 

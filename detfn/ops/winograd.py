@@ -52,7 +52,7 @@ ConvBackend = Literal["auto", "winograd", "direct"]
 
 TILE = 4  # output tile side: F(4x4, 3x3)
 MIN_TILES = 128  # fewer output tiles (2 images of 16x20 have 40) and the direct kernel wins
-MIN_CHANNELS = 128  # fewer input or output channels and the transforms cost more than they save
+MIN_CHANNELS = 256  # with 128 (ResNet stage 2) the transforms cost more than they save
 _AUTO: list[ConvBackend] = ["auto"]  # what backend="auto" resolves to; set by conv_backend()
 
 
@@ -105,36 +105,45 @@ def _grid(height: int, width: int) -> tuple[int, int]:
 
 # kron(At, At)[:, 7] is all ones (At's column 1 is): a bias added to M[7] reaches every output.
 BIAS_ROW = 7
+# Tiles per chunk: every step works on one band of tile rows of one image at a time. On the
+# 2-core Xeon the transforms' time per tile doubled beyond about 320 tiles of 256 channels
+# (64x80 has 320; 75x100, 475), and the products ran faster in blocks of 128-256 tiles.
+BAND_TILES = 256
 
 
-def _padded_to_grid(x: Tensor, rows: int, cols: int) -> Tensor:
-    """``x`` zero-padded at the bottom and right to ``rows * 4 x cols * 4`` (no copy if it is)."""
-    height, width = x.shape[2:]
-    if (height, width) == (rows * TILE, cols * TILE):
-        return x
-    return F.pad(x, (0, cols * TILE - width, 0, rows * TILE - height))
+def _bands(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Tile-row ranges ``[i0, i1)`` of at most :data:`BAND_TILES` tiles (at least one row)."""
+    step = max(1, BAND_TILES // cols)
+    return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
-def _nchw_input_tiles(x: Tensor, kin: Tensor) -> Tensor:
-    """NCHW Tensor[B, C, H, W] -> V, Tensor[B, C, 36, T'] (``T' = rows * cols``): every 6x6
-    tile (stride 4) of the input padded by 1, transformed (``Bt d B``). One strided
-    convolution of every channel plane with the 36 rows of ``kron(Bt, Bt)`` as 6x6 kernels:
-    the padding, the gather and the transform in one pass."""
-    batch, channels, height, width = x.shape
-    rows, cols = _grid(height, width)
-    planes = _padded_to_grid(x, rows, cols).reshape(batch * channels, 1, rows * TILE, cols * TILE)
-    tiles = F.conv2d(planes, kin.view(36, 1, 6, 6), stride=TILE, padding=1)
-    return tiles.view(batch, channels, 36, rows * cols)
+def _input_band(padded: Tensor, b: int, i0: int, i1: int, kin: Tensor, inner: bool) -> Tensor:
+    """V of tile rows ``[i0, i1)`` of image ``b``: Tensor[36, t, C] if ``inner`` (channels-last)
+    else Tensor[36, C, t]. ``padded`` is the input with one zero row / column before and enough
+    after to cover the tile grid. One stride-4 convolution with the 36 rows of ``kron(Bt, Bt)``
+    as fixed 6x6 kernels pads, gathers and transforms in one pass: over the channel planes
+    (NCHW) or over the [H, W, C] volume with a kernel one channel deep (channels-last)."""
+    band = padded[b, :, i0 * TILE : i1 * TILE + 2]  # [C, 4t + 2, W + 2]
+    if inner:
+        volume = band.permute(1, 2, 0)[None, None]  # [1, 1, rows, W, C]
+        tiles = F.conv3d(volume, kin.view(36, 1, 6, 6, 1), stride=(TILE, TILE, 1))
+        return tiles.view(36, -1, band.shape[0])
+    planes = band.unsqueeze(1)  # [C, 1, rows, W]
+    tiles = F.conv2d(planes, kin.view(36, 1, 6, 6), stride=TILE)  # [C, 36, t_rows, cols]
+    return tiles.view(band.shape[0], 36, -1).transpose(0, 1)
 
 
-def _nhwc_input_tiles(x: Tensor, kin: Tensor) -> Tensor:
-    """Channels-last Tensor[B, C, H, W] -> V, Tensor[B, 36, T', C]: as :func:`_nchw_input_tiles`,
-    by a 3D convolution over the [H, W, C] volume whose kernel spans one channel."""
-    batch, channels, height, width = x.shape
-    rows, cols = _grid(height, width)
-    volume = _padded_to_grid(x, rows, cols).permute(0, 2, 3, 1).unsqueeze(1)  # [B, 1, H, W, C]
-    tiles = F.conv3d(volume, kin.view(36, 1, 6, 6, 1), stride=(TILE, TILE, 1), padding=(1, 1, 0))
-    return tiles.view(batch, 36, rows * cols, channels)
+def _output_band(grad: Tensor, b: int, i0: int, i1: int, kout: Tensor, inner: bool) -> Tensor:
+    """``kron(At, At)ᵀ dY`` of tile rows ``[i0, i1)`` of image ``b`` (``grad`` padded to the
+    grid): Tensor[36, t, C_out] if ``inner`` else Tensor[36, C_out, t]; the same stride-4
+    convolution as :func:`_input_band` with 4x4 kernels (the output tiles do not overlap)."""
+    band = grad[b, :, i0 * TILE : i1 * TILE]
+    if inner:
+        volume = band.permute(1, 2, 0)[None, None]
+        tiles = F.conv3d(volume, kout.T.reshape(36, 1, TILE, TILE, 1), stride=(TILE, TILE, 1))
+        return tiles.view(36, -1, band.shape[0])
+    tiles = F.conv2d(band.unsqueeze(1), kout.T.reshape(36, 1, TILE, TILE), stride=TILE)
+    return tiles.view(band.shape[0], 36, -1).transpose(0, 1)
 
 
 def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -144,67 +153,61 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     c_out = weight.shape[0]
     rows, cols = _grid(height, width)
     layout = _layout(x)
+    inner = layout == torch.channels_last
+    padded = F.pad(x, (1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
+    if inner:  # U: [36, C_in, C_out]
+        u = (kw @ weight.permute(2, 3, 1, 0).reshape(9, c_in * c_out)).view(36, c_in, c_out)
+    else:  # Ut: [36, C_out, C_in]
+        u = (kw @ weight.permute(2, 3, 0, 1).reshape(9, c_out * c_in)).view(36, c_out, c_in)
     full = torch.empty(
         (batch, c_out, rows * TILE, cols * TILE),
         dtype=x.dtype,
         device=x.device,
         memory_format=layout,
     )
-    if layout == torch.channels_last:
-        u = (kw @ weight.permute(2, 3, 1, 0).reshape(9, c_in * c_out)).view(36, c_in, c_out)
-        tiles = _nhwc_input_tiles(x, kin)  # [B, 36, T', C_in]
-        for b in range(batch):
-            products = torch.bmm(tiles[b], u)  # [36, T', C_out]
+    for b in range(batch):
+        for i0, i1 in _bands(rows, cols):
+            tiles = _input_band(padded, b, i0, i1, kin, inner)
+            products = (
+                torch.bmm(tiles, u) if inner else torch.bmm(u, tiles)
+            )  # [36, t, O] / [36, O, t]
             if bias is not None:
-                products[BIAS_ROW] += bias
-            out = (kout @ products.view(36, -1)).view(TILE, TILE, rows, cols, c_out)
-            full[b].unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE)).copy_(
-                out.permute(4, 2, 0, 3, 1)
-            )
-    else:
-        ut = (kw @ weight.permute(2, 3, 0, 1).reshape(9, c_out * c_in)).view(36, c_out, c_in)
-        tiles = _nchw_input_tiles(x, kin)  # [B, C_in, 36, T']
-        for b in range(batch):
-            products = torch.bmm(ut, tiles[b].transpose(0, 1))  # [36, C_out, T']
-            if bias is not None:
-                products[BIAS_ROW] += bias[:, None]
-            out = (kout @ products.view(36, -1)).view(TILE, TILE, c_out, rows, cols)
-            full[b].unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE)).copy_(
-                out.permute(2, 3, 0, 4, 1)
-            )
+                products[BIAS_ROW] += bias if inner else bias[:, None]
+            out = kout @ products.view(36, -1)  # [16, t * O] / [16, O * t]
+            target = full[b, :, i0 * TILE : i1 * TILE].unflatten(2, (cols, TILE))
+            target = target.unflatten(1, (i1 - i0, TILE))  # [O, t_rows, 4, cols, 4]
+            if inner:
+                target.copy_(out.view(TILE, TILE, i1 - i0, cols, c_out).permute(4, 2, 0, 3, 1))
+            else:
+                target.copy_(out.view(TILE, TILE, c_out, i1 - i0, cols).permute(2, 3, 0, 4, 1))
     if (rows * TILE, cols * TILE) == (height, width):
         return full
     return full[:, :, :height, :width].contiguous(memory_format=layout)
 
 
 def _weight_grad(x: Tensor, grad_out: Tensor) -> Tensor:
-    """dL/dweight, Tensor[C_out, C_in, 3, 3]: the adjoint of :func:`_forward` in ``U``:
-    ``dU = sum_b Vt_b dM_b`` with ``dM = kron(At, At)ᵀ dY`` per 4x4 output tile (a stride-4
-    convolution of the gradient planes). ``grad_out`` has ``x``'s memory format."""
+    """dL/dweight, Tensor[C_out, C_in, 3, 3]: the adjoint of :func:`_forward` in ``U``,
+    ``dU = sum over bands of Vᵀ (kron(At, At)ᵀ dY)``, then ``Gᵀ``. ``grad_out`` has ``x``'s
+    memory format."""
     kin, kw, kout = _transforms(x.dtype, x.device)
-    batch, c_in = x.shape[:2]
-    c_out, height, width = grad_out.shape[1:]
+    batch, c_in, height, width = x.shape
+    c_out = grad_out.shape[1]
     rows, cols = _grid(height, width)
-    grad_out = _padded_to_grid(grad_out, rows, cols)
-    if _layout(x) == torch.channels_last:
-        volume = grad_out.permute(0, 2, 3, 1).unsqueeze(1)  # [B, 1, H, W, C_out]
-        kernel = kout.T.reshape(36, 1, TILE, TILE, 1)
-        grad_products = F.conv3d(volume, kernel, stride=(TILE, TILE, 1)).view(batch, 36, -1, c_out)
-        tiles = _nhwc_input_tiles(x, kin)  # [B, 36, T', C_in]
-        grad_u = torch.bmm(tiles[0].transpose(1, 2), grad_products[0])  # [36, C_in, C_out]
-        for b in range(1, batch):
-            grad_u.baddbmm_(tiles[b].transpose(1, 2), grad_products[b])
-        grad_w = (kw.T @ grad_u.view(36, -1)).view(3, 3, c_in, c_out)
-        return grad_w.permute(3, 2, 0, 1).contiguous()
-    planes = grad_out.reshape(batch * c_out, 1, rows * TILE, cols * TILE)
-    grad_products = F.conv2d(planes, kout.T.reshape(36, 1, TILE, TILE), stride=TILE)
-    grad_products = grad_products.view(batch, c_out, 36, -1)  # [B, C_out, 36, T']
-    tiles = _nchw_input_tiles(x, kin)  # [B, C_in, 36, T']
-    grad_ut = torch.bmm(grad_products[0].transpose(0, 1), tiles[0].permute(1, 2, 0))
-    for b in range(1, batch):  # [36, C_out, C_in]
-        grad_ut.baddbmm_(grad_products[b].transpose(0, 1), tiles[b].permute(1, 2, 0))
-    grad_w = (kw.T @ grad_ut.view(36, -1)).view(3, 3, c_out, c_in)
-    return grad_w.permute(2, 3, 0, 1).contiguous()
+    inner = _layout(x) == torch.channels_last
+    padded = F.pad(x, (1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
+    grad_out = F.pad(grad_out, (0, cols * TILE - width, 0, rows * TILE - height))
+    shape = (36, c_in, c_out) if inner else (36, c_out, c_in)
+    grad_u = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    for b in range(batch):
+        for i0, i1 in _bands(rows, cols):
+            tiles = _input_band(padded, b, i0, i1, kin, inner)
+            grad_products = _output_band(grad_out, b, i0, i1, kout, inner)
+            if inner:  # [36, C_in, t] @ [36, t, C_out]
+                grad_u.baddbmm_(tiles.transpose(1, 2), grad_products)
+            else:  # [36, C_out, t] @ [36, t, C_in]
+                grad_u.baddbmm_(grad_products, tiles.transpose(1, 2))
+    grad_w = (kw.T @ grad_u.view(36, -1)).view(3, 3, *shape[1:])
+    return (grad_w.permute(3, 2, 0, 1) if inner else grad_w.permute(2, 3, 0, 1)).contiguous()
 
 
 def _layout(x: Tensor) -> torch.memory_format:

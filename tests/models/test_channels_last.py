@@ -31,7 +31,12 @@ R18_NECK = (64, 128, 256, 512)
 
 def frozen_bn_faster_rcnn(channels_last: str):
     """Faster R-CNN R-18-FPN as the benchmark builds it: FrozenBN, 3 classes."""
-    cfg = override(
+    torch.manual_seed(0)
+    return build(frozen_bn_faster_rcnn_config(channels_last))
+
+
+def frozen_bn_faster_rcnn_config(channels_last: str):
+    return override(
         FASTER_RCNN_R50_FPN_1X_COCO.model,
         {
             "backbone.depth": 18,
@@ -42,8 +47,6 @@ def frozen_bn_faster_rcnn(channels_last: str):
             "channels_last": channels_last,
         },
     )
-    torch.manual_seed(0)
-    return build(cfg)
 
 
 def is_nhwc(feats) -> bool:

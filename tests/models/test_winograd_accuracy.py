@@ -13,47 +13,53 @@ import dataclasses
 
 import torch
 
+from detfn.apis import RETINANET_R50_FPN_1X_COCO
+from detfn.config import override
 from detfn.models.functional import detector_loss_fn, split
 from detfn.ops import conv_backend
 from detfn.ops.winograd import _Winograd3x3
 from detfn.registry import build
-from tests.models.test_faster_rcnn_vs_torchvision import (
-    detfn_model_config,
-    sample_everything,
-    tiny_batches,
-)
+from experiments.benchmark import BenchArgs, synthetic_batch
+from tests.models.test_channels_last import R18_NECK, frozen_bn_faster_rcnn_config
+from tests.models.test_faster_rcnn_vs_torchvision import sample_everything
 
 NAMES = (
-    "backbone.conv1.weight",  # gathers the gradient of every path
-    "neck.fpn_convs.0.weight",  # a Winograd layer (P2, 60x80)
+    "backbone.layer2.0.conv1.weight",  # the first trainable layer: every path's gradient
+    "neck.fpn_convs.0.weight",  # a Winograd layer (P2, 64x80)
     "rpn_head.rpn_conv.weight",  # Winograd on P2 and P3
     "roi_head.bbox_head.shared_fcs.0.weight",
 )
 
 
+def count_winograd_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    forward = _Winograd3x3.forward
+    monkeypatch.setattr(
+        _Winograd3x3, "forward", staticmethod(lambda *a: calls.append(1) or forward(*a))
+    )
+    return calls
+
+
 def losses_and_grads(dtype: torch.dtype, backend: str) -> tuple[list[float], list[torch.Tensor]]:
+    """Faster R-CNN R-18-FPN as the benchmark builds it (FrozenBN, 256-channel FPN), 2 x 256x320,
+    every proposal sampled (no random draw)."""
     torch.manual_seed(0)
-    model = build(sample_everything(detfn_model_config())).to(dtype)
-    batch = tiny_batches()[0]
+    model = build(sample_everything(frozen_bn_faster_rcnn_config("auto"))).to(dtype)
+    batch = synthetic_batch(BenchArgs(size=(256, 320), num_classes=3, boxes_per_image=4), "cpu")
     batch = dataclasses.replace(batch, images=batch.images.to(dtype))
     params, buffers = split(model)
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     with conv_backend(backend):  # type: ignore[arg-type]
-        total, losses = detector_loss_fn(model)(params, buffers, batch)
+        total, losses = detector_loss_fn(model, seed=3)(params, buffers, batch)
         grads = torch.autograd.grad(total, [params[n] for n in NAMES])
-    return [float(v.detach()) for k, v in losses.items() if k.startswith("loss")], [
-        g.double() for g in grads
-    ]
+    losses = [float(v.detach()) for k, v in losses.items() if k.startswith("loss")]
+    return losses, [g.double() for g in grads]
 
 
 def test_winograd_losses_and_gradients_are_as_close_to_float64_as_the_direct_kernels(
     monkeypatch,
 ):
-    calls = []
-    forward = _Winograd3x3.forward
-    monkeypatch.setattr(
-        _Winograd3x3, "forward", staticmethod(lambda *a: calls.append(1) or forward(*a))
-    )
+    calls = count_winograd_calls(monkeypatch)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order per run
     try:
@@ -85,15 +91,21 @@ def head_outputs(
     return [t.double() for t in (*scores, *deltas)]
 
 
-def test_retinanet_head_outputs_are_as_close_to_float64_as_the_direct_kernels():
-    """Inference: RetinaNet's towers and classifier run Winograd on P3 and P4 at 512x640; every
-    level's scores and deltas stay as close to float64 as with torch's kernels, up to 2e-6 of
-    their norm."""
-    from detfn.apis import retinanet_bccd_preset
-
+def test_retinanet_head_outputs_are_as_close_to_float64_as_the_direct_kernels(monkeypatch):
+    """Inference: RetinaNet's 256-channel towers and classifier run Winograd at
+    512x640 (P3); every level's scores and deltas stay as close to float64 as with torch's kernels,
+    up to 2e-6 of their norm."""
+    cfg = override(
+        RETINANET_R50_FPN_1X_COCO.model,
+        {
+            "backbone.depth": 18,
+            "neck.in_channels": R18_NECK,
+        },  # 80 classes: a 720-channel classifier
+    )
     torch.manual_seed(0)
-    model = build(retinanet_bccd_preset().model).eval()
+    model = build(cfg).eval()
     images = torch.randn(1, 3, 512, 640)
+    calls = count_winograd_calls(monkeypatch)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -102,6 +114,7 @@ def test_retinanet_head_outputs_are_as_close_to_float64_as_the_direct_kernels():
         ours = head_outputs(model, images, torch.float32, "auto")
     finally:
         torch.set_num_threads(threads)
+    assert len(calls) == 10  # on P3: the FPN output, 8 tower convs, the classifier (biased)
     for got, baseline, reference in zip(ours, direct, exact):
         error, direct_error = (got - reference).norm(), (baseline - reference).norm()
         assert error <= 1.5 * direct_error + 2e-6 * reference.norm(), (

@@ -27,8 +27,15 @@ def forward_backward(conv, x, weight, bias, grad):
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(
-    "shape",  # (B, C_in, C_out, H, W): whole tiles, ragged edges, a single pixel
-    [(2, 5, 7, 8, 12), (2, 5, 7, 9, 11), (1, 3, 4, 1, 1), (2, 16, 8, 38, 50)],
+    "shape",  # (B, C_in, C_out, H, W): whole tiles, ragged edges, a single pixel, bands
+    [
+        (2, 5, 7, 8, 12),
+        (2, 5, 7, 9, 11),
+        (1, 3, 4, 1, 1),
+        (2, 16, 8, 38, 50),
+        (2, 3, 4, 80, 101),  # 20 x 26 tiles: bands of 9 tile rows
+        (1, 2, 3, 9, 1030),  # 258 tiles per row: bands of one row
+    ],
 )
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_float64_equals_the_direct_convolution_forward_and_backward(layout, shape, with_bias):
@@ -112,7 +119,7 @@ def test_auto_uses_winograd_only_where_it_pays():
     assert uses_winograd(head_level, 256)
     assert not uses_winograd(torch.zeros(2, 256, 16, 20), 256)  # 40 tiles
     assert not uses_winograd(head_level, 36)  # a box-regression output: 36 channels
-    assert not uses_winograd(torch.zeros(2, 64, 64, 80), 64)  # a ResNet stage-1 width
+    assert not uses_winograd(torch.zeros(2, 128, 64, 80), 128)  # a ResNet stage-2 width
     assert not uses_winograd(head_level.double(), 256)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not uses_winograd(head_level, 256)
@@ -155,11 +162,11 @@ def test_a_folded_norm_runs_winograd_with_the_gradients_of_the_unfolded_pair():
     from detfn.ops import conv2d_affine
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 128, 32, 40, generator=g).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(128, 128, 3, 3, generator=g) * 0.05
-    scale, shift = torch.rand(128, generator=g) + 0.5, torch.randn(128, generator=g)
-    grad = torch.randn(2, 128, 32, 40, generator=g)
-    assert uses_winograd(x, 128)
+    x = torch.randn(2, 256, 32, 40, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3, generator=g) * 0.03
+    scale, shift = torch.rand(256, generator=g) + 0.5, torch.randn(256, generator=g)
+    grad = torch.randn(2, 256, 32, 40, generator=g)
+    assert uses_winograd(x, 256)
 
     def run(fn, *tensors):
         leaves = [t.clone().requires_grad_() for t in tensors]
