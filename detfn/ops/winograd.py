@@ -19,13 +19,13 @@ transform is a product with ``kron(At, At)`` and one scatter into the output's l
 the algorithm cuDNN and oneDNN choose for such layers themselves; torch does not reach
 oneDNN's on the CPU.
 
-The backward is written out (:class:`_Winograd3x3`), so that only ``x`` and the weight are
-kept, not the 2.25x larger tiles: the input gradient is the same convolution of the output
-gradient with the flipped, transposed kernel; the weight gradient is the adjoint of the
-forward in ``U``. Every step is linear, so the results equal the direct convolution's in exact
-arithmetic (1e-15 in float64); in float32 a 256-channel layer is off by 1.7e-6 of the norm
-(the direct kernel by 2e-7), far below the 1e-3 by which float32 training gradients already
-differ from float64 ones (tests/models/test_winograd_accuracy.py).
+The backward is written out (:class:`_Winograd3x3`, first order only), so that only ``x``
+and the weight are kept, not the 2.25x larger tiles: the input gradient is the same
+convolution of the output gradient with the flipped, transposed kernel; the weight gradient is
+the adjoint of the forward in ``U``. Every step is linear, so the results equal the direct
+convolution's in exact arithmetic (1e-15 in float64); in float32 a 256-channel layer is off by
+1.7e-6 of the norm (the direct kernel by 2e-7), far below the 1e-3 by which float32 training
+gradients already differ from float64 ones (tests/models/test_winograd_accuracy.py).
 
 :func:`conv3x3` dispatches: Winograd for float32 on the CPU outside autocast, on inputs large
 and wide enough to pay for the transforms; torch's convolution otherwise (GPU, reduced
@@ -117,33 +117,65 @@ def _bands(rows: int, cols: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
-def _input_band(padded: Tensor, b: int, i0: int, i1: int, kin: Tensor, inner: bool) -> Tensor:
+class _Workspace:
+    """Flat buffers reused by every band of one call, carved into contiguous views of the
+    band's shape. Why: on the CPU a fresh multi-MiB tensor is cold memory (the allocator hands
+    large blocks back to the system), and writing one cost 3-4x the arithmetic done into it:
+    a band's transform into a fresh tensor took 5.1 ms, into a reused one 1.3 ms."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.like = like
+        self.buffers: dict[str, Tensor] = {}
+
+    def take(self, name: str, *shape: int) -> Tensor:
+        size = 1
+        for n in shape:
+            size *= n
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self.buffers[name] = self.like.new_empty(size)
+        return buffer[:size].view(shape)
+
+
+def _gather(tiles: Tensor, inner: bool, out: Tensor) -> Tensor:
+    """Tensor[C, t_rows, cols, a, a] (a view of overlapping or adjacent tiles) -> ``out``,
+    Tensor[a * a, t * C] (``inner``: channels last, as channels-last activations are read) or
+    Tensor[a * a, C * t] (NCHW)."""
+    order = (3, 4, 1, 2, 0) if inner else (3, 4, 0, 1, 2)
+    side = tiles.shape[-1]
+    out.view(side, side, *tiles.permute(order).shape[2:]).copy_(tiles.permute(order))
+    return out
+
+
+def _input_band(
+    padded: Tensor, b: int, i0: int, i1: int, kin: Tensor, inner: bool, work: _Workspace
+) -> Tensor:
     """V of tile rows ``[i0, i1)`` of image ``b``: Tensor[36, t, C] if ``inner`` (channels-last)
     else Tensor[36, C, t]. ``padded`` is the input with one zero row / column before and enough
-    after to cover the tile grid. One stride-4 convolution with the 36 rows of ``kron(Bt, Bt)``
-    as fixed 6x6 kernels pads, gathers and transforms in one pass: over the channel planes
-    (NCHW) or over the [H, W, C] volume with a kernel one channel deep (channels-last)."""
-    band = padded[b, :, i0 * TILE : i1 * TILE + 2]  # [C, 4t + 2, W + 2]
-    if inner:
-        volume = band.permute(1, 2, 0)[None, None]  # [1, 1, rows, W, C]
-        tiles = F.conv3d(volume, kin.view(36, 1, 6, 6, 1), stride=(TILE, TILE, 1))
-        return tiles.view(36, -1, band.shape[0])
-    planes = band.unsqueeze(1)  # [C, 1, rows, W]
-    tiles = F.conv2d(planes, kin.view(36, 1, 6, 6), stride=TILE)  # [C, 36, t_rows, cols]
-    return tiles.view(band.shape[0], 36, -1).transpose(0, 1)
+    after to cover the tile grid; its 6x6 tiles (stride 4) are gathered, then transformed by
+    one product with ``kron(Bt, Bt)``."""
+    channels = padded.shape[1]
+    band = padded[b, :, i0 * TILE : i1 * TILE + 2]  # [C, 4 t_rows + 2, W + 2]
+    tiles = band.unfold(1, TILE + 2, TILE).unfold(2, TILE + 2, TILE)  # [C, t_rows, cols, 6, 6]
+    count = tiles.shape[1] * tiles.shape[2]
+    gathered = _gather(tiles, inner, work.take("gather", 36, count * channels))
+    transformed = torch.mm(kin, gathered, out=work.take("input", 36, count * channels))
+    return transformed.view(36, count, channels) if inner else transformed.view(36, channels, count)
 
 
-def _output_band(grad: Tensor, b: int, i0: int, i1: int, kout: Tensor, inner: bool) -> Tensor:
+def _output_band(
+    grad: Tensor, b: int, i0: int, i1: int, kout: Tensor, inner: bool, work: _Workspace
+) -> Tensor:
     """``kron(At, At)ᵀ dY`` of tile rows ``[i0, i1)`` of image ``b`` (``grad`` padded to the
-    grid): Tensor[36, t, C_out] if ``inner`` else Tensor[36, C_out, t]; the same stride-4
-    convolution as :func:`_input_band` with 4x4 kernels (the output tiles do not overlap)."""
+    grid): Tensor[36, t, C_out] if ``inner`` else Tensor[36, C_out, t]. The 4x4 output tiles do
+    not overlap."""
+    channels = grad.shape[1]
     band = grad[b, :, i0 * TILE : i1 * TILE]
-    if inner:
-        volume = band.permute(1, 2, 0)[None, None]
-        tiles = F.conv3d(volume, kout.T.reshape(36, 1, TILE, TILE, 1), stride=(TILE, TILE, 1))
-        return tiles.view(36, -1, band.shape[0])
-    tiles = F.conv2d(band.unsqueeze(1), kout.T.reshape(36, 1, TILE, TILE), stride=TILE)
-    return tiles.view(band.shape[0], 36, -1).transpose(0, 1)
+    tiles = band.unfold(1, TILE, TILE).unfold(2, TILE, TILE)  # [C_out, t_rows, cols, 4, 4]
+    count = tiles.shape[1] * tiles.shape[2]
+    gathered = _gather(tiles, inner, work.take("grad_gather", 16, count * channels))
+    products = torch.mm(kout.T, gathered, out=work.take("grad_products", 36, count * channels))
+    return products.view(36, count, channels) if inner else products.view(36, channels, count)
 
 
 def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -165,15 +197,20 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         device=x.device,
         memory_format=layout,
     )
+    work = _Workspace(x)
     for b in range(batch):
         for i0, i1 in _bands(rows, cols):
-            tiles = _input_band(padded, b, i0, i1, kin, inner)
-            products = (
-                torch.bmm(tiles, u) if inner else torch.bmm(u, tiles)
-            )  # [36, t, O] / [36, O, t]
-            if bias is not None:
-                products[BIAS_ROW] += bias if inner else bias[:, None]
-            out = kout @ products.view(36, -1)  # [16, t * O] / [16, O * t]
+            tiles = _input_band(padded, b, i0, i1, kin, inner, work)
+            count = (i1 - i0) * cols
+            if inner:  # [36, t, O]
+                products = torch.bmm(tiles, u, out=work.take("products", 36, count, c_out))
+                if bias is not None:
+                    products[BIAS_ROW] += bias
+            else:  # [36, O, t]
+                products = torch.bmm(u, tiles, out=work.take("products", 36, c_out, count))
+                if bias is not None:
+                    products[BIAS_ROW] += bias[:, None]
+            out = torch.mm(kout, products.view(36, -1), out=work.take("out", 16, count * c_out))
             target = full[b, :, i0 * TILE : i1 * TILE].unflatten(2, (cols, TILE))
             target = target.unflatten(1, (i1 - i0, TILE))  # [O, t_rows, 4, cols, 4]
             if inner:
@@ -198,10 +235,11 @@ def _weight_grad(x: Tensor, grad_out: Tensor) -> Tensor:
     grad_out = F.pad(grad_out, (0, cols * TILE - width, 0, rows * TILE - height))
     shape = (36, c_in, c_out) if inner else (36, c_out, c_in)
     grad_u = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    work = _Workspace(x)
     for b in range(batch):
         for i0, i1 in _bands(rows, cols):
-            tiles = _input_band(padded, b, i0, i1, kin, inner)
-            grad_products = _output_band(grad_out, b, i0, i1, kout, inner)
+            tiles = _input_band(padded, b, i0, i1, kin, inner, work)
+            grad_products = _output_band(grad_out, b, i0, i1, kout, inner, work)
             if inner:  # [36, C_in, t] @ [36, t, C_out]
                 grad_u.baddbmm_(tiles.transpose(1, 2), grad_products)
             else:  # [36, C_out, t] @ [36, t, C_in]
@@ -221,7 +259,8 @@ class _Winograd3x3(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None, scale: Tensor | None) -> Tensor:
-        return _forward(x, _scaled(weight, scale), bias)
+        with torch.no_grad():  # under torch.func.grad too: the workspaces are written in place
+            return _forward(x, _scaled(weight, scale), bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -230,6 +269,11 @@ class _Winograd3x3(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        with torch.no_grad():
+            return _Winograd3x3._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, scale = ctx.saved_tensors
         need_x, need_w, need_b, need_s = ctx.needs_input_grad
         grad_out = grad_out.contiguous(memory_format=_layout(x))
