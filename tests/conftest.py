@@ -77,15 +77,3 @@ def bccd(tmp_path: pathlib.Path) -> TinyBccd:
     root = tmp_path / "bccd8"
     shutil.copytree(BCCD8, root)
     return TinyBccd(root)
-
-
-@pytest.fixture
-def torch_convolutions():
-    """torch's 3x3 convolution kernels instead of Winograd's, for tests that compare with
-    torchvision kernel for kernel: top-k detections among near-tied random-weight scores, and
-    gradients through ReLU kinks, agree at their tolerances only when both sides round alike.
-    tests/models/test_winograd_accuracy.py bounds Winograd's effect against float64."""
-    from detfn.ops import conv_backend
-
-    with conv_backend("direct"):
-        yield

@@ -27,8 +27,6 @@ from experiments import compare_torchvision
 from experiments.compare_torchvision import images_and_targets
 from experiments.torchvision_weights import INTEGER_CORNER_RATIOS, torchvision_to_detfn
 
-pytestmark = pytest.mark.usefixtures("torch_convolutions")  # see tests/conftest.py
-
 TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "bccd8"
 NUM_CLASSES = 3
 # ratio h/w 1/4, 1, 4 at scale 4: base anchors 32x8, 16x16, 8x32 on stride 4, all corners integer

@@ -28,8 +28,6 @@ from detfn.models.dense_heads.fcos_head import build_fcos_head, torchvision_fcos
 from detfn.structures import Batch, ImageMeta
 from experiments.torchvision_weights import fcos_head_to_detfn
 
-pytestmark = pytest.mark.usefixtures("torch_convolutions")  # see tests/conftest.py
-
 NUM_CLASSES = 4
 SIZE = 256
 CHANNELS = 256

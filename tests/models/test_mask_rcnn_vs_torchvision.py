@@ -26,8 +26,6 @@ from detfn.models.losses import SmoothL1LossConfig
 from detfn.registry import build
 from experiments.compare_torchvision import images_and_targets
 
-pytestmark = pytest.mark.usefixtures("torch_convolutions")  # see tests/conftest.py
-
 SCALE = (160, 128)  # the 256x256 and 320x256 nuclei at half size: min side 128, max 160
 EVERYTHING = 10**6
 

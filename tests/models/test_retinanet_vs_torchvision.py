@@ -25,8 +25,6 @@ from detfn.registry import build
 from detfn.structures import Batch, ImageMeta
 from experiments.torchvision_weights import retinanet_to_detfn
 
-pytestmark = pytest.mark.usefixtures("torch_convolutions")  # see tests/conftest.py
-
 NUM_CLASSES = 3
 SIZE = 256
 
@@ -129,5 +127,28 @@ def test_detections_equal_torchvision(models):
     for mine, ref in zip(ours, theirs):
         assert len(mine.scores) == len(ref["scores"]) == 100
         torch.testing.assert_close(mine.scores, ref["scores"], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(mine.labels, ref["labels"])
-        torch.testing.assert_close(mine.boxes, ref["boxes"], atol=1e-3, rtol=1e-4)
+        for run in tied_runs(ref["scores"], atol=1e-5, rtol=1e-4):
+            ours_run = by_label_and_box(mine.labels[run], mine.boxes[run])
+            theirs_run = by_label_and_box(ref["labels"][run], ref["boxes"][run])
+            torch.testing.assert_close(ours_run[0], theirs_run[0])
+            torch.testing.assert_close(ours_run[1], theirs_run[1], atol=1e-3, rtol=1e-4)
+
+
+def tied_runs(scores: torch.Tensor, atol: float, rtol: float) -> list[slice]:
+    """Runs of consecutive (descending) scores closer than the score tolerance: within one, the
+    order of the detections is round-off (random weights give many near-equal scores), so the
+    comparison below takes each run as a set."""
+    runs, start = [], 0
+    for i in range(1, len(scores) + 1):
+        if i == len(scores) or scores[i - 1] - scores[i] > atol + rtol * abs(scores[i]):
+            runs.append(slice(start, i))
+            start = i
+    return runs
+
+
+def by_label_and_box(
+    labels: torch.Tensor, boxes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detections of a run in a canonical order: by label, then by the box's corners."""
+    order = sorted(range(len(labels)), key=lambda i: (int(labels[i]), *boxes[i].tolist()))
+    return labels[order], boxes[order]
