@@ -12,12 +12,15 @@ is one batched matrix product a quarter the size of the direct convolution's:
     M = V @ U     (36 independent products, [36, T, C_out])
     Y = At M A    (output tiles, [16, T, C_out])
 
-with ``T = ceil(H / 4) * ceil(W / 4)`` per image. The input transform is one stride-4
-convolution with the 36 rows of ``kron(Bt, Bt)`` as fixed 6x6 kernels (padding, gathering and
-transforming in one pass; a 3D one over [H, W, C] for channels-last input); the output
-transform is a product with ``kron(At, At)`` and one scatter into the output's layout. This is
-the algorithm cuDNN and oneDNN choose for such layers themselves; torch does not reach
-oneDNN's on the CPU.
+with ``T = ceil(H / 4) * ceil(W / 4)`` per image. The transforms are products with the
+Kronecker matrices ``kron(Bt, Bt)`` (36x36) and ``kron(At, At)`` (16x36), one gather of the
+tiles before and one scatter into the output's layout after. Everything runs on one band of at
+most :data:`BAND_TILES` tiles of one image at a time, into buffers reused by every band
+(:class:`_Workspace`): on the CPU both keep the memory-bound steps from doubling in time per
+tile. Channels-last activations keep the channels innermost (``[36, T, C]``), NCHW ones the
+tiles (``[36, C, T]``), so each gather reads its layout's contiguous runs. This is the
+algorithm cuDNN and oneDNN choose for such layers themselves; torch does not reach oneDNN's on
+the CPU.
 
 The backward is written out (:class:`_Winograd3x3`, first order only), so that only ``x``
 and the weight are kept, not the 2.25x larger tiles: the input gradient is the same
@@ -51,8 +54,12 @@ __all__ = ["Conv3x3", "ConvBackend", "conv3x3", "conv_backend", "uses_winograd",
 ConvBackend = Literal["auto", "winograd", "direct"]
 
 TILE = 4  # output tile side: F(4x4, 3x3)
-MIN_TILES = 128  # fewer output tiles (2 images of 16x20 have 40) and the direct kernel wins
-MIN_CHANNELS = 256  # with 128 (ResNet stage 2) the transforms cost more than they save
+# The dispatch rule, measured on a 2-core AVX-512 Xeon (forward + backward, README
+# "Performance"): fewer output tiles (2 images of 16x20 have 40) and the direct kernel wins;
+# with 128 channels in or out (ResNet stage 2, the bccd presets) the transforms cost more than
+# they save (1.12-1.28x), with 256 they pay (0.78-0.89x).
+MIN_TILES = 128
+MIN_CHANNELS = 256
 _AUTO: list[ConvBackend] = ["auto"]  # what backend="auto" resolves to; set by conv_backend()
 
 
