@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -135,9 +136,7 @@ class _Workspace:
         self.buffers: dict[str, Tensor] = {}
 
     def take(self, name: str, *shape: int) -> Tensor:
-        size = 1
-        for n in shape:
-            size *= n
+        size = math.prod(shape)
         buffer = self.buffers.get(name)
         if buffer is None or buffer.numel() < size:
             buffer = self.buffers[name] = self.like.new_empty(size)
@@ -152,6 +151,13 @@ def _gather(tiles: Tensor, inner: bool, out: Tensor) -> Tensor:
     side = tiles.shape[-1]
     out.view(side, side, *tiles.permute(order).shape[2:]).copy_(tiles.permute(order))
     return out
+
+
+def _padded_input(x: Tensor, rows: int, cols: int) -> Tensor:
+    """``x`` with one zero row / column before and enough after for ``rows x cols`` 6x6 tiles
+    at stride 4 (the convolution's padding 1, and the overhang of the last tiles)."""
+    height, width = x.shape[2:]
+    return F.pad(x, (1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
 
 
 def _input_band(
@@ -193,7 +199,7 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     rows, cols = _grid(height, width)
     layout = _layout(x)
     inner = layout == torch.channels_last
-    padded = F.pad(x, (1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
+    padded = _padded_input(x, rows, cols)
     if inner:  # U: [36, C_in, C_out]
         u = (kw @ weight.permute(2, 3, 1, 0).reshape(9, c_in * c_out)).view(36, c_in, c_out)
     else:  # Ut: [36, C_out, C_in]
@@ -238,7 +244,7 @@ def _weight_grad(x: Tensor, grad_out: Tensor) -> Tensor:
     c_out = grad_out.shape[1]
     rows, cols = _grid(height, width)
     inner = _layout(x) == torch.channels_last
-    padded = F.pad(x, (1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
+    padded = _padded_input(x, rows, cols)
     grad_out = F.pad(grad_out, (0, cols * TILE - width, 0, rows * TILE - height))
     shape = (36, c_in, c_out) if inner else (36, c_out, c_in)
     grad_u = torch.zeros(shape, dtype=x.dtype, device=x.device)
@@ -264,10 +270,12 @@ class _Winograd3x3(torch.autograd.Function):
     """Forward :func:`_forward` of ``weight * scale`` (per output channel; ``scale`` may be
     None); the backward recomputes the input tiles and the scaled weight (see the module)."""
 
+    # Both passes run under no_grad, also under torch.func.grad: the workspaces are written in
+    # place (out=), which autograd refuses for tensors it tracks. First order only.
     @staticmethod
+    @torch.no_grad()
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None, scale: Tensor | None) -> Tensor:
-        with torch.no_grad():  # under torch.func.grad too: the workspaces are written in place
-            return _forward(x, _scaled(weight, scale), bias)
+        return _forward(x, _scaled(weight, scale), bias)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -275,12 +283,8 @@ class _Winograd3x3(torch.autograd.Function):
         ctx.save_for_backward(x, weight, scale)
 
     @staticmethod
+    @torch.no_grad()
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        with torch.no_grad():
-            return _Winograd3x3._backward(ctx, grad_out)
-
-    @staticmethod
-    def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, scale = ctx.saved_tensors
         need_x, need_w, need_b, need_s = ctx.needs_input_grad
         grad_out = grad_out.contiguous(memory_format=_layout(x))
